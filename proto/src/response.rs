@@ -1,0 +1,308 @@
+//! Responses: `{"req_id", "ok": true, "result"}` or `{"req_id", "ok": false, "error"}`, and
+//! the typed results each operation puts in `result`.
+
+use crate::ids::{LeaseId, SessionId, TrackingId, Workspace};
+use crate::{ErrorCode, WireError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// What a session runs: a browser (Chromium with a DevTools endpoint) or any other command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionType {
+    Browser,
+    Sandbox,
+}
+
+impl SessionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionType::Browser => "browser",
+            SessionType::Sandbox => "sandbox",
+        }
+    }
+}
+
+/// Where a session is in its life. `starting`, `running` and `terminating` are "live".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Starting,
+    Running,
+    Terminating,
+    Exited,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Starting => "starting",
+            SessionState::Running => "running",
+            SessionState::Terminating => "terminating",
+            SessionState::Exited => "exited",
+        }
+    }
+
+    pub fn is_live(self) -> bool {
+        self != SessionState::Exited
+    }
+}
+
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(SessionType, SessionState);
+
+/// How a session's leader ended: `{"code": N}` or `{"signal": N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit {code}"),
+            ExitStatus::Signal(signal) => write!(f, "signal {signal}"),
+        }
+    }
+}
+
+/// A session as listed by `sessions` and returned by `launch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_id: Option<TrackingId>,
+    pub session_type: SessionType,
+    pub workspace: Workspace,
+    pub state: SessionState,
+    pub pid: i32,
+    pub pgid: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    pub command: Vec<String>,
+    pub leases: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// RFC 3339; set once `exited`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// RFC 3339; when the session's TTL ends it (terminated with force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Browser sessions: the DevTools websocket URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_endpoint: Option<String>,
+    /// Browser sessions: the profile (user data) dir the daemon created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_dir: Option<String>,
+    /// Live sessions in a `sessions` listing: how many processes the session has now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u32>,
+    /// Live sessions in a `sessions` listing: resident memory summed over the session's
+    /// processes (RSS, so pages shared between them count once per process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+}
+
+/// `launch` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchResult {
+    pub session: SessionInfo,
+}
+
+/// `sessions` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionsResult {
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// One target a termination could not finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The session id, or the id exactly as the client gave it when it matched nothing.
+    pub id: String,
+    pub code: ErrorCode,
+    pub message: String,
+    /// For `timeout` and `kill_failed`: the pids still alive when the daemon gave up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<i32>,
+}
+
+/// `kill` and `bulk_terminate` result: the Chaser bulk-terminate response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminateResult {
+    /// Session ids that are gone (including ones that had already exited).
+    pub terminated: Vec<String>,
+    pub failed: Vec<Failure>,
+}
+
+/// `lease` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseResult {
+    pub lease_id: LeaseId,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// Sessions by state, as `status` counts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    pub starting: u32,
+    pub running: u32,
+    pub terminating: u32,
+    pub exited: u32,
+}
+
+/// The daemon's configured limits, as `status` reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_sessions: u32,
+    pub grace_ms: u64,
+    pub max_grace_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl_ms: Option<u64>,
+    pub lease_ttl_ms: u64,
+    pub max_lease_ttl_ms: u64,
+}
+
+/// The browser the daemon launches for `browser` sessions without a `command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrowserStatus {
+    /// The detected executable, if one was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Why none was found: what was searched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `status` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResult {
+    pub version: String,
+    pub protocol: u32,
+    pub pid: u32,
+    pub uptime_ms: u64,
+    pub sessions: StateCounts,
+    pub limits: Limits,
+    pub socket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<BrowserStatus>,
+}
+
+/// One response line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req_id: Option<Value>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+impl Response {
+    pub fn success(req_id: Option<Value>, result: &impl Serialize) -> Response {
+        match serde_json::to_value(result) {
+            Ok(result) => Response {
+                req_id,
+                ok: true,
+                result: Some(result),
+                error: None,
+            },
+            Err(e) => Response::failure(
+                req_id,
+                WireError::new(ErrorCode::Internal, format!("cannot encode result: {e}")),
+            ),
+        }
+    }
+
+    pub fn failure(req_id: Option<Value>, error: WireError) -> Response {
+        Response {
+            req_id,
+            ok: false,
+            result: None,
+            error: Some(error),
+        }
+    }
+
+    /// Encodes the response as one line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).expect("responses always serialize");
+        line.push('\n');
+        line
+    }
+
+    /// The result decoded as `T`, or the error the daemon sent.
+    pub fn into_result<T: serde::de::DeserializeOwned>(self) -> Result<T, WireError> {
+        match (self.ok, self.result, self.error) {
+            (true, Some(result), _) => serde_json::from_value(result).map_err(|e| {
+                WireError::new(ErrorCode::Internal, format!("unexpected result shape: {e}"))
+            }),
+            (_, _, Some(error)) => Err(error),
+            _ => Err(WireError::new(
+                ErrorCode::Internal,
+                "response has neither a result nor an error",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn exit_status_has_the_documented_shape() {
+        assert_eq!(serde_json::to_value(ExitStatus::Code(3)).unwrap(), json!({"code": 3}));
+        assert_eq!(
+            serde_json::to_value(ExitStatus::Signal(9)).unwrap(),
+            json!({"signal": 9})
+        );
+    }
+
+    #[test]
+    fn failures_always_carry_id_code_and_message() {
+        let result = TerminateResult {
+            terminated: vec!["a".into()],
+            failed: vec![Failure {
+                id: "b".into(),
+                code: ErrorCode::NotFound,
+                message: "no session b".into(),
+                pids: vec![],
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&result).unwrap(),
+            json!({"terminated": ["a"], "failed": [{"id": "b", "code": "not_found", "message": "no session b"}]})
+        );
+    }
+
+    #[test]
+    fn responses_round_trip_and_omit_absent_req_id() {
+        let ok = Response::success(None, &json!({"x": 1}));
+        assert_eq!(ok.to_line(), "{\"ok\":true,\"result\":{\"x\":1}}\n");
+        let err = Response::failure(
+            Some(json!(9)),
+            WireError::new(ErrorCode::Timeout, "slow"),
+        );
+        let back: Response = serde_json::from_str(err.to_line().trim_end()).unwrap();
+        assert_eq!(back, err);
+        assert_eq!(back.into_result::<Value>().unwrap_err().code, ErrorCode::Timeout);
+    }
+}
