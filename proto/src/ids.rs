@@ -244,7 +244,10 @@ mod tests {
     #[test]
     fn targets_parse_all_or_a_reference() {
         assert_eq!("all".parse::<Target>().unwrap(), Target::All);
-        assert!(matches!("abc".parse::<Target>().unwrap(), Target::Session(_)));
+        assert!(matches!(
+            "abc".parse::<Target>().unwrap(),
+            Target::Session(_)
+        ));
         assert!("a;rm".parse::<Target>().is_err());
         let json = serde_json::to_string(&Target::All).unwrap();
         assert_eq!(json, "\"all\"");

@@ -6,20 +6,21 @@ pub mod duration;
 pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod paths;
 pub mod request;
 pub mod response;
 
 pub use error::{ErrorCode, WireError};
 pub use frame::{Frame, LineDecoder, MAX_FRAME};
 pub use ids::{IdError, LeaseId, SessionId, SessionRef, Target, TrackingId, Workspace};
+pub use paths::default_socket_path;
 pub use request::{
-    decode_request, encode_request, BulkTerminate, Envelope, Kill, Launch, Lease, Release,
-    Request, SessionsFilter,
+    decode_request, encode_request, BulkTerminate, Envelope, Kill, Launch, Lease, Release, Request,
+    SessionsFilter,
 };
 pub use response::{
-    BrowserStatus, ExitStatus, Failure, LaunchResult, LeaseResult, Limits, Response,
-    SessionInfo, SessionState, SessionType, SessionsResult, StateCounts, StatusResult,
-    TerminateResult,
+    BrowserStatus, ExitStatus, Failure, LaunchResult, LeaseResult, Limits, Response, SessionInfo,
+    SessionState, SessionType, SessionsResult, StateCounts, StatusResult, TerminateResult,
 };
 
 /// The protocol version reported by `status`; a breaking change bumps it.

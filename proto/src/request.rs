@@ -86,12 +86,17 @@ impl Launch {
                 return Err(format!("environment value of `{key}` contains a NUL byte"));
             }
             if key == crate::SESSION_ENV {
-                return Err(format!("`{key}` is set by the daemon and cannot be overridden"));
+                return Err(format!(
+                    "`{key}` is set by the daemon and cannot be overridden"
+                ));
             }
         }
         if let Some(cwd) = &self.cwd {
             if !cwd.starts_with('/') || cwd.contains('\0') {
-                return Err(format!("`cwd` must be an absolute path, got `{}`", cwd.escape_debug()));
+                return Err(format!(
+                    "`cwd` must be an absolute path, got `{}`",
+                    cwd.escape_debug()
+                ));
             }
         }
         if self.ttl_ms == Some(0) {
@@ -393,7 +398,14 @@ mod tests {
 
     #[test]
     fn non_json_and_non_objects_are_invalid_json() {
-        for line in [&b"{"[..], b"hello", b"\xff\xfe", b"[1,2]", b"\"status\"", b""] {
+        for line in [
+            &b"{"[..],
+            b"hello",
+            b"\xff\xfe",
+            b"[1,2]",
+            b"\"status\"",
+            b"",
+        ] {
             let rejected = decode_request(line).unwrap_err();
             assert_eq!(rejected.error.code, ErrorCode::InvalidJson, "{line:?}");
         }
@@ -421,7 +433,11 @@ mod tests {
         for op in OPS {
             let rejected = decode(json!({"op": op, "bogus": 1})).unwrap_err();
             assert_eq!(rejected.error.code, ErrorCode::InvalidRequest, "{op}");
-            assert!(rejected.error.message.contains("bogus"), "{op}: {}", rejected.error.message);
+            assert!(
+                rejected.error.message.contains("bogus"),
+                "{op}: {}",
+                rejected.error.message
+            );
         }
     }
 

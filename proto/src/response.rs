@@ -269,7 +269,10 @@ mod tests {
 
     #[test]
     fn exit_status_has_the_documented_shape() {
-        assert_eq!(serde_json::to_value(ExitStatus::Code(3)).unwrap(), json!({"code": 3}));
+        assert_eq!(
+            serde_json::to_value(ExitStatus::Code(3)).unwrap(),
+            json!({"code": 3})
+        );
         assert_eq!(
             serde_json::to_value(ExitStatus::Signal(9)).unwrap(),
             json!({"signal": 9})
@@ -297,12 +300,12 @@ mod tests {
     fn responses_round_trip_and_omit_absent_req_id() {
         let ok = Response::success(None, &json!({"x": 1}));
         assert_eq!(ok.to_line(), "{\"ok\":true,\"result\":{\"x\":1}}\n");
-        let err = Response::failure(
-            Some(json!(9)),
-            WireError::new(ErrorCode::Timeout, "slow"),
-        );
+        let err = Response::failure(Some(json!(9)), WireError::new(ErrorCode::Timeout, "slow"));
         let back: Response = serde_json::from_str(err.to_line().trim_end()).unwrap();
         assert_eq!(back, err);
-        assert_eq!(back.into_result::<Value>().unwrap_err().code, ErrorCode::Timeout);
+        assert_eq!(
+            back.into_result::<Value>().unwrap_err().code,
+            ErrorCode::Timeout
+        );
     }
 }

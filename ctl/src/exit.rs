@@ -1,0 +1,66 @@
+//! The exit statuses browserctl promises, and which error codes lead to which. Scripts branch
+//! on these, so they are a contract like the wire protocol.
+
+use browserd_proto::ErrorCode;
+use std::process::ExitCode;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything asked for was done.
+    Done = 0,
+    /// The daemon answered, but some target failed (not found, leased, timed out, ...).
+    TargetFailed = 1,
+    /// Bad usage, or a request the daemon refused as invalid.
+    Usage = 2,
+    /// The daemon could not be reached, or refused this user.
+    Unreachable = 3,
+}
+
+impl Exit {
+    /// The exit status for an error response. Codes about the request itself are usage
+    /// errors; `permission_denied` means "not your daemon", like an unreachable one;
+    /// everything else is about the targets.
+    pub fn for_error(code: ErrorCode) -> Exit {
+        match code {
+            ErrorCode::InvalidRequest
+            | ErrorCode::InvalidJson
+            | ErrorCode::UnknownOp
+            | ErrorCode::FrameTooLarge => Exit::Usage,
+            ErrorCode::PermissionDenied => Exit::Unreachable,
+            ErrorCode::NotFound
+            | ErrorCode::Leased
+            | ErrorCode::Timeout
+            | ErrorCode::KillFailed
+            | ErrorCode::Capacity
+            | ErrorCode::Conflict
+            | ErrorCode::NotRunning
+            | ErrorCode::LaunchFailed
+            | ErrorCode::ShuttingDown
+            | ErrorCode::Internal => Exit::TargetFailed,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_problems_are_usage_errors_and_permission_is_unreachable() {
+        assert_eq!(Exit::for_error(ErrorCode::InvalidRequest), Exit::Usage);
+        assert_eq!(Exit::for_error(ErrorCode::UnknownOp), Exit::Usage);
+        assert_eq!(
+            Exit::for_error(ErrorCode::PermissionDenied),
+            Exit::Unreachable
+        );
+        assert_eq!(Exit::for_error(ErrorCode::NotFound), Exit::TargetFailed);
+        assert_eq!(Exit::for_error(ErrorCode::Capacity), Exit::TargetFailed);
+    }
+}

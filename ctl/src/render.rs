@@ -1,0 +1,639 @@
+//! Turns the daemon's answer into what the user sees: a one-line JSON document with `--json`,
+//! otherwise tables and sentences, plus the exit status. Pure functions from a response to
+//! text, so every format is tested without a daemon.
+
+use crate::clock::{format_age, format_bytes, now, parse_rfc3339};
+use crate::exit::Exit;
+use browserd_proto::duration::format_millis;
+use browserd_proto::{
+    ErrorCode, LaunchResult, LeaseResult, Request, Response, SessionInfo, SessionState,
+    SessionsResult, StatusResult, TerminateResult, WireError, PROTOCOL,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::fmt::Write;
+
+/// Everything a run prints, and how it exits.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Report {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit: Exit,
+}
+
+impl Report {
+    fn out(stdout: String, exit: Exit) -> Report {
+        Report {
+            stdout,
+            stderr: String::new(),
+            exit,
+        }
+    }
+
+    fn err(stderr: String, exit: Exit) -> Report {
+        Report {
+            stdout: String::new(),
+            stderr,
+            exit,
+        }
+    }
+}
+
+/// Renders the response to `request`, as JSON or for people.
+pub fn report(request: &Request, response: Response, json: bool) -> Report {
+    if json {
+        return json_report(response);
+    }
+    match (response.ok, response.error) {
+        (false, Some(error)) => error_report(request, &error),
+        _ => success_report(request, response.result.unwrap_or(Value::Null)),
+    }
+}
+
+/// `--json`: exactly one compact JSON document, the result or the error object.
+fn json_report(response: Response) -> Report {
+    match (response.ok, response.error) {
+        (false, Some(error)) => {
+            let exit = Exit::for_error(error.code);
+            Report::out(json_line(&error), exit)
+        }
+        _ => {
+            let result = response.result.unwrap_or(Value::Null);
+            let exit = if has_failures(&result) {
+                Exit::TargetFailed
+            } else {
+                Exit::Done
+            };
+            Report::out(json_line(&result), exit)
+        }
+    }
+}
+
+fn json_line(value: &impl serde::Serialize) -> String {
+    let mut line = serde_json::to_string(value).expect("JSON values always serialize");
+    line.push('\n');
+    line
+}
+
+/// Whether a termination result names targets it could not finish.
+fn has_failures(result: &Value) -> bool {
+    result
+        .get("failed")
+        .and_then(Value::as_array)
+        .is_some_and(|failed| !failed.is_empty())
+}
+
+fn success_report(request: &Request, result: Value) -> Report {
+    match request {
+        Request::Launch(_) => typed(result, |r: LaunchResult| {
+            Report::out(launch(&r.session), Exit::Done)
+        }),
+        Request::Sessions(_) => typed(result, |r: SessionsResult| {
+            Report::out(sessions_table(&r.sessions, now()), Exit::Done)
+        }),
+        Request::Kill(kill) => typed(result, |r: TerminateResult| terminate(&r, kill.force)),
+        Request::BulkTerminate(body) => typed(result, |r: TerminateResult| {
+            terminate(&r, body.force == Some(true))
+        }),
+        Request::Lease(lease) => typed(result, |r: LeaseResult| {
+            let line = format!(
+                "leased {}: {} until {}\n",
+                lease.id, r.lease_id, r.expires_at
+            );
+            Report::out(line, Exit::Done)
+        }),
+        Request::Release(release) => {
+            Report::out(format!("released {}\n", release.lease_id), Exit::Done)
+        }
+        Request::Status => typed(result, status),
+    }
+}
+
+/// Decodes a result for rendering; a shape this browserctl does not know means the two
+/// programs are different versions, which is worth saying instead of printing nonsense.
+fn typed<T: DeserializeOwned>(result: Value, render: impl FnOnce(T) -> Report) -> Report {
+    match serde_json::from_value(result) {
+        Ok(result) => render(result),
+        Err(e) => Report::err(
+            format!(
+                "browserctl: unexpected answer from browserd ({e}). Are browserctl and browserd \
+                 the same version? `browserctl --json` shows the raw answer.\n"
+            ),
+            Exit::TargetFailed,
+        ),
+    }
+}
+
+/// `launched <id> (pid N)`, then the DevTools endpoint and expiry when there are any.
+fn launch(session: &SessionInfo) -> String {
+    let mut text = format!("launched {} (pid {})\n", session.id, session.pid);
+    if let Some(endpoint) = &session.ws_endpoint {
+        let _ = writeln!(text, "endpoint {endpoint}");
+    }
+    if let Some(expires_at) = &session.expires_at {
+        let _ = writeln!(text, "expires {expires_at}");
+    }
+    text
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+const COLUMNS: [(&str, Align); 10] = [
+    ("ID", Align::Left),
+    ("TRACKING", Align::Left),
+    ("TYPE", Align::Left),
+    ("WORKSPACE", Align::Left),
+    ("STATE", Align::Left),
+    ("PID", Align::Right),
+    ("AGE", Align::Left),
+    ("PROCS", Align::Right),
+    ("RSS", Align::Right),
+    ("ENDPOINT", Align::Left),
+];
+
+/// The `ls` table. AGE is time since start for live sessions and the exit status (`exit 0`,
+/// `signal 9`) for exited ones; absent values show as `-`.
+pub fn sessions_table(sessions: &[SessionInfo], now: i64) -> String {
+    if sessions.is_empty() {
+        return "no sessions\n".to_owned();
+    }
+    let header = COLUMNS.map(|(name, _)| name.to_owned());
+    let rows: Vec<[String; 10]> = std::iter::once(header)
+        .chain(sessions.iter().map(|s| session_row(s, now)))
+        .collect();
+    let aligns = COLUMNS.map(|(_, align)| align);
+    align_columns(&rows, &aligns)
+}
+
+fn session_row(session: &SessionInfo, now: i64) -> [String; 10] {
+    let dash = || "-".to_owned();
+    let age = match (session.state, session.exit) {
+        (SessionState::Exited, Some(exit)) => exit.to_string(),
+        (SessionState::Exited, None) => dash(),
+        _ => parse_rfc3339(&session.started_at).map_or_else(dash, |t| format_age(now - t)),
+    };
+    [
+        session.id.to_string(),
+        session
+            .tracking_id
+            .as_ref()
+            .map_or_else(dash, ToString::to_string),
+        session.session_type.to_string(),
+        session.workspace.to_string(),
+        session.state.to_string(),
+        session.pid.to_string(),
+        age,
+        session.processes.map_or_else(dash, |n| n.to_string()),
+        session.rss_bytes.map_or_else(dash, format_bytes),
+        session.ws_endpoint.clone().unwrap_or_else(dash),
+    ]
+}
+
+/// Pads every cell to its column's width (in characters) with two spaces between columns,
+/// leaving no trailing whitespace.
+fn align_columns<const N: usize>(rows: &[[String; N]], aligns: &[Align; N]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[i] - cell.chars().count();
+            match aligns[i] {
+                Align::Left => {
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+                Align::Right => {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(cell);
+                }
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// `kill` and `terminate`: a line per target, a summary, and a hint when `--force` would
+/// have finished the job.
+fn terminate(result: &TerminateResult, forced: bool) -> Report {
+    let mut stdout = String::new();
+    for id in &result.terminated {
+        let _ = writeln!(stdout, "terminated {id}");
+    }
+    for failure in &result.failed {
+        let _ = write!(
+            stdout,
+            "failed {}: {}: {}",
+            failure.id, failure.code, failure.message
+        );
+        if !failure.pids.is_empty() {
+            let pids: Vec<String> = failure.pids.iter().map(ToString::to_string).collect();
+            let _ = write!(stdout, " (pids {})", pids.join(", "));
+        }
+        stdout.push('\n');
+    }
+    if result.terminated.is_empty() && result.failed.is_empty() {
+        stdout.push_str("no sessions to terminate\n");
+    } else {
+        let _ = writeln!(
+            stdout,
+            "{} terminated, {} failed",
+            result.terminated.len(),
+            result.failed.len()
+        );
+    }
+    let exit = if result.failed.is_empty() {
+        Exit::Done
+    } else {
+        Exit::TargetFailed
+    };
+    Report {
+        stdout,
+        stderr: force_hint(result, forced),
+        exit,
+    }
+}
+
+fn force_hint(result: &TerminateResult, forced: bool) -> String {
+    let failed_with = |code| result.failed.iter().any(|f| f.code == code);
+    let mut reasons = Vec::new();
+    if !forced && failed_with(ErrorCode::Leased) {
+        reasons.push("terminate leased sessions");
+    }
+    if !forced && failed_with(ErrorCode::Timeout) {
+        reasons.push("SIGKILL processes that outlive the grace period");
+    }
+    if reasons.is_empty() {
+        return String::new();
+    }
+    format!(
+        "browserctl: re-run with --force to {}.\n",
+        reasons.join(" and ")
+    )
+}
+
+/// `status`: aligned `key  value` lines.
+fn status(status: StatusResult) -> Report {
+    let counts = &status.sessions;
+    let limits = &status.limits;
+    let limit = |default: Option<u64>, max: Option<u64>| {
+        let default = default.map_or_else(|| "none".to_owned(), format_millis);
+        let max = max.map_or_else(
+            || "no maximum".to_owned(),
+            |m| format!("at most {}", format_millis(m)),
+        );
+        format!("{default} by default, {max}")
+    };
+    let mut pairs: Vec<[String; 2]> = vec![
+        ["version".into(), status.version],
+        ["protocol".into(), status.protocol.to_string()],
+        ["pid".into(), status.pid.to_string()],
+        // Whole seconds: the milliseconds of an uptime are noise.
+        [
+            "uptime".into(),
+            format_millis(status.uptime_ms / 1000 * 1000),
+        ],
+        ["socket".into(), status.socket],
+        [
+            "sessions".into(),
+            format!(
+                "{} running, {} starting, {} terminating, {} exited",
+                counts.running, counts.starting, counts.terminating, counts.exited
+            ),
+        ],
+        ["max sessions".into(), limits.max_sessions.to_string()],
+        [
+            "grace".into(),
+            limit(Some(limits.grace_ms), Some(limits.max_grace_ms)),
+        ],
+        [
+            "session ttl".into(),
+            limit(limits.default_ttl_ms, limits.max_ttl_ms),
+        ],
+        [
+            "lease ttl".into(),
+            limit(Some(limits.lease_ttl_ms), Some(limits.max_lease_ttl_ms)),
+        ],
+    ];
+    if let Some(browser) = &status.browser {
+        let value = match (&browser.path, &browser.error) {
+            (Some(path), _) => path.clone(),
+            (None, Some(error)) => format!("not found: {error}"),
+            (None, None) => "not found".to_owned(),
+        };
+        pairs.push(["browser".into(), value]);
+    }
+    let stderr = if status.protocol == PROTOCOL {
+        String::new()
+    } else {
+        format!(
+            "browserctl: browserd speaks protocol {}, this browserctl speaks {PROTOCOL}; \
+             install matching versions.\n",
+            status.protocol
+        )
+    };
+    Report {
+        stdout: align_columns(&pairs, &[Align::Left, Align::Left]),
+        stderr,
+        exit: Exit::Done,
+    }
+}
+
+/// An error response: the daemon's message, its code, and what to do about it.
+fn error_report(request: &Request, error: &WireError) -> Report {
+    let mut text = format!("browserctl: {} ({})\n", error.message, error.code);
+    if let Some(hint) = error_hint(request, error.code) {
+        let _ = writeln!(text, "{hint}");
+    }
+    Report::err(text, Exit::for_error(error.code))
+}
+
+fn error_hint(request: &Request, code: ErrorCode) -> Option<&'static str> {
+    Some(match code {
+        ErrorCode::NotFound if matches!(request, Request::Release(_)) => {
+            "The lease may have expired or been released already."
+        }
+        ErrorCode::NotFound => "List sessions with `browserctl ls`.",
+        ErrorCode::Leased => "Release the lease (`browserctl release`), or pass --force.",
+        ErrorCode::Timeout => "Pass --force to SIGKILL what outlives the grace period.",
+        ErrorCode::KillFailed => {
+            "Some processes survived SIGKILL (stuck in the kernel?); inspect them with `ps`."
+        }
+        ErrorCode::Capacity => {
+            "Terminate sessions you no longer need (`browserctl ls`, `browserctl kill`), or \
+             raise max_sessions in browserd's configuration."
+        }
+        ErrorCode::Conflict => "Choose another --tracking-id, or kill the session that has it.",
+        ErrorCode::NotRunning => "The session has exited; see `browserctl ls --state exited`.",
+        ErrorCode::LaunchFailed => {
+            "Check the browser browserd found with `browserctl status`, and browserd's logs."
+        }
+        ErrorCode::PermissionDenied => {
+            "browserd serves only root, its own user and the uids/gids it is configured to \
+             allow: ask for yours to be allowed (browserd --allow-uid), or run your own \
+             browserd and point --socket at it."
+        }
+        ErrorCode::ShuttingDown => "browserd is shutting down; retry once it has restarted.",
+        ErrorCode::Internal => "This is a bug in browserd; its logs have the details.",
+        ErrorCode::FrameTooLarge => "The request is over 1 MiB; split it into smaller ones.",
+        ErrorCode::InvalidJson | ErrorCode::UnknownOp => {
+            "browserctl and browserd may be different versions; compare `browserctl --version` \
+             with `browserctl status`."
+        }
+        ErrorCode::InvalidRequest => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use browserd_proto::{ExitStatus, Failure, Kill, Release, SessionType, Target};
+    use serde_json::json;
+
+    const NOW: i64 = 1_714_564_800; // 2024-05-01T12:00:00Z
+
+    fn session(id: &str) -> SessionInfo {
+        SessionInfo {
+            id: id.parse().unwrap(),
+            tracking_id: None,
+            session_type: SessionType::Sandbox,
+            workspace: "default".parse().unwrap(),
+            state: SessionState::Running,
+            pid: 42,
+            pgid: 42,
+            started_at: "2024-05-01T11:58:00Z".into(),
+            command: vec!["sleep".into()],
+            leases: 0,
+            exit: None,
+            ended_at: None,
+            expires_at: None,
+            ws_endpoint: None,
+            profile_dir: None,
+            processes: None,
+            rss_bytes: None,
+        }
+    }
+
+    fn ok(result: Value) -> Response {
+        Response {
+            req_id: Some(json!(1)),
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    fn failed(code: ErrorCode, message: &str) -> Response {
+        Response::failure(Some(json!(1)), WireError::new(code, message))
+    }
+
+    fn kill(force: bool) -> Request {
+        Request::Kill(Kill {
+            target: Target::All,
+            force,
+            grace_ms: None,
+        })
+    }
+
+    #[test]
+    fn table_columns_line_up_and_missing_values_are_dashes() {
+        let mut browser = session("aaaaaaaa-000001");
+        browser.tracking_id = Some("job-42".parse().unwrap());
+        browser.session_type = SessionType::Browser;
+        browser.pid = 123_456;
+        browser.processes = Some(12);
+        browser.rss_bytes = Some(300 * 1024 * 1024);
+        browser.ws_endpoint = Some("ws://127.0.0.1:9222/devtools/browser/x".into());
+        let mut exited = session("aaaaaaaa-000002");
+        exited.workspace = "ci β".parse().unwrap();
+        exited.state = SessionState::Exited;
+        exited.exit = Some(ExitStatus::Signal(9));
+
+        let table = sessions_table(&[browser, exited], NOW);
+        let expected = "\
+ID               TRACKING  TYPE     WORKSPACE  STATE       PID  AGE       PROCS   RSS  ENDPOINT
+aaaaaaaa-000001  job-42    browser  default    running  123456  2m           12  300M  ws://127.0.0.1:9222/devtools/browser/x
+aaaaaaaa-000002  -         sandbox  ci β       exited       42  signal 9      -     -  -
+";
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn columns_are_padded_by_characters_not_bytes() {
+        let rows = [
+            ["ββ".to_owned(), "x".to_owned()],
+            ["a".to_owned(), "y".to_owned()],
+        ];
+        let text = align_columns(&rows, &[Align::Left, Align::Right]);
+        assert_eq!(text, "ββ  x\na   y\n");
+    }
+
+    #[test]
+    fn an_empty_listing_says_so() {
+        assert_eq!(sessions_table(&[], NOW), "no sessions\n");
+    }
+
+    #[test]
+    fn json_mode_prints_the_result_or_the_error_object_on_one_line() {
+        let report = report(&Request::Status, ok(json!({"a": [1, 2]})), true);
+        assert_eq!(report.stdout, "{\"a\":[1,2]}\n");
+        assert_eq!(report.exit, Exit::Done);
+
+        let report = super::report(&Request::Status, failed(ErrorCode::UnknownOp, "x"), true);
+        assert_eq!(
+            report.stdout,
+            "{\"code\":\"unknown_op\",\"message\":\"x\"}\n"
+        );
+        assert!(report.stderr.is_empty());
+        assert_eq!(report.exit, Exit::Usage);
+    }
+
+    #[test]
+    fn json_mode_exits_1_when_a_target_failed() {
+        let result = json!({"terminated": [], "failed": [
+            {"id": "x", "code": "not_found", "message": "no session x"}
+        ]});
+        assert_eq!(
+            report(&kill(false), ok(result), true).exit,
+            Exit::TargetFailed
+        );
+    }
+
+    #[test]
+    fn terminations_list_each_target_and_summarise() {
+        let result = TerminateResult {
+            terminated: vec!["a-1".into()],
+            failed: vec![
+                Failure {
+                    id: "b-2".into(),
+                    code: ErrorCode::Timeout,
+                    message: "still running after 5s".into(),
+                    pids: vec![7, 8],
+                },
+                Failure {
+                    id: "c-3".into(),
+                    code: ErrorCode::Leased,
+                    message: "session has 1 lease".into(),
+                    pids: vec![],
+                },
+            ],
+        };
+        let value = serde_json::to_value(&result).unwrap();
+        let report = report(&kill(false), ok(value.clone()), false);
+        assert_eq!(
+            report.stdout,
+            "terminated a-1\n\
+             failed b-2: timeout: still running after 5s (pids 7, 8)\n\
+             failed c-3: leased: session has 1 lease\n\
+             1 terminated, 2 failed\n"
+        );
+        assert!(report.stderr.contains("--force"), "{}", report.stderr);
+        assert_eq!(report.exit, Exit::TargetFailed);
+
+        let forced = super::report(&kill(true), ok(value), false);
+        assert!(forced.stderr.is_empty());
+    }
+
+    #[test]
+    fn a_termination_with_nothing_to_do_succeeds() {
+        let report = report(
+            &kill(false),
+            ok(json!({"terminated": [], "failed": []})),
+            false,
+        );
+        assert_eq!(report.stdout, "no sessions to terminate\n");
+        assert_eq!(report.exit, Exit::Done);
+    }
+
+    #[test]
+    fn a_launch_prints_its_id_then_its_endpoint() {
+        let mut launched = session("aaaaaaaa-000001");
+        launched.ws_endpoint = Some("ws://127.0.0.1:1/devtools/browser/x".into());
+        let request = Request::Launch(Default::default());
+        let result = serde_json::to_value(LaunchResult { session: launched }).unwrap();
+        let report = report(&request, ok(result), false);
+        assert_eq!(
+            report.stdout,
+            "launched aaaaaaaa-000001 (pid 42)\nendpoint ws://127.0.0.1:1/devtools/browser/x\n"
+        );
+    }
+
+    #[test]
+    fn error_responses_go_to_stderr_with_advice_and_the_right_exit() {
+        let request = Request::Release(Release {
+            lease_id: "lease-1".parse().unwrap(),
+        });
+        let report = report(
+            &request,
+            failed(ErrorCode::NotFound, "no lease lease-1"),
+            false,
+        );
+        assert!(report.stdout.is_empty());
+        assert!(report
+            .stderr
+            .starts_with("browserctl: no lease lease-1 (not_found)\n"));
+        assert!(report.stderr.contains("expired"));
+        assert_eq!(report.exit, Exit::TargetFailed);
+
+        let denied = super::report(
+            &Request::Status,
+            failed(ErrorCode::PermissionDenied, "uid 5"),
+            false,
+        );
+        assert!(denied.stderr.contains("--allow-uid"));
+        assert_eq!(denied.exit, Exit::Unreachable);
+    }
+
+    #[test]
+    fn status_is_aligned_key_value_lines() {
+        let result = json!({
+            "version": "0.1.0", "protocol": 1, "pid": 10, "uptime_ms": 3_723_456,
+            "sessions": {"starting": 0, "running": 2, "terminating": 0, "exited": 1},
+            "limits": {"max_sessions": 64, "grace_ms": 5000, "max_grace_ms": 60000,
+                       "max_ttl_ms": 3_600_000, "lease_ttl_ms": 60000,
+                       "max_lease_ttl_ms": 600000},
+            "socket": "/run/browserd/browserd.sock",
+            "browser": {"error": "no chromium on PATH"}
+        });
+        let report = report(&Request::Status, ok(result), false);
+        assert_eq!(
+            report.stdout,
+            "\
+version       0.1.0
+protocol      1
+pid           10
+uptime        1h 2m 3s
+socket        /run/browserd/browserd.sock
+sessions      2 running, 0 starting, 0 terminating, 1 exited
+max sessions  64
+grace         5s by default, at most 1m
+session ttl   none by default, at most 1h
+lease ttl     1m by default, at most 10m
+browser       not found: no chromium on PATH
+"
+        );
+        assert!(report.stderr.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_result_shape_is_reported_not_misprinted() {
+        let report = report(&Request::Status, ok(json!({"version": 2})), false);
+        assert!(report.stdout.is_empty());
+        assert!(report.stderr.contains("same version"));
+        assert_eq!(report.exit, Exit::TargetFailed);
+    }
+}

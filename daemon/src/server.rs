@@ -1,0 +1,259 @@
+//! The socket server: binding (refusing to displace a live daemon, replacing a stale socket
+//! file), checking each peer's credentials, and one task per connection that owns its
+//! framing and answers requests in order.
+
+use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::ops;
+use browserd_proto::{decode_request, ErrorCode, Frame, LineDecoder, Response, WireError};
+use interprocess::local_socket::tokio::{Listener, Stream};
+use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Semaphore};
+
+/// Most connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// Read size per syscall.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Binds the socket. A live daemon answering on the path makes this fail; a socket file
+/// nobody answers on is stale and replaced; anything else at the path is left alone.
+pub fn bind(config: &Config) -> Result<Listener, String> {
+    let path = &config.socket;
+    prepare_parent(path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(format!(
+                        "another browserd is already serving {}; stop it first, or pass a different --socket",
+                        path.display()
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(socket = %path.display(), "replacing stale socket file");
+                    std::fs::remove_file(path)
+                        .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+                }
+                Err(e) => return Err(format!("cannot probe existing socket {}: {e}", path.display())),
+            }
+        }
+        Ok(_) => {
+            return Err(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+    }
+    let name = path
+        .as_path()
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| format!("invalid socket path {}: {e}", path.display()))?;
+    ListenerOptions::new()
+        .name(name)
+        .mode(config.socket_mode as libc::mode_t)
+        .create_tokio()
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+}
+
+/// Creates the socket's directory if missing. A directory of our own making is private
+/// unless it is the system runtime dir, where group members must reach the socket.
+fn prepare_parent(path: &Path) -> Result<(), String> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if parent.exists() {
+        return Ok(());
+    }
+    let mode = if parent.starts_with("/run") {
+        0o755
+    } else {
+        0o700
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(parent)
+        .map_err(|e| format!("cannot create socket directory {}: {e}", parent.display()))
+}
+
+/// Accepts connections until `stop` turns true.
+pub async fn serve(daemon: Arc<Daemon>, listener: Listener, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        match accepted {
+            Ok(stream) => {
+                backoff = Duration::from_millis(1);
+                let daemon = daemon.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle_connection(&daemon, stream).await {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn handle_connection(daemon: &Arc<Daemon>, stream: Stream) -> io::Result<()> {
+    if let Err(reason) = check_peer(&daemon.config, &stream) {
+        tracing::warn!("refused a client: {reason}");
+        let error = WireError::new(ErrorCode::PermissionDenied, reason);
+        let mut stream = stream;
+        stream
+            .write_all(Response::failure(None, error).to_line().as_bytes())
+            .await?;
+        return Ok(());
+    }
+    let (mut reader, mut writer) = (&stream, &stream);
+    let mut decoder = LineDecoder::default();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        while let Some(frame) = decoder.next_frame() {
+            let response = answer(daemon, frame).await;
+            writer.write_all(response.to_line().as_bytes()).await?;
+        }
+        let read = reader.read(&mut chunk).await?;
+        if read == 0 {
+            if let Some(frame) = decoder.finish() {
+                let response = answer(daemon, frame).await;
+                writer.write_all(response.to_line().as_bytes()).await?;
+            }
+            return Ok(());
+        }
+        decoder.push(&chunk[..read]);
+    }
+}
+
+/// Answers one frame; never fails, never panics on input.
+async fn answer(daemon: &Arc<Daemon>, frame: Frame) -> Response {
+    let line = match frame {
+        Frame::Line(line) => line,
+        Frame::TooLarge { len } => {
+            return Response::failure(
+                None,
+                WireError::new(
+                    ErrorCode::FrameTooLarge,
+                    format!(
+                        "request line of {len} bytes exceeds the {} byte limit",
+                        browserd_proto::MAX_FRAME
+                    ),
+                ),
+            )
+        }
+    };
+    match decode_request(&line) {
+        Ok(envelope) => {
+            let op = op_name(&envelope.request);
+            tracing::debug!(op, "request");
+            match ops::apply(daemon, envelope.request).await {
+                Ok(result) => Response {
+                    req_id: envelope.req_id,
+                    ok: true,
+                    result: Some(result),
+                    error: None,
+                },
+                Err(error) => {
+                    tracing::debug!(op, %error, "request failed");
+                    Response::failure(envelope.req_id, error)
+                }
+            }
+        }
+        Err(rejected) => {
+            tracing::debug!(error = %rejected.error, "rejected request");
+            Response::failure(rejected.req_id, rejected.error)
+        }
+    }
+}
+
+fn op_name(request: &browserd_proto::Request) -> &'static str {
+    use browserd_proto::Request::*;
+    match request {
+        Launch(_) => "launch",
+        Sessions(_) => "sessions",
+        Kill(_) => "kill",
+        BulkTerminate(_) => "bulk_terminate",
+        Lease(_) => "lease",
+        Release(_) => "release",
+        Status => "status",
+    }
+}
+
+/// Root, the daemon's own uid, and the configured uids and gids may connect.
+fn check_peer(config: &Config, stream: &Stream) -> Result<(), String> {
+    use interprocess::local_socket::traits::StreamCommon;
+    let creds = stream
+        .peer_creds()
+        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
+    let uid = creds.euid().ok_or("peer credentials carry no uid")?;
+    let me = nix::unistd::geteuid().as_raw();
+    if uid == 0 || uid == me || config.allow_uids.contains(&uid) {
+        return Ok(());
+    }
+    let gid = creds.egid();
+    if gid.is_some_and(|g| config.allow_gids.contains(&g)) {
+        return Ok(());
+    }
+    if let Some(pid) = creds.pid() {
+        if supplementary_groups(pid as i32)
+            .iter()
+            .any(|g| config.allow_gids.contains(g))
+        {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "uid {uid} may not use this browserd; the daemon accepts root, uid {me}, and those allowed with --allow-uid/--allow-gid"
+    ))
+}
+
+/// A peer's supplementary groups, from `/proc` (SO_PEERCRED carries only the primary gid).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the socket file if it is still ours (same inode as bound).
+pub fn remove_socket(path: &Path, inode: Option<u64>) {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if Some(meta.ino()) == inode || inode.is_none() => {
+            let _ = std::fs::remove_file(path);
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,194 @@
+//! Reading `/proc`: which processes exist, which session marks them (`BROWSERD_SESSION` in
+//! their environment), and whether a process seen earlier is still that same process. A
+//! process is identified by pid *and* start time, so a reused pid never counts as a survivor
+//! and never gets signalled by the leak guard.
+//!
+//! A zombie's environment reads as empty, so zombies cannot be attributed by marker; the
+//! harness remembers the identities it has seen per session ([`crate::tracked`]) to catch
+//! unreaped processes.
+
+use browserd_proto::SESSION_ENV;
+use std::fs;
+
+/// A process identity that survives pid reuse: pid plus start time (clock ticks after boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcId {
+    /// The process now, if the pid still names the process this identity was taken from
+    /// (in any state, zombies included).
+    pub fn current(&self) -> Option<ProcInfo> {
+        process(self.pid).filter(|p| p.start_time == self.start_time)
+    }
+}
+
+/// What the harness knows about one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// The state letter of `/proc/PID/stat` (`R`, `S`, `Z`, ...).
+    pub state: char,
+    pub comm: String,
+    pub start_time: u64,
+    /// The value of `BROWSERD_SESSION` in its environment; `None` if unmarked or unreadable
+    /// (zombies and exiting processes have no environment left).
+    pub session: Option<String>,
+    /// Whether SIGTERM is ignored (`SigIgn`), i.e. the process is "stubborn".
+    pub ignores_term: bool,
+}
+
+impl ProcInfo {
+    pub fn id(&self) -> ProcId {
+        ProcId {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z' || self.state == 'X'
+    }
+}
+
+struct Stat {
+    comm: String,
+    state: char,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+    start_time: u64,
+}
+
+/// Parses `/proc/PID/stat`. The command name may contain spaces and parentheses, so the
+/// fields are split after the *last* `)`.
+fn read_stat(pid: i32) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // After the command: state(3) ppid(4) pgrp(5) session(6) ... starttime(22).
+    Some(Stat {
+        comm,
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgid: fields.get(2)?.parse().ok()?,
+        sid: fields.get(3)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn read_marker(pid: i32) -> Option<String> {
+    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{SESSION_ENV}=");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+fn read_ignores_term(pid: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let term_bit = 1u64 << (libc::SIGTERM - 1);
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & term_bit != 0)
+}
+
+/// One process by pid, if it exists.
+pub fn process(pid: i32) -> Option<ProcInfo> {
+    let stat = read_stat(pid)?;
+    let zombie = stat.state == 'Z' || stat.state == 'X';
+    let session = if zombie { None } else { read_marker(pid) };
+    let ignores_term = session.is_some() && read_ignores_term(pid);
+    Some(ProcInfo {
+        pid,
+        ppid: stat.ppid,
+        pgid: stat.pgid,
+        sid: stat.sid,
+        state: stat.state,
+        comm: stat.comm,
+        start_time: stat.start_time,
+        session,
+        ignores_term,
+    })
+}
+
+/// Every process visible in `/proc` (threads excluded). Processes that vanish while being
+/// read are skipped.
+pub fn all_processes() -> Vec<ProcInfo> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut procs: Vec<ProcInfo> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(process)
+        .collect();
+    procs.sort_by_key(|p| p.pid);
+    procs
+}
+
+/// The live (non-zombie) processes marked with `session`.
+pub fn session_processes(session: &str) -> Vec<ProcInfo> {
+    all_processes()
+        .into_iter()
+        .filter(|p| p.session.as_deref() == Some(session))
+        .collect()
+}
+
+/// The pids of the live processes marked with `session`.
+pub fn session_pids(session: &str) -> Vec<i32> {
+    session_processes(session).iter().map(|p| p.pid).collect()
+}
+
+/// The children of `ppid`, zombies included.
+pub fn children_of(ppid: i32) -> Vec<ProcInfo> {
+    all_processes()
+        .into_iter()
+        .filter(|p| p.ppid == ppid)
+        .collect()
+}
+
+/// The zombie children of `ppid`: exits nobody has reaped.
+pub fn zombie_children_of(ppid: i32) -> Vec<ProcInfo> {
+    children_of(ppid)
+        .into_iter()
+        .filter(ProcInfo::is_zombie)
+        .collect()
+}
+
+/// Sends `signal` to the process `id` names, and only to it: the pid is pinned with a pidfd
+/// and the start time re-checked, so a pid reused since `id` was taken is never signalled.
+/// Returns whether the signal was sent.
+pub fn signal_exact(id: ProcId, signal: i32) -> bool {
+    // SAFETY: plain syscalls on integers; the fd is closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, id.pid, 0) };
+    if pidfd < 0 {
+        return false;
+    }
+    let pidfd = pidfd as i32;
+    let sent = id.current().is_some_and(|p| !p.is_zombie())
+        // SAFETY: as above; a null siginfo means "as if by kill(2)".
+        && unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd,
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        } == 0;
+    // SAFETY: `pidfd` was opened above and is owned here.
+    unsafe { libc::close(pidfd) };
+    sent
+}
