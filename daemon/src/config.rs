@@ -65,6 +65,12 @@ pub struct Args {
     /// root, else $XDG_STATE_HOME/browserd].
     #[arg(long, value_name = "DIR", env = "BROWSERD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Chromium executable for browser sessions [default: detected; see README].
+    #[arg(long, value_name = "PATH", env = "BROWSERD_BROWSER")]
+    pub browser: Option<PathBuf>,
+    /// How long a browser may take to announce its DevTools endpoint [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub launch_timeout: Option<Duration>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins
     /// when set [default: info].
     #[arg(long, value_name = "LEVEL")]
@@ -101,6 +107,8 @@ struct FileConfig {
     keep_exited: Option<usize>,
     keep_exited_for: Option<String>,
     state_dir: Option<PathBuf>,
+    browser: Option<PathBuf>,
+    launch_timeout: Option<String>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
 }
@@ -122,6 +130,8 @@ pub struct Config {
     pub keep_exited: usize,
     pub keep_exited_for: Duration,
     pub state_dir: PathBuf,
+    pub browser: Option<PathBuf>,
+    pub launch_timeout: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -180,6 +190,9 @@ impl Config {
                 .state_dir
                 .or(file.state_dir)
                 .unwrap_or_else(|| default_state_dir(euid)),
+            browser: args.browser.or(file.browser),
+            launch_timeout: dur(args.launch_timeout, file.launch_timeout, "launch_timeout")?
+                .unwrap_or(Duration::from_secs(30)),
             log_level: args
                 .log_level
                 .or(file.log_level)
@@ -217,6 +230,9 @@ impl Config {
         }
         if self.lease_ttl.is_zero() || self.lease_ttl > self.max_lease_ttl {
             return Err("lease_ttl must be positive and at most max_lease_ttl".into());
+        }
+        if self.launch_timeout.is_zero() {
+            return Err("launch_timeout must be positive".into());
         }
         if self.socket_mode > 0o777 {
             return Err(format!(

@@ -16,6 +16,9 @@ use std::time::Instant;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
+/// How long the polite close may take to reach the browser.
+const POLITE_CONNECT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct Daemon {
     pub config: Config,
     pub registry: Registry,
@@ -161,6 +164,19 @@ impl Daemon {
         self.scanner.fresh().await.live_pids(id)
     }
 
-    /// The polite first step of a termination, before SIGTERM. Sandboxes have none.
-    pub async fn polite_close(&self, _id: &SessionId) {}
+    /// The polite first step of a termination, before SIGTERM: a browser with a DevTools
+    /// endpoint is asked to close itself. Returns whether it was asked; sandboxes have no
+    /// such step.
+    pub async fn polite_close(&self, id: &SessionId) -> bool {
+        let endpoint = self
+            .registry
+            .update(id, |s| {
+                s.browser.as_ref().and_then(|b| b.ws_endpoint.clone())
+            })
+            .flatten();
+        match endpoint {
+            Some(endpoint) => crate::browser::close(&endpoint, POLITE_CONNECT).await,
+            None => false,
+        }
+    }
 }

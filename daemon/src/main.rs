@@ -1,6 +1,7 @@
 //! browserd: a supervisor daemon for headless browser sessions. This file only wires the
 //! modules together; each concern lives in its own module.
 
+mod browser;
 mod config;
 mod daemon;
 mod error;
@@ -19,6 +20,7 @@ mod terminate;
 
 use clap::Parser;
 use config::{Args, Config, LogFormat};
+use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -84,7 +86,8 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -6,9 +6,9 @@ use crate::error::Error;
 use crate::{launch, terminate};
 use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{
-    BulkTerminate, ErrorCode, Failure, Kill, LaunchResult, Lease, LeaseResult, Limits, Release,
-    Request, SessionId, SessionRef, SessionType, SessionsFilter, SessionsResult, StatusResult,
-    Target, TerminateResult, WireError, Workspace,
+    BrowserStatus, BulkTerminate, ErrorCode, Failure, Kill, LaunchResult, Lease, LeaseResult,
+    Limits, Release, Request, SessionId, SessionRef, SessionType, SessionsFilter, SessionsResult,
+    StatusResult, Target, TerminateResult, WireError, Workspace,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -177,6 +177,15 @@ fn status(daemon: &Daemon) -> StatusResult {
             max_lease_ttl_ms: as_millis(config.max_lease_ttl),
         },
         socket: config.socket.display().to_string(),
-        browser: None,
+        browser: Some(match crate::browser::detect(config.browser.as_deref()) {
+            Ok(path) => BrowserStatus {
+                path: Some(path.display().to_string()),
+                error: None,
+            },
+            Err(error) => BrowserStatus {
+                path: None,
+                error: Some(error),
+            },
+        }),
     }
 }

@@ -22,7 +22,6 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone)]
 pub enum Phase {
     /// Spawned, not yet ready (a browser waiting for its DevTools endpoint).
-    #[allow(dead_code)] // constructed once browser launches wait for DevTools
     Starting,
     Running,
     /// Being terminated; requests that also target it join this termination.

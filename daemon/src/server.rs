@@ -219,7 +219,7 @@ fn check_peer(config: &Config, stream: &Stream) -> Result<(), String> {
         return Ok(());
     }
     if let Some(pid) = creds.pid() {
-        if supplementary_groups(pid as i32)
+        if supplementary_groups(pid)
             .iter()
             .any(|g| config.allow_gids.contains(g))
         {

@@ -16,6 +16,8 @@ use tokio::sync::{watch, Notify};
 /// How often, during the grace period, the session is swept again for processes that
 /// appeared after the first SIGTERM (a stray forked mid-termination).
 const RESWEEP: Duration = Duration::from_millis(250);
+/// The longest a browser's polite close is waited for before SIGTERM.
+const POLITE_WAIT: Duration = Duration::from_secs(2);
 /// How often SIGKILL is repeated while waiting for a forced session to vanish.
 const KILL_RESWEEP: Duration = Duration::from_millis(100);
 /// How long to wait after SIGKILL before reporting `kill_failed` (processes stuck in the
@@ -174,7 +176,11 @@ pub fn start_detached(daemon: &Arc<Daemon>, id: &SessionId, grace: Duration) {
 async fn run(daemon: Arc<Daemon>, id: SessionId, termination: Arc<Termination>) {
     tracing::info!(session = %id, force = termination.control.borrow().force, "terminating");
     let mut signalled = HashSet::new();
-    daemon.polite_close(&id).await;
+    if daemon.polite_close(&id).await && polite_wait(&termination).await {
+        tracing::info!(session = %id, "closed politely");
+        termination.outcome.send_replace(Some(Outcome::Terminated));
+        return;
+    }
     daemon
         .signal_session(&id, Signal::SIGTERM, Some(&mut signalled))
         .await;
@@ -210,6 +216,16 @@ async fn run(daemon: Arc<Daemon>, id: SessionId, termination: Arc<Termination>) 
     }
     daemon.registry.end_termination(&id, &termination, &outcome);
     termination.outcome.send_replace(Some(outcome));
+}
+
+/// After a polite close, waits for the session to go for at most half of the remaining
+/// grace (and `POLITE_WAIT`), leaving the rest for SIGTERM. Returns whether it went.
+async fn polite_wait(termination: &Termination) -> bool {
+    let deadline = termination.control.borrow().deadline;
+    let half = deadline.saturating_duration_since(Instant::now()) / 2;
+    tokio::time::timeout(half.min(POLITE_WAIT), termination.gone.notified())
+        .await
+        .is_ok()
 }
 
 /// SIGKILL, repeated for processes that appear meanwhile, until the session is gone or
