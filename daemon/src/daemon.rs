@@ -138,10 +138,9 @@ impl Daemon {
             group
         };
         let scan = self.scanner.fresh().await;
-        for process in scan.of(id) {
-            if process.is_zombie() {
-                continue;
-            }
+        // Re-read each process: its group may have changed since the table first saw it
+        // (a crash handler calls setsid after forking).
+        for process in scan.current(id) {
             let in_group = group == Some(process.pgid);
             if let Some(seen) = signalled.as_deref_mut() {
                 // A group member seen on the first sweep got the group signal.
@@ -151,7 +150,7 @@ impl Daemon {
             } else if in_group {
                 continue;
             }
-            match signals::kill_process(process, signal) {
+            match signals::kill_process(&process, signal) {
                 Ok(true) => tracing::debug!(session = %id, pid = process.pid, ?signal, "signalled"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(session = %id, pid = process.pid, "cannot signal: {e}"),

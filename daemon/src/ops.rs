@@ -39,11 +39,20 @@ fn encode(result: &impl Serialize) -> Result<Value, WireError> {
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("cannot encode result: {e}")))
 }
 
+/// Lists sessions; live ones with their current process count and resident memory (RSS
+/// summed over the session's processes, so pages they share count once per process).
 async fn sessions(daemon: &Arc<Daemon>, filter: &SessionsFilter) -> SessionsResult {
-    let scan = daemon.scanner.fresh().await;
-    SessionsResult {
-        sessions: daemon.registry.list(filter, &scan),
+    let mut sessions = daemon.registry.list(filter);
+    if sessions.iter().any(|s| s.state.is_live()) {
+        let scan = daemon.scanner.fresh().await;
+        let page_size = crate::procs::page_size();
+        for session in sessions.iter_mut().filter(|s| s.state.is_live()) {
+            let processes = scan.current(&session.id);
+            session.processes = Some(processes.len() as u32);
+            session.rss_bytes = Some(processes.iter().map(|p| p.rss_pages * page_size).sum());
+        }
     }
+    SessionsResult { sessions }
 }
 
 async fn kill_op(daemon: &Arc<Daemon>, kill: Kill) -> Result<TerminateResult, Error> {

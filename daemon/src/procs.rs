@@ -3,10 +3,12 @@
 //! event for "a process was re-parented to you", and `/proc/PID/task/TID/children` is not
 //! built into every kernel) and attributes each to its session.
 
+use browserd_proto::SessionId;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirEntryExt;
 
 /// What the daemon needs to know about one process, from `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,47 +101,131 @@ fn read_stat_into(pid: i32, buf: &mut [u8]) -> Option<ProcInfo> {
     parse_stat(&buf[..len])
 }
 
-/// The processes that descend from one ancestor, each with the ancestor's direct child it
-/// hangs below (its "root").
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// Descendants of the ancestor, with the pid of their root.
-    pub descendants: Vec<(ProcInfo, i32)>,
+/// Who a process belongs to, decided once, when the table first sees it: a process never
+/// changes sessions, even when it is re-parented or moves to another group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Session(SessionId),
+    /// A descendant of the daemon that no session claims (as PID 1, the daemon adopts
+    /// processes that were never part of a session). Never signalled.
+    Unowned,
+    /// Not a descendant of the daemon.
+    Foreign,
 }
 
-/// Scans `/proc` once and returns every descendant of `ancestor`.
-pub fn scan_descendants(ancestor: i32) -> io::Result<Snapshot> {
-    let mut all: HashMap<i32, ProcInfo> = HashMap::new();
-    let mut buf = [0u8; 1024];
-    for entry in fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = parse_pid(entry.file_name().as_bytes()) else {
-            continue;
-        };
-        if let Some(info) = read_stat_into(pid, &mut buf) {
-            all.insert(pid, info);
-        }
-    }
-    // A process whose parent vanished during the scan was re-parented meanwhile (possibly
-    // to us); read it again so it is not lost between two parents.
-    let orphaned: Vec<i32> = all
-        .values()
-        .filter(|p| p.ppid > 0 && p.ppid != ancestor && !all.contains_key(&p.ppid))
-        .map(|p| p.pid)
-        .collect();
-    for pid in orphaned {
-        match read_stat_into(pid, &mut buf) {
-            Some(info) => {
-                all.insert(pid, info);
+struct Entry {
+    /// The inode of `/proc/PID`, which procfs allocates afresh for each process instance:
+    /// with the pid, it tells a known process from a newcomer reusing its pid, straight from
+    /// the directory listing, without reading anything.
+    ino: u64,
+    info: ProcInfo,
+    owner: Owner,
+}
+
+/// The process table, kept between scans. A refresh lists `/proc` and reads `stat` only
+/// for processes it has not seen before, so its cost is a directory listing plus the
+/// processes started since the last refresh.
+#[derive(Default)]
+pub struct ProcTable {
+    entries: HashMap<i32, Entry>,
+}
+
+impl ProcTable {
+    /// Brings the table up to date. `root_owner` decides the owner of a new direct child of
+    /// `ancestor` (a session leader, or an orphan the daemon adopted).
+    pub fn refresh(
+        &mut self,
+        ancestor: i32,
+        mut root_owner: impl FnMut(&ProcInfo) -> Owner,
+    ) -> io::Result<()> {
+        let mut known: HashMap<i32, Entry> = HashMap::with_capacity(self.entries.len());
+        let mut new: HashMap<i32, (u64, ProcInfo)> = HashMap::new();
+        let mut buf = [0u8; 1024];
+        for entry in fs::read_dir("/proc")? {
+            let Ok(entry) = entry else { continue };
+            let Some(pid) = parse_pid(entry.file_name().as_bytes()) else {
+                continue;
+            };
+            let ino = entry.ino();
+            match self.entries.remove(&pid) {
+                Some(cached) if cached.ino == ino => {
+                    known.insert(pid, cached);
+                }
+                _ => {
+                    if let Some(info) = read_stat_into(pid, &mut buf) {
+                        new.insert(pid, (ino, info));
+                    }
+                }
             }
-            None => {
-                all.remove(&pid);
+        }
+        // Resolve new processes parent-first; a chain of new processes is walked once.
+        let pids: Vec<i32> = new.keys().copied().collect();
+        for pid in pids {
+            let mut chain = Vec::new();
+            let mut cursor = pid;
+            let owner = loop {
+                if let Some(entry) = known.get(&cursor) {
+                    break entry.owner.clone();
+                }
+                let Some((_, info)) = new.get(&cursor) else {
+                    // The parent vanished during the listing, so this process was
+                    // re-parented meanwhile; read where it hangs now.
+                    break match chain
+                        .last()
+                        .and_then(|&child| read_stat_into(child, &mut buf))
+                    {
+                        Some(now) if now.ppid == ancestor => root_owner(&now),
+                        Some(now) => known
+                            .get(&now.ppid)
+                            .map_or(Owner::Foreign, |e| e.owner.clone()),
+                        None => Owner::Foreign,
+                    };
+                };
+                if info.ppid == ancestor {
+                    break root_owner(info);
+                }
+                if info.ppid <= 0 || chain.len() > new.len() {
+                    break Owner::Foreign;
+                }
+                chain.push(cursor);
+                cursor = info.ppid;
+            };
+            if !known.contains_key(&cursor) {
+                chain.push(cursor);
+            }
+            for pid in chain {
+                if let Some((ino, info)) = new.remove(&pid) {
+                    known.insert(
+                        pid,
+                        Entry {
+                            ino,
+                            info,
+                            owner: owner.clone(),
+                        },
+                    );
+                }
             }
         }
+        self.entries = known;
+        Ok(())
     }
-    Ok(Snapshot {
-        descendants: descendants_of(ancestor, &all),
-    })
+
+    /// Every session's processes as first seen (their state may since have changed: read
+    /// `stat` again before relying on it).
+    pub fn by_session(&self) -> HashMap<SessionId, Vec<ProcInfo>> {
+        let mut by_session: HashMap<SessionId, Vec<ProcInfo>> = HashMap::new();
+        for entry in self.entries.values() {
+            if let Owner::Session(id) = &entry.owner {
+                by_session.entry(id.clone()).or_default().push(entry.info);
+            }
+        }
+        by_session
+    }
+}
+
+/// The process's current stat, if it is still the process `known` describes.
+pub fn reread(known: &ProcInfo) -> Option<ProcInfo> {
+    read_stat(known.pid).filter(|now| now.start_time == known.start_time)
 }
 
 fn parse_pid(name: &[u8]) -> Option<i32> {
@@ -147,46 +233,6 @@ fn parse_pid(name: &[u8]) -> Option<i32> {
         return None;
     }
     std::str::from_utf8(name).ok()?.parse().ok()
-}
-
-/// Walks each process's parent chain up to `ancestor`; memoised so the walk is linear.
-fn descendants_of(ancestor: i32, all: &HashMap<i32, ProcInfo>) -> Vec<(ProcInfo, i32)> {
-    // root_of[pid] = Some(root) if pid descends from ancestor, None if it does not.
-    let mut root_of: HashMap<i32, Option<i32>> = HashMap::with_capacity(all.len());
-    let mut chain = Vec::new();
-    for &start in all.keys() {
-        let mut pid = start;
-        let verdict = loop {
-            if let Some(known) = root_of.get(&pid) {
-                break *known;
-            }
-            let Some(info) = all.get(&pid) else {
-                break None;
-            };
-            if info.ppid == ancestor {
-                root_of.insert(pid, Some(pid));
-                break Some(pid);
-            }
-            if info.ppid <= 0 || pid == ancestor || chain.len() > all.len() {
-                break None;
-            }
-            chain.push(pid);
-            pid = info.ppid;
-        };
-        for pid in chain.drain(..) {
-            root_of.insert(pid, verdict);
-        }
-        root_of.entry(start).or_insert(verdict);
-    }
-    all.values()
-        .filter_map(|info| {
-            root_of
-                .get(&info.pid)
-                .copied()
-                .flatten()
-                .map(|root| (*info, root))
-        })
-        .collect()
 }
 
 /// The value of `name` in a process's initial environment, if readable.
@@ -247,36 +293,6 @@ mod tests {
     }
 
     #[test]
-    fn finds_descendants_with_their_roots() {
-        let mk = |pid, ppid| ProcInfo {
-            pid,
-            ppid,
-            pgid: pid,
-            sid: pid,
-            start_time: 1,
-            state: b'S',
-            rss_pages: 0,
-        };
-        let all: HashMap<i32, ProcInfo> = [
-            mk(10, 1),
-            mk(11, 10),
-            mk(12, 11),
-            mk(13, 12),
-            mk(20, 1),
-            mk(14, 10),
-        ]
-        .into_iter()
-        .map(|p| (p.pid, p))
-        .collect();
-        let mut found: Vec<(i32, i32)> = descendants_of(10, &all)
-            .into_iter()
-            .map(|(p, root)| (p.pid, root))
-            .collect();
-        found.sort();
-        assert_eq!(found, vec![(11, 11), (12, 11), (13, 11), (14, 14)]);
-    }
-
-    #[test]
     fn finds_a_real_child_and_its_marker() {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
@@ -284,12 +300,22 @@ mod tests {
             .spawn()
             .unwrap();
         let me = std::process::id() as i32;
-        let snap = scan_descendants(me).unwrap();
         let pid = child.id() as i32;
-        assert!(snap
-            .descendants
-            .iter()
-            .any(|(p, root)| p.pid == pid && *root == pid));
+        let id: SessionId = "s-1".parse().unwrap();
+        let mut table = ProcTable::default();
+        let mut asked = 0;
+        let mut owner = |p: &ProcInfo| {
+            asked += 1;
+            if p.pid == pid {
+                Owner::Session(id.clone())
+            } else {
+                Owner::Unowned
+            }
+        };
+        table.refresh(me, &mut owner).unwrap();
+        assert!(table.by_session()[&id].iter().any(|p| p.pid == pid));
+        table.refresh(me, &mut owner).unwrap();
+        assert_eq!(asked, 1, "a known process is not resolved again");
         assert_eq!(
             read_env_var(pid, "BROWSERD_TEST_MARK").as_deref(),
             Some("m-1")

@@ -5,8 +5,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::procs::ProcInfo;
-use crate::scanner::{Owners, Scan};
+use crate::scanner::Owners;
 use crate::terminate::{Control, Outcome, Termination};
 use browserd_proto::{
     ExitStatus, LeaseId, SessionId, SessionInfo, SessionRef, SessionState, SessionType,
@@ -75,12 +74,11 @@ impl Session {
         !matches!(self.phase, Phase::Exited { .. })
     }
 
-    pub fn info(&self, processes: Option<&[ProcInfo]>, page_size: u64) -> SessionInfo {
+    pub fn info(&self) -> SessionInfo {
         let (exit, ended_at) = match &self.phase {
             Phase::Exited { exit, ended_at } => (Some(*exit), Some(rfc3339(*ended_at))),
             _ => (None, None),
         };
-        let live = processes.filter(|_| self.is_live());
         SessionInfo {
             id: self.id.clone(),
             tracking_id: self.tracking_id.clone(),
@@ -104,8 +102,8 @@ impl Session {
                 .as_ref()
                 .and_then(|b| b.profile_dir.as_ref())
                 .map(|p| p.display().to_string()),
-            processes: live.map(|ps| ps.iter().filter(|p| !p.is_zombie()).count() as u32),
-            rss_bytes: live.map(|ps| ps.iter().map(|p| p.rss_pages * page_size).sum()),
+            processes: None,
+            rss_bytes: None,
         }
     }
 }
@@ -170,7 +168,6 @@ pub struct Registry {
     max_sessions: u32,
     keep_exited: usize,
     keep_exited_for: Duration,
-    page_size: u64,
 }
 
 impl Registry {
@@ -192,7 +189,6 @@ impl Registry {
             max_sessions: config.max_sessions,
             keep_exited: config.keep_exited,
             keep_exited_for: config.keep_exited_for,
-            page_size: crate::procs::page_size(),
         }
     }
 
@@ -261,15 +257,11 @@ impl Registry {
     }
 
     pub fn info(&self, id: &SessionId) -> Option<SessionInfo> {
-        self.lock()
-            .sessions
-            .get(id)
-            .map(|s| s.info(None, self.page_size))
+        self.lock().sessions.get(id).map(Session::info)
     }
 
-    /// Sessions matching every given filter, oldest first, with process counts and memory
-    /// taken from `scan`.
-    pub fn list(&self, filter: &SessionsFilter, scan: &Scan) -> Vec<SessionInfo> {
+    /// Sessions matching every given filter, oldest first.
+    pub fn list(&self, filter: &SessionsFilter) -> Vec<SessionInfo> {
         let state = self.lock();
         let mut found: Vec<&Session> = state
             .sessions
@@ -280,10 +272,7 @@ impl Registry {
             .filter(|s| filter.tracking_id.is_none() || filter.tracking_id == s.tracking_id)
             .collect();
         found.sort_by_key(|s| (s.started_at, s.id.clone()));
-        found
-            .into_iter()
-            .map(|s| s.info(Some(scan.of(&s.id)), self.page_size))
-            .collect()
+        found.into_iter().map(Session::info).collect()
     }
 
     pub fn counts(&self) -> StateCounts {

@@ -3,7 +3,7 @@
 //! request, and every caller waiting when a scan starts gets that same result. Scans run on
 //! the blocking pool; the scanner owns the cache of environment markers it reads.
 
-use crate::procs::{self, ProcInfo, ProcKey};
+use crate::procs::{self, Owner, ProcInfo, ProcTable};
 use browserd_proto::{SessionId, SESSION_ENV};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,14 +35,19 @@ impl Scan {
         self.by_session.get(id).map_or(&[], Vec::as_slice)
     }
 
-    /// The session's live (non-zombie) processes.
-    pub fn live_pids(&self, id: &SessionId) -> Vec<i32> {
-        let mut pids: Vec<i32> = self
-            .of(id)
+    /// The session's processes as they are now (re-read), zombies and vanished ones left
+    /// out.
+    pub fn current(&self, id: &SessionId) -> Vec<ProcInfo> {
+        self.of(id)
             .iter()
+            .filter_map(procs::reread)
             .filter(|p| !p.is_zombie())
-            .map(|p| p.pid)
-            .collect();
+            .collect()
+    }
+
+    /// The session's live (non-zombie) pids.
+    pub fn live_pids(&self, id: &SessionId) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.current(id).iter().map(|p| p.pid).collect();
         pids.sort_unstable();
         pids
     }
@@ -81,23 +86,27 @@ impl Scanner {
 
     /// The scanner loop; `owners` is asked for the registry's view at each scan's start.
     pub async fn run(self: Arc<Self>, owners: impl Fn() -> Owners) {
-        let mut markers = MarkerCache::default();
+        let mut table = ProcTable::default();
         loop {
             self.wake.notified().await;
             let generation = self.requested.load(Ordering::SeqCst);
             let view = owners();
             let job = tokio::task::spawn_blocking(move || {
-                let by_session = scan_and_attribute(&view, &mut markers);
-                (by_session, markers)
+                let me = std::process::id() as i32;
+                if let Err(e) = table.refresh(me, |root| owner_of(root, &view)) {
+                    tracing::error!("cannot read /proc: {e}");
+                }
+                let by_session = table.by_session();
+                (by_session, table)
             });
-            let (by_session, cache) = match job.await {
+            let (by_session, kept) = match job.await {
                 Ok(done) => done,
                 Err(e) => {
                     tracing::error!("process scan failed: {e}");
-                    (HashMap::new(), MarkerCache::default())
+                    (HashMap::new(), ProcTable::default())
                 }
             };
-            markers = cache;
+            table = kept;
             self.latest.send_replace(Arc::new(Scan {
                 generation,
                 by_session,
@@ -106,66 +115,20 @@ impl Scanner {
     }
 }
 
-/// Session markers read from orphans' environments, by process identity, so each orphan's
-/// environment is read once.
-#[derive(Default)]
-struct MarkerCache {
-    known: HashMap<ProcKey, Option<SessionId>>,
-}
-
-fn scan_and_attribute(
-    owners: &Owners,
-    markers: &mut MarkerCache,
-) -> HashMap<SessionId, Vec<ProcInfo>> {
-    let me = std::process::id() as i32;
-    let snapshot = match procs::scan_descendants(me) {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            tracing::error!("cannot read /proc: {e}");
-            return HashMap::new();
-        }
-    };
-    let roots: HashMap<i32, ProcInfo> = snapshot
-        .descendants
-        .iter()
-        .filter(|(p, root)| p.pid == *root)
-        .map(|(p, _)| (p.pid, *p))
-        .collect();
-    let mut owner_of_root: HashMap<i32, Option<SessionId>> = HashMap::new();
-    for root in roots.values() {
-        owner_of_root.insert(root.pid, owner_of(root, owners, markers));
-    }
-    markers
-        .known
-        .retain(|key, _| roots.get(&key.pid).is_some_and(|r| r.key() == *key));
-    let mut by_session: HashMap<SessionId, Vec<ProcInfo>> = HashMap::new();
-    for (process, root) in snapshot.descendants {
-        if let Some(Some(id)) = owner_of_root.get(&root) {
-            by_session.entry(id.clone()).or_default().push(process);
-        }
-    }
-    by_session
-}
-
 /// Attributes a direct child of the daemon: a leader by identity; an adopted orphan by the
 /// marker in its environment, else by the session or group it still carries. An orphan none
 /// of these name is not the daemon's to touch (as PID 1 of a container, it may adopt
 /// processes that were never part of a session).
-fn owner_of(root: &ProcInfo, owners: &Owners, markers: &mut MarkerCache) -> Option<SessionId> {
+fn owner_of(root: &ProcInfo, owners: &Owners) -> Owner {
     if let Some((id, start_time)) = owners.leaders.get(&root.pid) {
         if *start_time == root.start_time {
-            return Some(id.clone());
+            return Owner::Session(id.clone());
         }
     }
-    let marker = markers
-        .known
-        .entry(root.key())
-        .or_insert_with(|| {
-            procs::read_env_var(root.pid, SESSION_ENV).and_then(|v| v.parse::<SessionId>().ok())
-        })
-        .clone();
-    marker
+    procs::read_env_var(root.pid, SESSION_ENV)
+        .and_then(|v| v.parse::<SessionId>().ok())
         .filter(|id| owners.live.contains(id))
         .or_else(|| owners.by_number.get(&root.sid).cloned())
         .or_else(|| owners.by_number.get(&root.pgid).cloned())
+        .map_or(Owner::Unowned, Owner::Session)
 }

@@ -58,11 +58,20 @@ pub fn bind(config: &Config) -> Result<Listener, String> {
         .as_path()
         .to_fs_name::<GenericFilePath>()
         .map_err(|e| format!("invalid socket path {}: {e}", path.display()))?;
-    ListenerOptions::new()
+    // The umask would strip bits from the requested mode; bind under a umask that lets
+    // exactly the mode through, so the socket is never reachable with other permissions.
+    let mask = nix::sys::stat::Mode::from_bits_truncate(!config.socket_mode & 0o777);
+    let previous = nix::sys::stat::umask(mask);
+    let listener = ListenerOptions::new()
         .name(name)
         .mode(config.socket_mode as libc::mode_t)
-        .create_tokio()
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+        .create_tokio();
+    nix::sys::stat::umask(previous);
+    let listener = listener.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+    Ok(listener)
 }
 
 /// Creates the socket's directory if missing. A directory of our own making is private

@@ -118,6 +118,21 @@ impl Client {
         response
     }
 
+    /// Sends `request` and reads its response, reporting failures instead of panicking (for
+    /// cleanup code that must not panic).
+    pub fn try_request(&mut self, request: &Request) -> std::io::Result<Response> {
+        self.writer
+            .write_all(encode_request(None, request).as_bytes())?;
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line)?;
+        let response: Response = serde_json::from_slice(&line)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if let (Some(tracked), Some(result)) = (&self.tracked, &response.result) {
+            tracked.note_result(result);
+        }
+        Ok(response)
+    }
+
     /// Sends `request` and reads its response.
     #[track_caller]
     pub fn request(&mut self, request: &Request) -> Response {

@@ -263,7 +263,9 @@ impl DaemonGuard {
     pub fn try_exit(&self) -> Option<ExitStatus> {
         let mut exit = lock(&self.exit);
         if exit.is_none() {
-            *exit = lock(&self.child).try_wait().expect("waitpid on the daemon");
+            // An error here cannot be acted on; the caller's deadline handles a daemon that
+            // never reports an exit.
+            *exit = lock(&self.child).try_wait().unwrap_or(None);
         }
         *exit
     }
@@ -515,6 +517,16 @@ impl DaemonGuard {
         left
     }
 
+    /// The processes seen in session `id` that are now zombies nobody has reaped.
+    pub fn session_zombies(&self, id: &SessionId) -> Vec<ProcInfo> {
+        self.tracked
+            .identities(id.as_str())
+            .iter()
+            .filter_map(|known| known.current())
+            .filter(ProcInfo::is_zombie)
+            .collect()
+    }
+
     /// Asserts that no process of session `id` exists, zombies included.
     #[track_caller]
     pub fn assert_session_gone(&self, id: &SessionId) {
@@ -544,7 +556,7 @@ impl DaemonGuard {
         let dead: Vec<_> = tree
             .procs
             .iter()
-            .filter(|p| p.id().current().map_or(true, |now| now.is_zombie()))
+            .filter(|p| p.id().current().is_none_or(|now| now.is_zombie()))
             .collect();
         assert!(
             dead.is_empty(),
@@ -602,13 +614,10 @@ impl DaemonGuard {
             return;
         }
         // Learn the ids of sessions started behind the harness's back (e.g. by browserctl).
-        if let Ok(mut client) = Client::connect(&self.socket) {
+        if let Ok(client) = Client::connect(&self.socket) {
+            let mut client = client.tracking(Arc::clone(&self.tracked));
             client.set_timeout(Duration::from_secs(2));
-            let client = client.tracking(Arc::clone(&self.tracked));
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                let mut client = client;
-                client.request(&Request::Sessions(SessionsFilter::default()))
-            }));
+            let _ = client.try_request(&Request::Sessions(SessionsFilter::default()));
         }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid),

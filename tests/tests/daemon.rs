@@ -78,7 +78,23 @@ fn status_reports_protocol_pid_socket_counts_and_limits() {
 #[test]
 fn socket_is_created_with_mode_0660() {
     let d = DaemonGuard::start();
-    assert_eq!(socket_mode(d.socket()), 0o660);
+    assert_eq!(socket_mode(d.socket()), 0o660, "whatever the umask");
+}
+
+#[test]
+fn socket_mode_flag_sets_the_socket_permissions() {
+    let d = DaemonGuard::builder().socket_mode("0666").start();
+    assert_eq!(socket_mode(d.socket()), 0o666, "whatever the umask");
+}
+
+/// A daemon reachable by uid `nobody` through the file system, so that only its peer check
+/// decides. The socket is chmod'ed here too: its mode has its own test, and this keeps the
+/// peer-check tests about the peer check.
+fn daemon_open_to_everyone(builder: browserd_tests::DaemonBuilder) -> DaemonGuard {
+    let d = builder.public_dir().socket_mode("0666").start();
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod the socket");
+    d
 }
 
 #[test]
@@ -170,11 +186,7 @@ fn a_peer_with_a_disallowed_uid_is_refused() {
     if !can_switch_uid("a_peer_with_a_disallowed_uid_is_refused") {
         return;
     }
-    let d = DaemonGuard::builder()
-        .public_dir()
-        .socket_mode("0666")
-        .start();
-    assert_eq!(socket_mode(d.socket()), 0o666);
+    let d = daemon_open_to_everyone(DaemonGuard::builder());
     let (session, tree) = d.spawn(&Fixture::polite());
 
     let status = request_as_nobody(&d, "{\"op\":\"status\"}\n");
@@ -199,11 +211,7 @@ fn an_allowed_uid_is_served() {
     if !can_switch_uid("an_allowed_uid_is_served") {
         return;
     }
-    let d = DaemonGuard::builder()
-        .public_dir()
-        .socket_mode("0666")
-        .allow_uid(NOBODY)
-        .start();
+    let d = daemon_open_to_everyone(DaemonGuard::builder().allow_uid(NOBODY));
 
     let response = request_as_nobody(&d, "{\"op\":\"status\",\"req_id\":\"nobody\"}\n");
 

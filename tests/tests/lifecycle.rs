@@ -112,11 +112,21 @@ fn leader_exit_terminates_the_rest_of_the_session() {
 #[test]
 fn leader_exit_also_ends_leftovers_that_ignore_sigterm() {
     let d = DaemonGuard::builder().grace("300ms").start();
-    let session = d.launch_sandbox(&[
-        "/bin/sh",
-        "-c",
-        "(trap '' TERM; exec sleep 1000) & (trap '' TERM; setsid sleep 1000 &); sleep 0.2; exit 0",
-    ]);
+    let work = d.dir().join("work");
+    std::fs::create_dir(&work).unwrap();
+    // The leader exits only once a child and a double-forked stray both ignore SIGTERM (each
+    // creates its file after its `trap`).
+    let script = "(trap '' TERM; : > child; exec sleep 1000) & \
+                  (trap '' TERM; setsid sh -c ': > stray; exec sleep 1000' &); \
+                  while [ ! -e child ] || [ ! -e stray ]; do sleep 0.01; done; exit 0";
+    let session = d
+        .launch(Launch {
+            session_type: Some(SessionType::Sandbox),
+            command: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+            cwd: Some(work.to_str().unwrap().to_owned()),
+            ..Launch::default()
+        })
+        .expect("launch");
 
     wait_exited(&d, &session.id);
 

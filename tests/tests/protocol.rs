@@ -232,7 +232,7 @@ fn a_response_without_req_id_carries_none() {
     let value: Value = serde_json::from_slice(&line).expect("a JSON response");
     assert_eq!(value["ok"], json!(true));
     assert!(
-        value.get("req_id").map_or(true, Value::is_null),
+        value.get("req_id").is_none_or(Value::is_null),
         "no req_id was sent, none should come back: {value}"
     );
     assert!(value.get("result").is_some() && value.get("error").is_none());
