@@ -85,11 +85,7 @@ impl Daemon {
         for id in candidates {
             if scan.of(&id).is_empty() {
                 self.finish(&id).await;
-            } else if self
-                .registry
-                .update(&id, |s| matches!(s.phase, crate::registry::Phase::Running))
-                .unwrap_or(false)
-            {
+            } else if self.registry.take_left_behind(&id) {
                 tracing::info!(session = %id, pids = ?scan.live_pids(&id), "leader exited; terminating what it left behind");
                 terminate::start_detached(self, &id, self.config.grace);
             }

@@ -126,6 +126,7 @@ fn start(
         expires: admission.expires,
         leases: BTreeSet::new(),
         leader_exit: None,
+        left_behind: false,
         phase: if dirs.is_some() {
             Phase::Starting
         } else {

@@ -54,6 +54,9 @@ pub struct Session {
     pub leases: BTreeSet<LeaseId>,
     /// Set once the leader is reaped; the session may still have other processes.
     pub leader_exit: Option<ExitStatus>,
+    /// The leader exited on its own (not during a termination) and what it left behind is
+    /// still to be dealt with.
+    pub left_behind: bool,
     pub phase: Phase,
     pub browser: Option<BrowserInfo>,
     /// Dirs the daemon created for the session, removed once it is gone.
@@ -412,6 +415,7 @@ impl Registry {
             if let Some(id) = state.leaders.remove(pid) {
                 if let Some(session) = state.sessions.get_mut(&id) {
                     session.leader_exit = Some(*status);
+                    session.left_behind = matches!(session.phase, Phase::Starting | Phase::Running);
                     tracing::debug!(session = %id, pid, %status, "leader exited");
                     any_leader = true;
                 }
@@ -426,6 +430,16 @@ impl Registry {
         let state = self.lock();
         let session = state.sessions.get(id)?;
         (session.leader_exit.is_none() && session.pid > 0).then_some(session.pid)
+    }
+
+    /// Whether the session's leader exited on its own, leaving processes behind that nobody
+    /// has started terminating yet; clears the mark.
+    pub fn take_left_behind(&self, id: &SessionId) -> bool {
+        self.lock().sessions.get_mut(id).is_some_and(|s| {
+            let left = s.left_behind && matches!(s.phase, Phase::Running | Phase::Starting);
+            s.left_behind = false;
+            left
+        })
     }
 
     /// Sessions whose leader is reaped but which are not yet known to be gone.

@@ -168,6 +168,43 @@ fn without_force_a_stubborn_session_times_out_and_keeps_running() {
 }
 
 #[test]
+fn a_timed_out_kill_whose_leader_died_never_sigkills_the_survivors() {
+    let d = DaemonGuard::start();
+    // The leader exits on SIGTERM; its children ignore it.
+    let (session, tree) = d.spawn(&Fixture::stubborn_children());
+
+    let result = d.kill(session.id.as_str(), false, Some(300));
+
+    assert_eq!(
+        failure_for(&result, session.id.as_str()).code,
+        ErrorCode::Timeout
+    );
+    // Another session's exit makes the daemon reap and re-check every session whose leader
+    // is gone; that must not treat the SIGTERMed leader as a natural exit and SIGKILL the
+    // survivors, which nobody forced.
+    let other = d.launch_sandbox(&["sh", "-c", "exit 0"]);
+    wait_until(Duration::from_secs(10), "the other session to exit", || {
+        d.session(&other.id).state == SessionState::Exited
+    });
+    assert_eq!(d.session(&session.id).state, SessionState::Running);
+    let survivors: Vec<i32> = tree
+        .pids()
+        .into_iter()
+        .filter(|&p| p != tree.leader)
+        .collect();
+    assert!(
+        survivors
+            .iter()
+            .all(|&pid| browserd_tests::procfs::process(pid).is_some_and(|p| !p.is_zombie())),
+        "survivors {survivors:?} must still be alive"
+    );
+
+    let result = d.kill(session.id.as_str(), true, Some(300));
+    assert_terminated_exactly(&result, &[&session.id]);
+    d.assert_session_gone(&session.id);
+}
+
+#[test]
 fn force_kills_children_that_ignore_sigterm() {
     let d = DaemonGuard::start();
     let (session, _) = d.spawn(&Fixture::stubborn_children());
