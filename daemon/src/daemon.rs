@@ -83,7 +83,7 @@ impl Daemon {
         }
         let scan = self.scanner.fresh().await;
         for id in candidates {
-            if scan.of(&id).is_empty() {
+            if !scan.any_remaining(&id) {
                 self.finish(&id).await;
             } else if self.registry.take_left_behind(&id) {
                 tracing::info!(session = %id, pids = ?scan.live_pids(&id), "leader exited; terminating what it left behind");

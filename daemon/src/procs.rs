@@ -9,6 +9,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirEntryExt;
+use std::time::{Duration, Instant};
 
 /// What the daemon needs to know about one process, from `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,13 +123,30 @@ struct Entry {
     owner: Owner,
 }
 
-/// The process table, kept between scans. A refresh lists `/proc` and reads `stat` only
-/// for processes it has not seen before, so its cost is a directory listing plus the
-/// processes started since the last refresh.
+/// The process table, kept between refreshes.
+///
+/// A refresh must find every process started since the last one. The kernel hands out pids
+/// cyclically and `/proc/loadavg` names the last one allocated, so when few pids were
+/// allocated since, probing just those pids finds every newcomer (an incremental refresh:
+/// its cost is the number of new processes, not of all processes). Otherwise, and at least
+/// every `FULL_EVERY` so the table forgets the dead, it lists `/proc`; a listing reads
+/// `stat` only for processes it has not seen before, recognised by pid and the inode of
+/// `/proc/PID` (procfs allocates a new inode for each process instance).
 #[derive(Default)]
 pub struct ProcTable {
     entries: HashMap<i32, Entry>,
+    /// The last pid allocated when the previous refresh began.
+    last_pid: Option<i32>,
+    last_listing: Option<Instant>,
 }
+
+/// Most pids probed one by one before a listing is cheaper.
+const MAX_PROBE: i32 = 2048;
+/// A listing at least this often, to drop exited processes from the table.
+const FULL_EVERY: Duration = Duration::from_secs(1);
+/// Pids just below the previous refresh's last pid are probed again if still unknown: a
+/// pid is allocated a moment before its process becomes visible in `/proc`.
+const SLACK: i32 = 64;
 
 impl ProcTable {
     /// Brings the table up to date. `root_owner` decides the owner of a new direct child of
@@ -136,10 +154,57 @@ impl ProcTable {
     pub fn refresh(
         &mut self,
         ancestor: i32,
-        mut root_owner: impl FnMut(&ProcInfo) -> Owner,
+        root_owner: impl FnMut(&ProcInfo) -> Owner,
     ) -> io::Result<()> {
+        // Read before looking, so a process started meanwhile is found next time.
+        let last_pid = read_last_pid();
+        let probe = match (self.last_pid, last_pid, self.last_listing) {
+            (Some(prev), Some(now), Some(listed))
+                if now >= prev && now - prev <= MAX_PROBE && listed.elapsed() < FULL_EVERY =>
+            {
+                Some((prev, now))
+            }
+            _ => None,
+        };
+        let new = match probe {
+            Some((prev, now)) => self.probe(prev, now),
+            None => {
+                let new = self.list()?;
+                self.last_listing = Some(Instant::now());
+                new
+            }
+        };
+        self.resolve(new, ancestor, root_owner);
+        self.last_pid = last_pid;
+        Ok(())
+    }
+
+    /// Reads the pids allocated after `prev` (and unknown pids shortly before it).
+    fn probe(&mut self, prev: i32, now: i32) -> HashMap<i32, (u64, ProcInfo)> {
+        let mut new = HashMap::new();
+        let mut buf = [0u8; 1024];
+        for pid in (prev - SLACK).max(1)..=now {
+            let known = self.entries.get(&pid);
+            if pid <= prev && known.is_some() {
+                continue;
+            }
+            let Some(info) = read_stat_into(pid, &mut buf) else {
+                continue;
+            };
+            if known.is_some_and(|e| e.info.start_time == info.start_time) {
+                continue;
+            }
+            self.entries.remove(&pid);
+            // The inode is learnt at the next listing.
+            new.insert(pid, (0, info));
+        }
+        new
+    }
+
+    /// Lists `/proc`: keeps known processes, drops exited ones, returns the new ones.
+    fn list(&mut self) -> io::Result<HashMap<i32, (u64, ProcInfo)>> {
         let mut known: HashMap<i32, Entry> = HashMap::with_capacity(self.entries.len());
-        let mut new: HashMap<i32, (u64, ProcInfo)> = HashMap::new();
+        let mut new = HashMap::new();
         let mut buf = [0u8; 1024];
         for entry in fs::read_dir("/proc")? {
             let Ok(entry) = entry else { continue };
@@ -151,14 +216,36 @@ impl ProcTable {
                 Some(cached) if cached.ino == ino => {
                     known.insert(pid, cached);
                 }
-                _ => {
-                    if let Some(info) = read_stat_into(pid, &mut buf) {
-                        new.insert(pid, (ino, info));
+                cached => {
+                    let Some(info) = read_stat_into(pid, &mut buf) else {
+                        continue;
+                    };
+                    match cached {
+                        // Found by a probe, now seen in a listing: same process.
+                        Some(cached) if cached.info.start_time == info.start_time => {
+                            known.insert(pid, Entry { ino, ..cached });
+                        }
+                        _ => {
+                            new.insert(pid, (ino, info));
+                        }
                     }
                 }
             }
         }
-        // Resolve new processes parent-first; a chain of new processes is walked once.
+        self.entries = known;
+        Ok(new)
+    }
+
+    /// Decides the owner of each new process, parent first; a chain of new processes is
+    /// walked once.
+    fn resolve(
+        &mut self,
+        mut new: HashMap<i32, (u64, ProcInfo)>,
+        ancestor: i32,
+        mut root_owner: impl FnMut(&ProcInfo) -> Owner,
+    ) {
+        let known = &mut self.entries;
+        let mut buf = [0u8; 1024];
         let pids: Vec<i32> = new.keys().copied().collect();
         for pid in pids {
             let mut chain = Vec::new();
@@ -168,8 +255,8 @@ impl ProcTable {
                     break entry.owner.clone();
                 }
                 let Some((_, info)) = new.get(&cursor) else {
-                    // The parent vanished during the listing, so this process was
-                    // re-parented meanwhile; read where it hangs now.
+                    // The parent vanished meanwhile, so its child was re-parented; read
+                    // where it hangs now.
                     break match chain
                         .last()
                         .and_then(|&child| read_stat_into(child, &mut buf))
@@ -190,24 +277,14 @@ impl ProcTable {
                 chain.push(cursor);
                 cursor = info.ppid;
             };
-            if !known.contains_key(&cursor) {
-                chain.push(cursor);
-            }
+            chain.push(cursor);
             for pid in chain {
                 if let Some((ino, info)) = new.remove(&pid) {
-                    known.insert(
-                        pid,
-                        Entry {
-                            ino,
-                            info,
-                            owner: owner.clone(),
-                        },
-                    );
+                    let owner = owner.clone();
+                    known.insert(pid, Entry { ino, info, owner });
                 }
             }
         }
-        self.entries = known;
-        Ok(())
     }
 
     /// Every session's processes as first seen (their state may since have changed: read
@@ -221,6 +298,13 @@ impl ProcTable {
         }
         by_session
     }
+}
+
+/// The last pid the kernel allocated in this pid namespace (the last field of
+/// `/proc/loadavg`).
+fn read_last_pid() -> Option<i32> {
+    let text = fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().nth(4)?.parse().ok()
 }
 
 /// The process's current stat, if it is still the process `known` describes.
@@ -293,6 +377,55 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_soon_after_a_listing_finds_newcomers_by_probing() {
+        let me = std::process::id() as i32;
+        let id: SessionId = "s-2".parse().unwrap();
+        let mut table = ProcTable::default();
+        table.refresh(me, |_| Owner::Unowned).unwrap();
+        assert!(table.last_listing.is_some());
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        let pid = child.id() as i32;
+        let listed_at = table.last_listing;
+        table
+            .refresh(me, |p| {
+                // Other tests of this process start children of their own meanwhile.
+                if p.pid == pid {
+                    Owner::Session(id.clone())
+                } else {
+                    Owner::Unowned
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            table.last_listing, listed_at,
+            "this refresh probed, it did not list"
+        );
+        let mut found: Vec<i32> = table.by_session()[&id].iter().map(|p| p.pid).collect();
+        found.sort_unstable();
+        let mut expected = vec![pid, grandchild];
+        expected.sort_unstable();
+        assert_eq!(found, expected);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(grandchild),
+            nix::sys::signal::SIGKILL,
+        )
+        .ok();
+    }
+
+    #[test]
     fn finds_a_real_child_and_its_marker() {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
@@ -305,8 +438,8 @@ mod tests {
         let mut table = ProcTable::default();
         let mut asked = 0;
         let mut owner = |p: &ProcInfo| {
-            asked += 1;
             if p.pid == pid {
+                asked += 1;
                 Owner::Session(id.clone())
             } else {
                 Owner::Unowned

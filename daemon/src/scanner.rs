@@ -30,9 +30,15 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// The session's processes, zombies included.
+    /// The session's processes as the table knows them: some may have exited since.
     pub fn of(&self, id: &SessionId) -> &[ProcInfo] {
         self.by_session.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether any process of the session still exists, zombies included (a zombie is not
+    /// gone until it is reaped).
+    pub fn any_remaining(&self, id: &SessionId) -> bool {
+        self.of(id).iter().any(|p| procs::reread(p).is_some())
     }
 
     /// The session's processes as they are now (re-read), zombies and vanished ones left
