@@ -189,7 +189,12 @@ fn session_row(session: &SessionInfo, now: i64) -> [String; 10] {
         age,
         session.processes.map_or_else(dash, |n| n.to_string()),
         session.rss_bytes.map_or_else(dash, format_bytes),
-        session.ws_endpoint.clone().unwrap_or_else(dash),
+        // An exited browser's endpoint no longer answers; --json still shows what it was.
+        session
+            .ws_endpoint
+            .clone()
+            .filter(|_| session.state.is_live())
+            .unwrap_or_else(dash),
     ]
 }
 
