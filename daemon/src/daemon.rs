@@ -68,7 +68,10 @@ impl Daemon {
             }
         });
         let daemon = self.clone();
-        tokio::spawn(self.scanner.clone().run(move || daemon.registry.owners()));
+        tokio::spawn(self.scanner.clone().run(move || {
+            let _reap = daemon.reaper.hold();
+            daemon.registry.owners()
+        }));
         tokio::spawn(crate::expiry::run(self.clone()));
         Ok(())
     }

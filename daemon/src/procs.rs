@@ -149,12 +149,14 @@ const FULL_EVERY: Duration = Duration::from_secs(1);
 const SLACK: i32 = 64;
 
 impl ProcTable {
-    /// Brings the table up to date. `root_owner` decides the owner of a new direct child of
-    /// `ancestor` (a session leader, or an orphan the daemon adopted).
-    pub fn refresh(
+    /// Brings the table up to date. Once the new processes are read, `owners` is asked for
+    /// the function that decides the owner of a new direct child of `ancestor` (a session
+    /// leader, or an orphan the daemon adopted): asking only then guarantees that every
+    /// leader among the processes read is already known to it.
+    pub fn refresh<F: FnMut(&ProcInfo) -> Owner>(
         &mut self,
         ancestor: i32,
-        root_owner: impl FnMut(&ProcInfo) -> Owner,
+        owners: impl FnOnce() -> F,
     ) -> io::Result<()> {
         // Read before looking, so a process started meanwhile is found next time.
         let last_pid = read_last_pid();
@@ -174,7 +176,9 @@ impl ProcTable {
                 new
             }
         };
-        self.resolve(new, ancestor, root_owner);
+        if !new.is_empty() {
+            self.resolve(new, ancestor, owners());
+        }
         self.last_pid = last_pid;
         Ok(())
     }
@@ -381,7 +385,7 @@ mod tests {
         let me = std::process::id() as i32;
         let id: SessionId = "s-2".parse().unwrap();
         let mut table = ProcTable::default();
-        table.refresh(me, |_| Owner::Unowned).unwrap();
+        table.refresh(me, || |_: &ProcInfo| Owner::Unowned).unwrap();
         assert!(table.last_listing.is_some());
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & echo $!; wait"])
@@ -398,12 +402,14 @@ mod tests {
         let pid = child.id() as i32;
         let listed_at = table.last_listing;
         table
-            .refresh(me, |p| {
-                // Other tests of this process start children of their own meanwhile.
-                if p.pid == pid {
-                    Owner::Session(id.clone())
-                } else {
-                    Owner::Unowned
+            .refresh(me, || {
+                |p: &ProcInfo| {
+                    // Other tests of this process start children of their own meanwhile.
+                    if p.pid == pid {
+                        Owner::Session(id.clone())
+                    } else {
+                        Owner::Unowned
+                    }
                 }
             })
             .unwrap();
@@ -445,9 +451,9 @@ mod tests {
                 Owner::Unowned
             }
         };
-        table.refresh(me, &mut owner).unwrap();
+        table.refresh(me, || &mut owner).unwrap();
         assert!(table.by_session()[&id].iter().any(|p| p.pid == pid));
-        table.refresh(me, &mut owner).unwrap();
+        table.refresh(me, || &mut owner).unwrap();
         assert_eq!(asked, 1, "a known process is not resolved again");
         assert_eq!(
             read_env_var(pid, "BROWSERD_TEST_MARK").as_deref(),

@@ -91,15 +91,24 @@ impl Scanner {
     }
 
     /// The scanner loop; `owners` is asked for the registry's view at each scan's start.
-    pub async fn run(self: Arc<Self>, owners: impl Fn() -> Owners) {
+    /// The scanner loop. `owners` gives the registry's view; it is asked after the new
+    /// processes are read (see [`ProcTable::refresh`]) and must hold the reap lock while it
+    /// reads the registry, so that a leader being spawned is either not yet forked or already
+    /// registered.
+    pub async fn run(self: Arc<Self>, owners: impl Fn() -> Owners + Send + Sync + 'static) {
+        let owners = Arc::new(owners);
         let mut table = ProcTable::default();
         loop {
             self.wake.notified().await;
             let generation = self.requested.load(Ordering::SeqCst);
-            let view = owners();
+            let owners = owners.clone();
             let job = tokio::task::spawn_blocking(move || {
                 let me = std::process::id() as i32;
-                if let Err(e) = table.refresh(me, |root| owner_of(root, &view)) {
+                let resolver = || {
+                    let view = owners();
+                    move |root: &ProcInfo| owner_of(root, &view)
+                };
+                if let Err(e) = table.refresh(me, resolver) {
                     tracing::error!("cannot read /proc: {e}");
                 }
                 let by_session = table.by_session();

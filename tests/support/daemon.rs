@@ -42,11 +42,18 @@ type Prepare = Box<dyn FnOnce(&Path)>;
 /// like the command line it exercises.
 pub struct DaemonBuilder {
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     dir_mode: Option<u32>,
     prepare: Vec<Prepare>,
 }
 
 impl DaemonBuilder {
+    /// Sets an environment variable of the daemon.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Appends one raw argument.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
@@ -119,7 +126,7 @@ impl DaemonBuilder {
         for prepare in self.prepare {
             prepare(&socket);
         }
-        let child = spawn_browserd(&socket, &state_dir, &log_path, &self.args);
+        let child = spawn_browserd(&socket, &state_dir, &log_path, &self.args, &self.env);
         let guard = DaemonGuard {
             pid: child.id() as i32,
             child: Mutex::new(child),
@@ -135,7 +142,13 @@ impl DaemonBuilder {
 }
 
 /// Starts `browserd` with its output appended to `log`.
-fn spawn_browserd(socket: &Path, state_dir: &Path, log: &Path, extra: &[OsString]) -> Child {
+fn spawn_browserd(
+    socket: &Path,
+    state_dir: &Path,
+    log: &Path,
+    extra: &[OsString],
+    env: &[(OsString, OsString)],
+) -> Child {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -151,6 +164,7 @@ fn spawn_browserd(socket: &Path, state_dir: &Path, log: &Path, extra: &[OsString
         .env_remove("BROWSERD_SOCKET")
         .env_remove(SESSION_ENV)
         .env("RUST_BACKTRACE", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("dup the log file"))
         .stderr(log)
@@ -199,6 +213,7 @@ impl DaemonGuard {
     pub fn builder() -> DaemonBuilder {
         DaemonBuilder {
             args: Vec::new(),
+            env: Vec::new(),
             dir_mode: None,
             prepare: Vec::new(),
         }
@@ -283,7 +298,7 @@ impl DaemonGuard {
         let state_dir = self.dir().join("state2");
         fs::create_dir_all(&state_dir).expect("create the second state dir");
         let log = self.dir().join("second.log");
-        let mut child = KillOnDrop(spawn_browserd(&self.socket, &state_dir, &log, &[]));
+        let mut child = KillOnDrop(spawn_browserd(&self.socket, &state_dir, &log, &[], &[]));
         let start = Instant::now();
         let status = loop {
             if let Some(status) = child.0.try_wait().expect("waitpid on the second daemon") {
