@@ -31,8 +31,8 @@ pub struct Args {
     /// Also accept clients running as this uid (root and the daemon's own uid always are).
     #[arg(long = "allow-uid", value_name = "UID")]
     pub allow_uids: Vec<u32>,
-    /// Also accept clients whose primary or supplementary group is this gid.
-    #[arg(long = "allow-gid", value_name = "GID")]
+    /// Also accept clients whose primary or supplementary group is this gid (or group name).
+    #[arg(long = "allow-gid", value_name = "GID", value_parser = parse_gid)]
     pub allow_gids: Vec<u32>,
     /// Most live sessions at once; a launch beyond it fails with `capacity` [default: 256].
     #[arg(long, value_name = "N")]
@@ -277,6 +277,19 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
     }
 }
 
+/// Parses a gid, or a group name resolved through the system's group database (so a unit
+/// file can say `--allow-gid browserd` without knowing the number sysusers picked).
+pub fn parse_gid(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no group named `{text}`")),
+        Err(e) => Err(format!("cannot look up group `{text}`: {e}")),
+    }
+}
+
 fn default_state_dir(euid: u32) -> PathBuf {
     if euid == 0 {
         return PathBuf::from("/var/lib/browserd");
@@ -368,6 +381,17 @@ mod tests {
             let argv = std::iter::once("browserd").chain(bad.iter().copied());
             assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn gids_may_be_group_names() {
+        assert_eq!(parse_gid("991").unwrap(), 991);
+        assert_eq!(parse_gid("root").unwrap(), 0);
+        assert!(parse_gid("no-such-group-here")
+            .unwrap_err()
+            .contains("no group"));
+        let config = Config::load(args(&["--allow-gid", "root", "--allow-gid", "7"])).unwrap();
+        assert_eq!(config.allow_gids, vec![0, 7]);
     }
 
     #[test]

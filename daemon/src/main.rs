@@ -1,12 +1,14 @@
 //! browserd: a supervisor daemon for headless browser sessions. This file only wires the
 //! modules together; each concern lives in its own module.
 
+mod activation;
 mod browser;
 mod config;
 mod daemon;
 mod error;
 mod expiry;
 mod launch;
+mod notify;
 mod ops;
 mod procs;
 mod reaper;
@@ -21,12 +23,15 @@ mod terminate;
 use clap::Parser;
 use config::{Args, Config, LogFormat};
 use std::io::IsTerminal;
-use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // The service manager's variables are taken out of the environment first, while the
+    // process has a single thread and before anything could pass them on.
+    let activation = activation::Env::take();
+    let notify = notify::Env::take();
     let config = match Config::load(Args::parse()) {
         Ok(config) => config,
         Err(e) => {
@@ -35,6 +40,16 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
+    let notifier = notify::Notifier::new(notify);
+    let inherited = match activation::inherited(activation) {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            tracing::error!("socket activation: {e}");
+            eprintln!("browserd: socket activation: {e}");
+            notifier.status(&format!("failed: socket activation: {e}"));
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = reaper::become_subreaper() {
         tracing::warn!("cannot become a child subreaper ({e}); strays that outlive their parents will escape to init");
     }
@@ -49,33 +64,43 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, inherited, notifier.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("browserd: {e}");
+            notifier.status(&format!("failed: {e}"));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+async fn run(
+    mut config: Config,
+    inherited: Option<activation::Inherited>,
+    notifier: notify::Notifier,
+) -> Result<(), String> {
     let signals =
         shutdown::Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let mut listener = server::bind(&config)?;
-    interprocess::local_socket::traits::tokio::Listener::do_not_reclaim_name_on_drop(&mut listener);
+    let (listener, socket_file) = server::listen(&mut config, inherited)?;
     let socket = config.socket.clone();
-    let inode = std::fs::metadata(&socket).ok().map(|m| m.ino());
     let daemon = Arc::new(daemon::Daemon::new(config));
     daemon
         .start()
         .map_err(|e| format!("cannot watch for child exits: {e}"))?;
-    tracing::info!(socket = %socket.display(), pid = std::process::id(), "browserd ready");
+    notifier.ready(&daemon.registry.counts());
+    tracing::info!(
+        socket = %socket.display(),
+        pid = std::process::id(),
+        activated = socket_file.is_inherited(),
+        "browserd ready"
+    );
+    tokio::spawn(notifier.clone().run(daemon.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(server::serve(daemon.clone(), listener, stop_rx));
-    shutdown::run(daemon, signals, stop_tx).await;
+    shutdown::run(daemon, signals, stop_tx, &notifier).await;
     let _ = server.await;
-    server::remove_socket(&socket, inode);
+    socket_file.remove(&socket);
     tracing::info!("browserd stopped");
     Ok(())
 }

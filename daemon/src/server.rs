@@ -1,7 +1,8 @@
 //! The socket server: binding (refusing to displace a live daemon, replacing a stale socket
-//! file), checking each peer's credentials, and one task per connection that owns its
-//! framing and answers requests in order.
+//! file) or adopting a socket-activated listener, checking each peer's credentials, and one
+//! task per connection that owns its framing and answers requests in order.
 
+use crate::activation::Inherited;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::ops;
@@ -23,9 +24,60 @@ const MAX_CONNECTIONS: usize = 1024;
 /// Read size per syscall.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Who removes the socket file when the daemon exits.
+pub enum SocketFile {
+    /// The daemon bound it: removed if it is still the same file.
+    Ours { inode: Option<u64> },
+    /// A service manager bound it and keeps listening on it after the daemon exits.
+    Managers,
+}
+
+impl SocketFile {
+    pub fn is_inherited(&self) -> bool {
+        matches!(self, SocketFile::Managers)
+    }
+
+    /// Removes the socket file at `path` if the daemon made it and it is still that file.
+    pub fn remove(&self, path: &Path) {
+        if let SocketFile::Ours { inode } = self {
+            remove_socket(path, *inode);
+        }
+    }
+}
+
+/// The listener: the one a service manager passed, else a socket of our own.
+pub fn listen(
+    config: &mut Config,
+    inherited: Option<Inherited>,
+) -> Result<(Listener, SocketFile), String> {
+    let Some(inherited) = inherited else {
+        let mut listener = bind(config)?;
+        listener.do_not_reclaim_name_on_drop();
+        let inode = std::fs::metadata(&config.socket).ok().map(|m| m.ino());
+        return Ok((listener, SocketFile::Ours { inode }));
+    };
+    match &inherited.path {
+        Some(path) if *path != config.socket => {
+            tracing::info!(
+                configured = %config.socket.display(),
+                inherited = %path.display(),
+                "serving the socket the service manager passed, not the configured path"
+            );
+            config.socket = path.clone();
+        }
+        Some(_) => {}
+        None => tracing::warn!(
+            "the inherited socket has no path; clients need its address from the service manager"
+        ),
+    }
+    tracing::info!(name = inherited.name.as_deref(), "socket-activated");
+    let listener = adopt(inherited.fd)?;
+    Ok((listener, SocketFile::Managers))
+}
+
 /// Binds the socket. A live daemon answering on the path makes this fail; a socket file
 /// nobody answers on is stale and replaced; anything else at the path is left alone.
-pub fn bind(config: &Config) -> Result<Listener, String> {
+fn bind(config: &Config) -> Result<Listener, String> {
     let path = &config.socket;
     prepare_parent(path)?;
     match std::fs::symlink_metadata(path) {
@@ -72,6 +124,16 @@ pub fn bind(config: &Config) -> Result<Listener, String> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))
         .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
     Ok(listener)
+}
+
+/// Serves a listener a service manager bound and passed (see `activation`). Its file, mode and
+/// owner are the manager's business; the live-daemon probe of `bind` does not apply, since
+/// the one answering on that path is this very socket.
+fn adopt(fd: std::os::fd::OwnedFd) -> Result<Listener, String> {
+    use interprocess::os::unix::uds_local_socket::tokio::Listener as UdsListener;
+    UdsListener::try_from(fd)
+        .map(Listener::from)
+        .map_err(|e| format!("cannot serve the inherited socket: {e}"))
 }
 
 /// Creates the socket's directory if missing. A directory of our own making is private
@@ -214,20 +276,16 @@ fn op_name(request: &browserd_proto::Request) -> &'static str {
 
 /// Root, the daemon's own uid, and the configured uids and gids may connect.
 fn check_peer(config: &Config, stream: &Stream) -> Result<(), String> {
-    use interprocess::local_socket::traits::StreamCommon;
-    let creds = stream
-        .peer_creds()
-        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
-    let uid = creds.euid().ok_or("peer credentials carry no uid")?;
+    let creds = peer_creds(stream).map_err(|e| format!("cannot read peer credentials: {e}"))?;
+    let uid = creds.uid();
     let me = nix::unistd::geteuid().as_raw();
     if uid == 0 || uid == me || config.allow_uids.contains(&uid) {
         return Ok(());
     }
-    let gid = creds.egid();
-    if gid.is_some_and(|g| config.allow_gids.contains(&g)) {
+    if config.allow_gids.contains(&creds.gid()) {
         return Ok(());
     }
-    if let Some(pid) = creds.pid() {
+    if let Some(pid) = creds.pid().filter(|&pid| pid > 0) {
         if supplementary_groups(pid)
             .iter()
             .any(|g| config.allow_gids.contains(g))
@@ -238,6 +296,15 @@ fn check_peer(config: &Config, stream: &Stream) -> Result<(), String> {
     Err(format!(
         "uid {uid} may not use this browserd; the daemon accepts root, uid {me}, and those allowed with --allow-uid/--allow-gid"
     ))
+}
+
+/// The peer's `SO_PEERCRED`. Read directly rather than through `interprocess`, which takes
+/// pid 0 for a reset connection: pid 0 is what the kernel reports for a peer outside the
+/// daemon's PID namespace, i.e. every client of a daemon that is PID 1 of a container. Such a
+/// peer's supplementary groups cannot be looked up; its uid and primary gid still count.
+fn peer_creds(stream: &Stream) -> io::Result<tokio::net::unix::UCred> {
+    let Stream::UdSocket(stream) = stream;
+    stream.inner().peer_cred()
 }
 
 /// A peer's supplementary groups, from `/proc` (SO_PEERCRED carries only the primary gid).
@@ -258,7 +325,7 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
 }
 
 /// Removes the socket file if it is still ours (same inode as bound).
-pub fn remove_socket(path: &Path, inode: Option<u64>) {
+fn remove_socket(path: &Path, inode: Option<u64>) {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if Some(meta.ino()) == inode || inode.is_none() => {
             let _ = std::fs::remove_file(path);

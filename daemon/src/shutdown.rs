@@ -1,9 +1,11 @@
-//! Graceful shutdown on SIGTERM or SIGINT: stop accepting, terminate every session with
-//! force within the grace period, and return so `main` can remove the socket and exit 0.
+//! Graceful shutdown on SIGTERM or SIGINT: tell the service manager, stop accepting,
+//! terminate every session with force within the grace period, and return so `main` can
+//! remove the socket and exit 0.
 //! A second signal cuts the grace period short: SIGKILL at once. The handlers are installed
 //! explicitly, so this works as PID 1 too, where default-action signals are ignored.
 
 use crate::daemon::Daemon;
+use crate::notify::Notifier;
 use crate::terminate;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +35,15 @@ impl Signals {
 }
 
 /// Waits for the first signal, then shuts down; returns once every session is gone.
-pub async fn run(daemon: Arc<Daemon>, mut signals: Signals, stop_accepting: watch::Sender<bool>) {
+pub async fn run(
+    daemon: Arc<Daemon>,
+    mut signals: Signals,
+    stop_accepting: watch::Sender<bool>,
+    notifier: &Notifier,
+) {
     let name = signals.next().await;
     tracing::info!("{name} received: shutting down");
+    notifier.stopping(&daemon.registry.counts());
     daemon.registry.begin_shutdown();
     stop_accepting.send_replace(true);
     let ids = daemon.registry.live_ids(None);

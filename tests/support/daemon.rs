@@ -21,7 +21,7 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,7 @@ pub struct DaemonBuilder {
     env: Vec<(OsString, OsString)>,
     dir_mode: Option<u32>,
     prepare: Vec<Prepare>,
+    activated: bool,
 }
 
 impl DaemonBuilder {
@@ -102,6 +103,14 @@ impl DaemonBuilder {
         self
     }
 
+    /// Hands the daemon its socket the way systemd's socket activation does: the harness binds
+    /// it, and the daemon inherits it as fd 3 with `LISTEN_FDS=1` and `LISTEN_PID` set to the
+    /// daemon's own pid (through `sh`, which knows its pid before it execs the daemon).
+    pub fn socket_activated(mut self) -> Self {
+        self.activated = true;
+        self
+    }
+
     /// Runs `f` with the socket path before the daemon starts (e.g. to leave a stale socket).
     pub fn prepare(mut self, f: impl FnOnce(&Path) + 'static) -> Self {
         self.prepare.push(Box::new(f));
@@ -126,7 +135,19 @@ impl DaemonBuilder {
         for prepare in self.prepare {
             prepare(&socket);
         }
-        let child = spawn_browserd(&socket, &state_dir, &log_path, &self.args, &self.env);
+        let inherited = self
+            .activated
+            .then(|| UnixListener::bind(&socket).expect("bind the socket to hand over"));
+        let child = spawn_browserd(
+            &socket,
+            &state_dir,
+            &log_path,
+            &self.args,
+            &self.env,
+            inherited.as_ref(),
+        );
+        // The daemon holds its own copy now.
+        drop(inherited);
         let guard = DaemonGuard {
             pid: child.id() as i32,
             child: Mutex::new(child),
@@ -141,6 +162,17 @@ impl DaemonBuilder {
     }
 }
 
+/// What a service manager tells the process it starts; none of it may leak into a daemon
+/// under test from the environment the tests run in.
+pub const MANAGER_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
 /// Starts `browserd` with its output appended to `log`.
 fn spawn_browserd(
     socket: &Path,
@@ -148,13 +180,25 @@ fn spawn_browserd(
     log: &Path,
     extra: &[OsString],
     env: &[(OsString, OsString)],
+    inherited: Option<&UnixListener>,
 ) -> Child {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("open the daemon log");
-    Command::new(crate::browserd_bin())
+    let mut command = match inherited {
+        Some(listener) => activated_command(listener),
+        None => Command::new(crate::browserd_bin()),
+    };
+    // The test runner's own service manager, if any, is not the daemon's.
+    for name in MANAGER_ENV {
+        command.env_remove(name);
+    }
+    if inherited.is_some() {
+        command.env("LISTEN_FDS", "1");
+    }
+    command
         .arg("--socket")
         .arg(socket)
         .arg("--state-dir")
@@ -170,6 +214,33 @@ fn spawn_browserd(
         .stderr(log)
         .spawn()
         .expect("spawn browserd")
+}
+
+/// `sh` exporting its own pid as `LISTEN_PID`, then exec'ing `browserd` (with the arguments
+/// added next) with `listener` as fd 3.
+fn activated_command(listener: &UnixListener) -> Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new("/bin/sh");
+    command
+        .args(["-c", "export LISTEN_PID=$$; exec \"$0\" \"$@\""])
+        .arg(crate::browserd_bin());
+    // SAFETY: only dup2 and fcntl run between fork and exec; both are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let moved = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if moved < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
 }
 
 /// A running daemon owned by one test.
@@ -216,6 +287,7 @@ impl DaemonGuard {
             env: Vec::new(),
             dir_mode: None,
             prepare: Vec::new(),
+            activated: false,
         }
     }
 
@@ -298,7 +370,14 @@ impl DaemonGuard {
         let state_dir = self.dir().join("state2");
         fs::create_dir_all(&state_dir).expect("create the second state dir");
         let log = self.dir().join("second.log");
-        let mut child = KillOnDrop(spawn_browserd(&self.socket, &state_dir, &log, &[], &[]));
+        let mut child = KillOnDrop(spawn_browserd(
+            &self.socket,
+            &state_dir,
+            &log,
+            &[],
+            &[],
+            None,
+        ));
         let start = Instant::now();
         let status = loop {
             if let Some(status) = child.0.try_wait().expect("waitpid on the second daemon") {
