@@ -25,15 +25,11 @@ impl Env {
     /// Reads and unsets `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`. Call it while the
     /// process has a single thread: changing the environment races any concurrent reader.
     pub fn take() -> Env {
-        let take = |name: &str| {
-            let value = std::env::var_os(name);
-            std::env::remove_var(name);
-            value
-        };
+        use crate::notify::take_var;
         Env {
-            pid: take("LISTEN_PID"),
-            fds: take("LISTEN_FDS"),
-            names: take("LISTEN_FDNAMES"),
+            pid: take_var("LISTEN_PID"),
+            fds: take_var("LISTEN_FDS"),
+            names: take_var("LISTEN_FDNAMES"),
         }
     }
 }

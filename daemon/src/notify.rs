@@ -31,17 +31,20 @@ impl Env {
     /// Reads and unsets `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID`. Call it while the
     /// process has a single thread: changing the environment races any concurrent reader.
     pub fn take() -> Env {
-        let take = |name: &str| {
-            let value = std::env::var_os(name);
-            std::env::remove_var(name);
-            value
-        };
         Env {
-            socket: take("NOTIFY_SOCKET"),
-            watchdog_usec: take("WATCHDOG_USEC"),
-            watchdog_pid: take("WATCHDOG_PID"),
+            socket: take_var("NOTIFY_SOCKET"),
+            watchdog_usec: take_var("WATCHDOG_USEC"),
+            watchdog_pid: take_var("WATCHDOG_PID"),
         }
     }
+}
+
+/// Reads and unsets one variable of the daemon's own environment (single-threaded startup
+/// only: changing the environment races any concurrent reader).
+pub fn take_var(name: &str) -> Option<OsString> {
+    let value = std::env::var_os(name);
+    std::env::remove_var(name);
+    value
 }
 
 /// A handle on the service manager's notification socket; cheap to clone.
