@@ -293,13 +293,20 @@ impl fmt::Display for UsageError {
 
 impl Cli {
     /// The socket to connect to: `--socket` / `BROWSERD_SOCKET`, else the default the daemon
-    /// also uses (see [`browserd_proto::default_socket_path`]). A non-UTF-8
+    /// also uses (see [`browserd_proto::default_socket_path`]); when a user has no daemon of
+    /// their own but the system service's socket exists, that one. A non-UTF-8
     /// `XDG_RUNTIME_DIR` is treated as unset.
     pub fn socket_path(&self) -> PathBuf {
         self.socket.clone().unwrap_or_else(|| {
             let euid = nix::unistd::geteuid().as_raw();
             let runtime_dir = std::env::var("XDG_RUNTIME_DIR").ok();
-            browserd_proto::default_socket_path(euid, runtime_dir.as_deref())
+            let own = browserd_proto::default_socket_path(euid, runtime_dir.as_deref());
+            let system = browserd_proto::default_socket_path(0, None);
+            if !own.exists() && system.exists() {
+                system
+            } else {
+                own
+            }
         })
     }
 }
