@@ -3,7 +3,7 @@
 
 use browserd_proto::{ErrorCode, Response, StatusResult, PROTOCOL};
 use browserd_tests::peer::{request_as, PeerError};
-use browserd_tests::{DaemonGuard, Fixture};
+use browserd_tests::{wait_until, DaemonGuard, Fixture};
 use nix::sys::signal::Signal;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -153,6 +153,32 @@ fn sigterm_terminates_every_session_and_removes_the_socket() {
         Some(0),
         "browserd exits 0 on SIGTERM, got {exit}"
     );
+    assert!(
+        !d.socket().exists(),
+        "the socket file is removed on shutdown"
+    );
+    d.assert_all_sessions_gone();
+}
+
+#[test]
+fn a_second_signal_skips_the_rest_of_the_grace() {
+    // A grace far longer than the wait below: only the second signal can end this in time.
+    let d = DaemonGuard::builder().grace("60s").start();
+    d.spawn(&Fixture::stubborn());
+    d.spawn(&Fixture::stubborn_stray());
+
+    d.send_signal(Signal::SIGTERM);
+    // Shutdown has begun once the daemon stops accepting; only then is the second signal
+    // a second one (two signals delivered together are one).
+    wait_until(
+        Duration::from_secs(10),
+        "browserd to stop accepting",
+        || UnixStream::connect(d.socket()).is_err(),
+    );
+    d.send_signal(Signal::SIGTERM);
+    let exit = d.wait_exit(Duration::from_secs(20));
+
+    assert_eq!(exit.code(), Some(0), "browserd exits 0, got {exit}");
     assert!(
         !d.socket().exists(),
         "the socket file is removed on shutdown"
