@@ -91,8 +91,10 @@ fn start(
                     daemon.config.state_dir.display()
                 ))
             })?;
-            env.entry("TMPDIR".into())
-                .or_insert_with(|| dirs.tmp.display().to_string());
+            for (name, dir) in dirs.env() {
+                env.entry(name.into())
+                    .or_insert_with(|| dir.display().to_string());
+            }
             let as_root = nix::unistd::geteuid().is_root();
             (
                 browser::argv(&path, &dirs.profile, as_root, &request.args),

@@ -13,6 +13,7 @@
 //! with `cargo build --workspace --bins` before `cargo test`.
 
 pub mod bins;
+pub mod cdp;
 pub mod client;
 pub mod ctl;
 pub mod daemon;
