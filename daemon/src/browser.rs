@@ -86,12 +86,29 @@ pub fn argv(browser: &Path, profile: &Path, as_root: bool, extra: &[String]) -> 
         ]
         .map(String::from),
     );
-    argv.push(format!("--user-data-dir={}", profile.display()));
+    if user_profile(extra).is_none() {
+        argv.push(format!("--user-data-dir={}", profile.display()));
+    }
     if as_root {
         argv.push("--no-sandbox".into());
     }
     argv.extend(extra.iter().cloned());
     argv
+}
+
+/// A profile dir the client chose with `--user-data-dir` in `args`: used instead of the
+/// session's own (and, being the client's, never deleted).
+pub fn user_profile(extra: &[String]) -> Option<PathBuf> {
+    let mut args = extra.iter();
+    while let Some(arg) = args.next() {
+        if let Some(dir) = arg.strip_prefix("--user-data-dir=") {
+            return Some(PathBuf::from(dir));
+        }
+        if arg == "--user-data-dir" {
+            return args.next().map(PathBuf::from);
+        }
+    }
+    None
 }
 
 /// The per-session dir under the state dir, holding `profile/`, `tmp/` and the XDG
@@ -278,6 +295,22 @@ mod tests {
         assert!(
             argv(Path::new("/b"), Path::new("/p"), true, &[]).contains(&"--no-sandbox".to_owned())
         );
+    }
+
+    #[test]
+    fn a_client_profile_dir_replaces_the_sessions_own() {
+        let extra = vec!["--user-data-dir=/data/p1".to_owned()];
+        let argv = argv(Path::new("/b"), Path::new("/p"), false, &extra);
+        assert_eq!(
+            argv.iter()
+                .filter(|a| a.starts_with("--user-data-dir"))
+                .count(),
+            1
+        );
+        assert_eq!(user_profile(&extra), Some(PathBuf::from("/data/p1")));
+        let split = ["--user-data-dir".to_owned(), "/data/p2".to_owned()];
+        assert_eq!(user_profile(&split), Some(PathBuf::from("/data/p2")));
+        assert_eq!(user_profile(&["--incognito".to_owned()]), None);
     }
 
     #[test]

@@ -136,7 +136,9 @@ fn start(
         },
         browser: (kind == SessionType::Browser).then(|| BrowserInfo {
             ws_endpoint: None,
-            profile_dir: dirs.as_ref().map(|d| d.profile.clone()),
+            profile_dir: dirs
+                .as_ref()
+                .map(|d| browser::user_profile(&request.args).unwrap_or_else(|| d.profile.clone())),
         }),
         owned_dirs: dirs.map(|d| vec![d.root]).unwrap_or_default(),
     });

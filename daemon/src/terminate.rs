@@ -176,7 +176,7 @@ pub fn start_detached(daemon: &Arc<Daemon>, id: &SessionId, grace: Duration) {
 async fn run(daemon: Arc<Daemon>, id: SessionId, termination: Arc<Termination>) {
     tracing::info!(session = %id, force = termination.control.borrow().force, "terminating");
     let mut signalled = HashSet::new();
-    if daemon.polite_close(&id).await && polite_wait(&termination).await {
+    if polite_close(&daemon, &id, &termination).await {
         tracing::info!(session = %id, "closed politely");
         termination.outcome.send_replace(Some(Outcome::Terminated));
         return;
@@ -218,14 +218,22 @@ async fn run(daemon: Arc<Daemon>, id: SessionId, termination: Arc<Termination>) 
     termination.outcome.send_replace(Some(outcome));
 }
 
-/// After a polite close, waits for the session to go for at most half of the remaining
-/// grace (and `POLITE_WAIT`), leaving the rest for SIGTERM. Returns whether it went.
-async fn polite_wait(termination: &Termination) -> bool {
+/// The polite step, within the first half of the grace (and at most `POLITE_WAIT`), so
+/// SIGTERM always gets the rest: asks a browser to close itself and waits for it to go.
+/// Returns whether the session went.
+async fn polite_close(daemon: &Daemon, id: &SessionId, termination: &Termination) -> bool {
     let deadline = termination.control.borrow().deadline;
-    let half = deadline.saturating_duration_since(Instant::now()) / 2;
-    tokio::time::timeout(half.min(POLITE_WAIT), termination.gone.notified())
-        .await
-        .is_ok()
+    let budget = (deadline.saturating_duration_since(Instant::now()) / 2).min(POLITE_WAIT);
+    if budget.is_zero() {
+        return false;
+    }
+    let attempt = async {
+        daemon.polite_close(id).await && {
+            termination.gone.notified().await;
+            true
+        }
+    };
+    tokio::time::timeout(budget, attempt).await.unwrap_or(false)
 }
 
 /// SIGKILL, repeated for processes that appear meanwhile, until the session is gone or
