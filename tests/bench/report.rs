@@ -1,0 +1,352 @@
+//! What a run measured and how it is shown: the raw samples of every repetition, the rows
+//! of the table (median over repetitions; latencies pooled over every sample), each against
+//! its target, and the JSON file that carries all of it.
+
+use crate::options::Options;
+use crate::stats::{median, percentile};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One repetition of every scenario, on one side (browserd or the baseline).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Sample {
+    pub launch_per_s: f64,
+    pub bulk_polite_ms: f64,
+    pub bulk_stubborn_ms: f64,
+    pub bulk_stubborn_small_ms: f64,
+    pub kill_one_ms: Vec<f64>,
+    pub status_ms: Vec<f64>,
+    pub natural_exit_ms: Vec<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_at_n_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fds_at_n: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_cpu_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_cpu_ticks_ms: Option<f64>,
+    /// browserd only: the daemon's own CPU time per operation, by scenario.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub daemon_cpu_ms: BTreeMap<&'static str, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Repeat {
+    pub browserd: Sample,
+    pub baseline: Sample,
+}
+
+/// Real-browser measurements (`--browsers K`), pooled.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct BrowserRun {
+    pub browserd_launch_ms: Vec<f64>,
+    pub baseline_launch_ms: Vec<f64>,
+    pub browserd_kill_ms: Vec<f64>,
+    pub baseline_kill_ms: Vec<f64>,
+    /// Processes per browser when its kill began.
+    pub browserd_processes: Vec<usize>,
+    pub baseline_processes: Vec<usize>,
+}
+
+/// How a value is judged.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    RatioAtLeast(f64),
+    RatioAtMost(f64),
+    AtMost(f64),
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub key: &'static str,
+    pub scenario: String,
+    pub unit: &'static str,
+    pub browserd: Option<f64>,
+    pub baseline: Option<f64>,
+    /// browserd ÷ baseline.
+    pub ratio: Option<f64>,
+    pub target: String,
+    /// `None` where there is no target or nothing to judge.
+    pub met: Option<bool>,
+}
+
+impl Row {
+    fn new(
+        key: &'static str,
+        scenario: String,
+        unit: &'static str,
+        browserd: Option<f64>,
+        baseline: Option<f64>,
+        target: Target,
+    ) -> Row {
+        let ratio = match (browserd, baseline) {
+            (Some(b), Some(base)) if base > 0.0 => Some(b / base),
+            _ => None,
+        };
+        let (text, met) = match target {
+            Target::RatioAtLeast(r) => (format!("≥ {r}× baseline"), ratio.map(|x| x >= r)),
+            Target::RatioAtMost(r) => (format!("≤ {r}× baseline"), ratio.map(|x| x <= r)),
+            Target::AtMost(v) => (
+                format!("≤ {}", format_value(v, unit)),
+                browserd.map(|x| x <= v),
+            ),
+            Target::None => ("—".to_owned(), None),
+        };
+        Row {
+            key,
+            scenario,
+            unit,
+            browserd,
+            baseline,
+            ratio,
+            target: text,
+            met,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Ours,
+    Base,
+}
+
+impl Side {
+    fn of(self, repeat: &Repeat) -> &Sample {
+        match self {
+            Side::Ours => &repeat.browserd,
+            Side::Base => &repeat.baseline,
+        }
+    }
+}
+
+/// The table's rows, from every repetition.
+pub fn rows(
+    opts: &Options,
+    repeats: &[Repeat],
+    rss_empty_kib: Option<u64>,
+    browsers: Option<&BrowserRun>,
+) -> Vec<Row> {
+    let n = opts.sessions;
+    let g = opts.grace.as_millis() as f64;
+    let scalar = |side: Side, get: fn(&Sample) -> Option<f64>| {
+        let values: Vec<f64> = repeats.iter().filter_map(|r| get(side.of(r))).collect();
+        median(&values)
+    };
+    let pooled = |side: Side, get: fn(&Sample) -> &Vec<f64>, p: f64| {
+        let values: Vec<f64> = repeats
+            .iter()
+            .flat_map(|r| get(side.of(r)).clone())
+            .collect();
+        percentile(&values, p)
+    };
+    let both = |get| (scalar(Side::Ours, get), scalar(Side::Base, get));
+    let both_pooled = |get, p| (pooled(Side::Ours, get, p), pooled(Side::Base, get, p));
+
+    let mut rows = Vec::new();
+    let mut push =
+        |key, scenario: String, unit, (ours, base): (Option<f64>, Option<f64>), target| {
+            rows.push(Row::new(key, scenario, unit, ours, base, target))
+        };
+    push(
+        "launch",
+        format!("launch {n} sessions (sequential, 1 connection)"),
+        "/s",
+        both(|s| Some(s.launch_per_s)),
+        Target::RatioAtLeast(0.8),
+    );
+    push(
+        "bulk_polite",
+        format!("bulk terminate all {n}, polite"),
+        "ms",
+        both(|s| Some(s.bulk_polite_ms)),
+        Target::RatioAtMost(1.25),
+    );
+    push(
+        "bulk_stubborn",
+        format!("bulk terminate all {n}, stubborn, force, G={g} ms"),
+        "ms",
+        both(|s| Some(s.bulk_stubborn_ms)),
+        Target::AtMost(g + 150.0),
+    );
+    push(
+        "bulk_stubborn_small",
+        format!(
+            "bulk terminate all {}, stubborn, force, G={g} ms",
+            opts.small_sessions()
+        ),
+        "ms",
+        both(|s| Some(s.bulk_stubborn_small_ms)),
+        Target::AtMost(g + 150.0),
+    );
+    push(
+        "kill_one_median",
+        format!("kill one of {n}: median (browserctl kill)"),
+        "ms",
+        both_pooled(|s| &s.kill_one_ms, 50.0),
+        Target::AtMost(3.0),
+    );
+    push(
+        "kill_one_p99",
+        format!("kill one of {n}: p99"),
+        "ms",
+        both_pooled(|s| &s.kill_one_ms, 99.0),
+        Target::None,
+    );
+    push(
+        "status_median",
+        format!("browserctl status, {n} live: median"),
+        "ms",
+        both_pooled(|s| &s.status_ms, 50.0),
+        Target::AtMost(2.0),
+    );
+    push(
+        "natural_exit_median",
+        format!("natural exit noticed, {n} live: median"),
+        "ms",
+        both_pooled(|s| &s.natural_exit_ms, 50.0),
+        Target::AtMost(5.0),
+    );
+    push(
+        "rss_empty",
+        "daemon RSS, 0 sessions".to_owned(),
+        "MiB",
+        (rss_empty_kib.map(|k| k as f64 / 1024.0), None),
+        Target::None,
+    );
+    push(
+        "rss_at_n",
+        format!("daemon RSS, {n} sessions"),
+        "MiB",
+        (
+            scalar(Side::Ours, |s| s.rss_at_n_kib.map(|k| k as f64 / 1024.0)),
+            None,
+        ),
+        Target::AtMost(16.0),
+    );
+    push(
+        "idle_cpu",
+        format!(
+            "daemon CPU over {} s idle, {n} sessions",
+            opts.idle.as_secs_f64()
+        ),
+        "ms",
+        (scalar(Side::Ours, |s| s.idle_cpu_ms), None),
+        // 10 ms per 10 s, scaled to the window.
+        Target::AtMost(opts.idle.as_secs_f64()),
+    );
+    if let Some(run) = browsers {
+        let k = opts.browsers;
+        push(
+            "browser_launch_median",
+            format!("Chromium ×{k}: launch → endpoint answers, median"),
+            "ms",
+            (
+                median(&run.browserd_launch_ms),
+                median(&run.baseline_launch_ms),
+            ),
+            Target::None,
+        );
+        push(
+            "browser_kill_median",
+            format!("Chromium ×{k}: kill → all processes gone, median"),
+            "ms",
+            (median(&run.browserd_kill_ms), median(&run.baseline_kill_ms)),
+            Target::None,
+        );
+    }
+    rows
+}
+
+fn format_value(value: f64, unit: &str) -> String {
+    match unit {
+        "/s" => format!("{value:.0}/s"),
+        "MiB" => format!("{value:.1} MiB"),
+        _ if value < 10.0 => format!("{value:.2} {unit}"),
+        _ if value < 100.0 => format!("{value:.1} {unit}"),
+        _ => format!("{value:.0} {unit}"),
+    }
+}
+
+/// The table, one row per scenario, columns padded to their widest cell.
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "scenario", "browserd", "baseline", "ratio", "target", "met?",
+    ]
+    .map(String::from);
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            let value = |v: Option<f64>| v.map_or("—".to_owned(), |v| format_value(v, r.unit));
+            [
+                r.scenario.clone(),
+                value(r.browserd),
+                value(r.baseline),
+                r.ratio.map_or("—".to_owned(), |x| format!("{x:.2}×")),
+                r.target.clone(),
+                match r.met {
+                    Some(true) => "yes".to_owned(),
+                    Some(false) => "NO".to_owned(),
+                    None => "—".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    let width = |i: usize| {
+        cells
+            .iter()
+            .chain(std::iter::once(&header))
+            .map(|c| c[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..6).map(width).collect();
+    let line = |c: &[String; 6]| {
+        let padded: Vec<String> = c
+            .iter()
+            .zip(&widths)
+            .map(|(text, w)| format!("{text}{}", " ".repeat(w - text.chars().count())))
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    let mut out = line(&header);
+    out.push_str(&format!("|-{}-|\n", rule.join("-|-")));
+    for c in &cells {
+        out.push_str(&line(c));
+    }
+    out
+}
+
+/// The daemon's CPU time per operation, median over repetitions, one line per scenario.
+pub fn daemon_cpu(repeats: &[Repeat]) -> String {
+    let keys: Vec<&str> = repeats
+        .iter()
+        .flat_map(|r| r.browserd.daemon_cpu_ms.keys().copied())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut out = String::new();
+    for key in keys {
+        let values: Vec<f64> = repeats
+            .iter()
+            .filter_map(|r| r.browserd.daemon_cpu_ms.get(key).copied())
+            .collect();
+        if let Some(ms) = median(&values) {
+            out.push_str(&format!("  {key}: {}\n", format_value(ms, "ms")));
+        }
+    }
+    out
+}
+
+/// Writes `report` as pretty JSON, creating the directory.
+pub fn write_json(path: &Path, report: &serde_json::Value) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

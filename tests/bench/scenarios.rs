@@ -1,0 +1,273 @@
+//! browserd's side of every scenario, through its real interfaces: the wire protocol for
+//! launches, listings and bulk terminations (one connection, requests in sequence, as the
+//! baseline forks in sequence), and real `browserctl` processes for `kill` and `status`.
+//! Every termination is checked in `/proc` as well: a time only counts once every process
+//! of the sessions is gone and reaped, whatever the daemon answered.
+
+use crate::baseline::{GONE_TIMEOUT, TREE_TIMEOUT};
+use crate::options::Options;
+use crate::procs::{self, time_command, PidFd};
+use crate::report::Sample;
+use crate::stats::ms;
+use browserd_proto::{
+    BulkTerminate, Launch, LaunchResult, Request, SessionInfo, SessionState, SessionsFilter,
+    SessionsResult, TerminateResult, TrackingId,
+};
+use browserd_tests::{Client, DaemonGuard, Fixture, ProcId};
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Quiet time before the idle window, so the last launch's work is over.
+const SETTLE: Duration = Duration::from_millis(200);
+/// How long a natural exit may take to show before the bench gives up.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The daemon's CPU time over a stretch of work, recorded per operation: what the daemon
+/// itself spends, whatever the load of the machine does to wall-clock times.
+struct Meter {
+    pid: i32,
+    before: procs::CpuSample,
+}
+
+impl Meter {
+    fn start(d: &DaemonGuard) -> Result<Meter, String> {
+        let before = procs::cpu_sample(d.pid()).ok_or("cannot read the daemon's CPU time")?;
+        Ok(Meter {
+            pid: d.pid(),
+            before,
+        })
+    }
+
+    fn record(self, sample: &mut Sample, what: &'static str, count: usize) {
+        if let Some(after) = procs::cpu_sample(self.pid) {
+            let used = procs::cpu_between(&self.before, &after).best_ms();
+            sample
+                .daemon_cpu_ms
+                .insert(what, used / count.max(1) as f64);
+        }
+    }
+}
+
+/// Sends one request and decodes its result.
+pub fn call<T: DeserializeOwned>(client: &mut Client, request: &Request) -> Result<T, String> {
+    client
+        .try_request(request)
+        .map_err(|e| format!("browserd did not answer: {e}"))?
+        .into_result()
+        .map_err(|e| format!("browserd refused {request:?}: {e}"))
+}
+
+/// Launches `count` sessions of `fixture` in sequence; `tracking` names each, if wanted.
+fn launch_many(
+    client: &mut Client,
+    fixture: &Fixture,
+    count: usize,
+    tracking: impl Fn(usize) -> Option<TrackingId>,
+) -> Result<Vec<SessionInfo>, String> {
+    (0..count)
+        .map(|i| {
+            let launch = Launch {
+                tracking_id: tracking(i),
+                ..fixture.launch()
+            };
+            let launched: LaunchResult = call(client, &Request::Launch(launch))?;
+            Ok(launched.session)
+        })
+        .collect()
+}
+
+fn wait_trees(sessions: &[SessionInfo], fixture: &Fixture) -> Result<Vec<Vec<ProcId>>, String> {
+    let leaders: Vec<i32> = sessions.iter().map(|s| s.pid).collect();
+    procs::wait_trees(&leaders, fixture, TREE_TIMEOUT).map_err(|e| format!("browserd: {e}"))
+}
+
+/// Runs `browserctl --socket <socket> args...` and times it from spawn to exit.
+fn ctl(browserctl: &Path, d: &DaemonGuard, args: &[&str]) -> Result<f64, String> {
+    time_command(
+        Command::new(browserctl)
+            .arg("--socket")
+            .arg(d.socket())
+            .args(args)
+            .env_remove("BROWSERD_SOCKET"),
+    )
+}
+
+/// One repetition of every browserd scenario. `rep` keeps tracking ids unique across
+/// repetitions (exited sessions stay listed with theirs).
+pub fn run_once(
+    d: &DaemonGuard,
+    opts: &Options,
+    browserctl: &Path,
+    rep: usize,
+    notes: &mut Vec<String>,
+) -> Result<Sample, String> {
+    let mut client = d.client();
+    let polite = Fixture::polite();
+    let sleeper = Fixture::sleeper();
+    let mut sample = Sample::default();
+
+    let cpu = Meter::start(d)?;
+    let start = Instant::now();
+    let sessions = launch_many(&mut client, &polite, opts.sessions, |_| None)?;
+    sample.launch_per_s = opts.sessions as f64 / start.elapsed().as_secs_f64();
+    cpu.record(&mut sample, "launch, per session", opts.sessions);
+    let trees = wait_trees(&sessions, &polite)?;
+
+    // Resources with exactly N live sessions and no request in flight.
+    std::thread::sleep(SETTLE);
+    sample.rss_at_n_kib = procs::rss_kib(d.pid());
+    sample.fds_at_n = procs::fd_count(d.pid());
+    let before = procs::cpu_sample(d.pid()).ok_or("cannot read the daemon's CPU time")?;
+    std::thread::sleep(opts.idle);
+    let after = procs::cpu_sample(d.pid()).ok_or("cannot read the daemon's CPU time")?;
+    let cpu = procs::cpu_between(&before, &after);
+    sample.idle_cpu_ms = Some(cpu.best_ms());
+    sample.idle_cpu_ticks_ms = Some(cpu.ticks_ms);
+
+    let kill_sessions = launch_many(&mut client, &polite, opts.samples, |_| None)?;
+    let exit_sessions = launch_many(&mut client, &sleeper, opts.samples, |i| {
+        format!("exit-{rep}-{i}").parse().ok()
+    })?;
+    let kill_trees = wait_trees(&kill_sessions, &polite)?;
+    let exit_trees = wait_trees(&exit_sessions, &sleeper)?;
+
+    let cpu = Meter::start(d)?;
+    for _ in 0..opts.samples {
+        sample.status_ms.push(ctl(browserctl, d, &["status"])?);
+    }
+    cpu.record(&mut sample, "status, per call", opts.samples);
+
+    let cpu = Meter::start(d)?;
+    for (session, tree) in kill_sessions.iter().zip(&kill_trees) {
+        let took = ctl(browserctl, d, &["kill", session.id.as_str()])?;
+        let left = procs::count_present(tree);
+        if left > 0 {
+            notes.push(format!(
+                "rep {rep}: `browserctl kill {}` exited with {left} process(es) of the session left",
+                session.id
+            ));
+        }
+        sample.kill_one_ms.push(took);
+    }
+
+    cpu.record(&mut sample, "kill one, per call", opts.samples);
+
+    let cpu = Meter::start(d)?;
+    for (session, tree) in exit_sessions.iter().zip(&exit_trees) {
+        let leader = tree
+            .iter()
+            .find(|p| p.pid == session.pid)
+            .ok_or_else(|| format!("session {} has no leader", session.id))?;
+        sample
+            .natural_exit_ms
+            .push(natural_exit(&mut client, session, *leader)?);
+    }
+
+    cpu.record(
+        &mut sample,
+        "natural exit, per session (polling included)",
+        opts.samples,
+    );
+
+    let cpu = Meter::start(d)?;
+    let bulk = BulkTerminate {
+        all: Some(true),
+        grace_ms: Some(GONE_TIMEOUT.as_millis() as u64),
+        ..Default::default()
+    };
+    let ids: Vec<ProcId> = trees.concat();
+    sample.bulk_polite_ms = terminate(&mut client, bulk, &ids, "bulk polite", rep, notes)?;
+    cpu.record(&mut sample, "bulk terminate polite, total", 1);
+
+    sample.bulk_stubborn_ms = stubborn(&mut client, opts.sessions, opts.grace, rep, notes)?;
+    sample.bulk_stubborn_small_ms =
+        stubborn(&mut client, opts.small_sessions(), opts.grace, rep, notes)?;
+    Ok(sample)
+}
+
+/// SIGKILLs the session's only process behind the daemon's back and times how long until a
+/// listing shows the session exited (polled back to back over one connection; asking only
+/// for exited sessions keeps each poll from triggering a process scan).
+fn natural_exit(client: &mut Client, session: &SessionInfo, leader: ProcId) -> Result<f64, String> {
+    let listing = Request::Sessions(SessionsFilter {
+        tracking_id: session.tracking_id.clone(),
+        state: Some(SessionState::Exited),
+        ..Default::default()
+    });
+    let pidfd = PidFd::open(leader).ok_or_else(|| format!("session {} is gone", session.id))?;
+    let start = Instant::now();
+    pidfd.signal(libc::SIGKILL);
+    loop {
+        let listed: SessionsResult = call(client, &listing)?;
+        if listed.sessions.iter().any(|s| s.id == session.id) {
+            return Ok(ms(start.elapsed()));
+        }
+        if start.elapsed() > EXIT_TIMEOUT {
+            return Err(format!(
+                "session {} was not listed as exited {EXIT_TIMEOUT:?} after its only process died",
+                session.id
+            ));
+        }
+    }
+}
+
+/// Stubborn trees, terminated all at once with `force` after `grace`.
+fn stubborn(
+    client: &mut Client,
+    count: usize,
+    grace: Duration,
+    rep: usize,
+    notes: &mut Vec<String>,
+) -> Result<f64, String> {
+    let fixture = Fixture::stubborn();
+    let sessions = launch_many(client, &fixture, count, |_| None)?;
+    let ids: Vec<ProcId> = wait_trees(&sessions, &fixture)?.concat();
+    let bulk = BulkTerminate {
+        all: Some(true),
+        force: Some(true),
+        grace_ms: Some(grace.as_millis() as u64),
+        ..Default::default()
+    };
+    terminate(
+        client,
+        bulk,
+        &ids,
+        &format!("stubborn ×{count}"),
+        rep,
+        notes,
+    )
+}
+
+/// Sends `bulk` and times it until the answer, or until every one of `ids` is gone if the
+/// daemon answered before that (which is noted: the contract says gone at the answer).
+fn terminate(
+    client: &mut Client,
+    bulk: BulkTerminate,
+    ids: &[ProcId],
+    what: &str,
+    rep: usize,
+    notes: &mut Vec<String>,
+) -> Result<f64, String> {
+    let start = Instant::now();
+    let result: TerminateResult = call(client, &Request::BulkTerminate(bulk))?;
+    let mut took = ms(start.elapsed());
+    if !result.failed.is_empty() {
+        notes.push(format!(
+            "rep {rep}: {what}: {} session(s) failed, first: {:?}",
+            result.failed.len(),
+            result.failed[0]
+        ));
+    }
+    let left = procs::count_present(ids);
+    if left > 0 {
+        notes.push(format!(
+            "rep {rep}: {what}: {left} process(es) still existed when browserd answered"
+        ));
+        procs::wait_gone(ids, GONE_TIMEOUT, false)
+            .map_err(|left| format!("{what}: {left} process(es) never went away"))?;
+        took = ms(start.elapsed());
+    }
+    Ok(took)
+}

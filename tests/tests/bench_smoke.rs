@@ -1,0 +1,78 @@
+//! The benchmark still runs: `bench` with tiny parameters completes, leaves nothing running,
+//! and writes a JSON report with every scenario. Its numbers are never asserted — performance
+//! is measured by `cargo run --release -p browserd-tests --bin bench`, not tested.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Every row the report must carry.
+const SCENARIOS: &[&str] = &[
+    "launch",
+    "bulk_polite",
+    "bulk_stubborn",
+    "bulk_stubborn_small",
+    "kill_one_median",
+    "kill_one_p99",
+    "status_median",
+    "natural_exit_median",
+    "rss_empty",
+    "rss_at_n",
+    "idle_cpu",
+];
+
+#[test]
+fn the_bench_runs_every_scenario_and_reports_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("bench.json");
+    let start = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args([
+            "--sessions",
+            "20",
+            "--repeat",
+            "1",
+            "--samples",
+            "5",
+            "--grace-ms",
+            "200",
+            "--idle-ms",
+            "1000",
+            // The test suite builds the binaries before it runs; a source edited since is not
+            // this test's concern.
+            "--allow-stale",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run the bench");
+    let took = start.elapsed();
+    assert!(
+        output.status.success(),
+        "bench failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "the smoke run took {took:?}; it should take seconds"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report exists"))
+            .expect("the report is JSON");
+    let rows = report["rows"].as_array().expect("rows");
+    for key in SCENARIOS {
+        let row = rows
+            .iter()
+            .find(|r| r["key"] == *key)
+            .unwrap_or_else(|| panic!("no `{key}` row in {rows:#?}"));
+        assert!(
+            row["browserd"].is_number(),
+            "`{key}` has no browserd value: {row}"
+        );
+    }
+    assert_eq!(report["leftover_processes"], 0, "{report:#}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("| scenario"), "no table printed:\n{table}");
+}
