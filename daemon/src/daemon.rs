@@ -3,6 +3,7 @@
 //! "session exited" once a scan shows nothing of the session remains.
 
 use crate::config::Config;
+use crate::procs;
 use crate::reaper::Reaper;
 use crate::registry::Registry;
 use crate::scanner::Scanner;
@@ -68,10 +69,14 @@ impl Daemon {
             }
         });
         let daemon = self.clone();
-        tokio::spawn(self.scanner.clone().run(move || {
+        tokio::spawn(self.scanner.clone().run(move |root| {
+            let marker = crate::procs::read_env_var(root.pid, browserd_proto::SESSION_ENV)
+                .and_then(|value| value.parse().ok());
             let _reap = daemon.reaper.hold();
-            daemon.registry.owners()
+            daemon.registry.owner_for(root, marker)
         }));
+        // A first refresh lists /proc once, so later ones only meet newcomers.
+        self.scanner.kick();
         tokio::spawn(crate::expiry::run(self.clone()));
         Ok(())
     }
@@ -84,12 +89,14 @@ impl Daemon {
         if candidates.is_empty() {
             return;
         }
-        let scan = self.scanner.fresh().await;
+        let mut found = self.scanner.processes(candidates.clone()).await;
         for id in candidates {
-            if !scan.any_remaining(&id) {
+            let processes = found.remove(&id).unwrap_or_default();
+            if !procs::any_remaining(&processes) {
                 self.finish(&id).await;
             } else if self.registry.take_left_behind(&id) {
-                tracing::info!(session = %id, pids = ?scan.live_pids(&id), "leader exited; terminating what it left behind");
+                let pids: Vec<i32> = procs::current(&processes).iter().map(|p| p.pid).collect();
+                tracing::info!(session = %id, ?pids, "leader exited; terminating what it left behind");
                 terminate::start_detached(self, &id, self.config.grace);
             }
         }
@@ -123,7 +130,7 @@ impl Daemon {
         &self,
         id: &SessionId,
         signal: Signal,
-        mut signalled: Option<&mut HashSet<crate::procs::ProcKey>>,
+        mut signalled: Option<&mut HashSet<procs::ProcKey>>,
     ) {
         let first_sweep = signalled.as_ref().is_none_or(|s| s.is_empty());
         let group = {
@@ -136,10 +143,10 @@ impl Daemon {
             }
             group
         };
-        let scan = self.scanner.fresh().await;
+        let processes = self.scanner.processes_of(id).await;
         // Re-read each process: its group may have changed since the table first saw it
         // (a crash handler calls setsid after forking).
-        for process in scan.current(id) {
+        for process in procs::current(&processes) {
             let in_group = group == Some(process.pgid);
             if let Some(seen) = signalled.as_deref_mut() {
                 // A group member seen on the first sweep got the group signal.
@@ -157,9 +164,12 @@ impl Daemon {
         }
     }
 
-    /// The session's live pids, from a fresh scan.
+    /// The session's live pids, from a fresh scan, sorted.
     pub async fn live_pids(&self, id: &SessionId) -> Vec<i32> {
-        self.scanner.fresh().await.live_pids(id)
+        let processes = self.scanner.processes_of(id).await;
+        let mut pids: Vec<i32> = procs::current(&processes).iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        pids
     }
 
     /// The polite first step of a termination, before SIGTERM: a browser with a DevTools

@@ -47,6 +47,7 @@ pub async fn launch(daemon: &Arc<Daemon>, request: Launch) -> Result<SessionInfo
     };
     let started = Instant::now();
     let (id, stderr) = start(daemon, &request, plan, ttl)?;
+    daemon.scanner.kick();
     let Some(stderr) = stderr else {
         return info(daemon, &id);
     };

@@ -28,6 +28,9 @@ use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // A blocked mask inherited from whoever started us would hold back SIGTERM and SIGCHLD
+    // for good (threads started later inherit it); start from none blocked.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     // The service manager's variables are taken out of the environment first, while the
     // process has a single thread and before anything could pass them on.
     let activation = activation::Env::take();

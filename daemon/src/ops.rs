@@ -43,11 +43,17 @@ fn encode(result: &impl Serialize) -> Result<Value, WireError> {
 /// summed over the session's processes, so pages they share count once per process).
 async fn sessions(daemon: &Arc<Daemon>, filter: &SessionsFilter) -> SessionsResult {
     let mut sessions = daemon.registry.list(filter);
-    if sessions.iter().any(|s| s.state.is_live()) {
-        let scan = daemon.scanner.fresh().await;
+    let live: Vec<SessionId> = sessions
+        .iter()
+        .filter(|s| s.state.is_live())
+        .map(|s| s.id.clone())
+        .collect();
+    if !live.is_empty() {
+        let mut found = daemon.scanner.processes(live).await;
         let page_size = crate::procs::page_size();
         for session in sessions.iter_mut().filter(|s| s.state.is_live()) {
-            let processes = scan.current(&session.id);
+            let known = found.remove(&session.id).unwrap_or_default();
+            let processes = crate::procs::current(&known);
             session.processes = Some(processes.len() as u32);
             session.rss_bytes = Some(processes.iter().map(|p| p.rss_pages * page_size).sum());
         }

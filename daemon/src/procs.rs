@@ -4,11 +4,11 @@
 //! built into every kernel) and attributes each to its session.
 
 use browserd_proto::SessionId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirEntryExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::time::{Duration, Instant};
 
 /// What the daemon needs to know about one process, from `/proc/PID/stat`.
@@ -135,6 +135,9 @@ struct Entry {
 #[derive(Default)]
 pub struct ProcTable {
     entries: HashMap<i32, Entry>,
+    /// The pids of each session's processes, kept in step with `entries`, so that asking
+    /// for one session costs that session's size.
+    sessions: HashMap<SessionId, HashSet<i32>>,
     /// The last pid allocated when the previous refresh began.
     last_pid: Option<i32>,
     last_listing: Option<Instant>,
@@ -146,17 +149,16 @@ const MAX_PROBE: i32 = 2048;
 const FULL_EVERY: Duration = Duration::from_secs(1);
 /// Pids just below the previous refresh's last pid are probed again if still unknown: a
 /// pid is allocated a moment before its process becomes visible in `/proc`.
-const SLACK: i32 = 64;
+const SLACK: i32 = 16;
 
 impl ProcTable {
-    /// Brings the table up to date. Once the new processes are read, `owners` is asked for
-    /// the function that decides the owner of a new direct child of `ancestor` (a session
-    /// leader, or an orphan the daemon adopted): asking only then guarantees that every
-    /// leader among the processes read is already known to it.
-    pub fn refresh<F: FnMut(&ProcInfo) -> Owner>(
+    /// Brings the table up to date. `root_owner` decides the owner of each new direct child
+    /// of `ancestor` (a session leader, or an orphan the daemon adopted); it is called only
+    /// after that process was read, so a leader spawned meanwhile is already registered.
+    pub fn refresh(
         &mut self,
         ancestor: i32,
-        owners: impl FnOnce() -> F,
+        root_owner: impl FnMut(&ProcInfo) -> Owner,
     ) -> io::Result<()> {
         // Read before looking, so a process started meanwhile is found next time.
         let last_pid = read_last_pid();
@@ -177,10 +179,54 @@ impl ProcTable {
             }
         };
         if !new.is_empty() {
-            self.resolve(new, ancestor, owners());
+            self.resolve(new, ancestor, root_owner);
         }
         self.last_pid = last_pid;
         Ok(())
+    }
+
+    /// The processes of one session, as the table knows them (some may have exited since:
+    /// see [`reread`]).
+    pub fn of(&self, id: &SessionId) -> Vec<ProcInfo> {
+        self.sessions.get(id).map_or_else(Vec::new, |pids| {
+            pids.iter()
+                .filter_map(|pid| self.entries.get(pid))
+                .map(|entry| entry.info)
+                .collect()
+        })
+    }
+
+    fn insert(&mut self, pid: i32, entry: Entry) {
+        if let Owner::Session(id) = &entry.owner {
+            self.sessions.entry(id.clone()).or_default().insert(pid);
+        }
+        if let Some(old) = self.entries.insert(pid, entry) {
+            self.unindex(pid, &old);
+            if let Some(Entry {
+                owner: Owner::Session(id),
+                ..
+            }) = self.entries.get(&pid)
+            {
+                self.sessions.entry(id.clone()).or_default().insert(pid);
+            }
+        }
+    }
+
+    fn remove(&mut self, pid: i32) -> Option<Entry> {
+        let entry = self.entries.remove(&pid)?;
+        self.unindex(pid, &entry);
+        Some(entry)
+    }
+
+    fn unindex(&mut self, pid: i32, entry: &Entry) {
+        if let Owner::Session(id) = &entry.owner {
+            if let Some(pids) = self.sessions.get_mut(id) {
+                pids.remove(&pid);
+                if pids.is_empty() {
+                    self.sessions.remove(id);
+                }
+            }
+        }
     }
 
     /// Reads the pids allocated after `prev` (and unknown pids shortly before it).
@@ -198,16 +244,17 @@ impl ProcTable {
             if known.is_some_and(|e| e.info.start_time == info.start_time) {
                 continue;
             }
-            self.entries.remove(&pid);
-            // The inode is learnt at the next listing.
-            new.insert(pid, (0, info));
+            self.remove(pid);
+            // The inode, so the next listing recognises the process without reading it.
+            let ino = fs::symlink_metadata(format!("/proc/{pid}")).map_or(0, |m| m.ino());
+            new.insert(pid, (ino, info));
         }
         new
     }
 
     /// Lists `/proc`: keeps known processes, drops exited ones, returns the new ones.
     fn list(&mut self) -> io::Result<HashMap<i32, (u64, ProcInfo)>> {
-        let mut known: HashMap<i32, Entry> = HashMap::with_capacity(self.entries.len());
+        let mut listed: HashSet<i32> = HashSet::with_capacity(self.entries.len());
         let mut new = HashMap::new();
         let mut buf = [0u8; 1024];
         for entry in fs::read_dir("/proc")? {
@@ -215,28 +262,33 @@ impl ProcTable {
             let Some(pid) = parse_pid(entry.file_name().as_bytes()) else {
                 continue;
             };
+            listed.insert(pid);
             let ino = entry.ino();
-            match self.entries.remove(&pid) {
-                Some(cached) if cached.ino == ino => {
-                    known.insert(pid, cached);
-                }
-                cached => {
-                    let Some(info) = read_stat_into(pid, &mut buf) else {
-                        continue;
-                    };
-                    match cached {
-                        // Found by a probe, now seen in a listing: same process.
-                        Some(cached) if cached.info.start_time == info.start_time => {
-                            known.insert(pid, Entry { ino, ..cached });
-                        }
-                        _ => {
-                            new.insert(pid, (ino, info));
-                        }
-                    }
+            let known = self.entries.get_mut(&pid);
+            if known.as_ref().is_some_and(|e| e.ino == ino) {
+                continue;
+            }
+            let Some(info) = read_stat_into(pid, &mut buf) else {
+                continue;
+            };
+            match known {
+                // Same process, newly seen through another inode (the dentry was evicted).
+                Some(entry) if entry.info.start_time == info.start_time => entry.ino = ino,
+                _ => {
+                    self.remove(pid);
+                    new.insert(pid, (ino, info));
                 }
             }
         }
-        self.entries = known;
+        let gone: Vec<i32> = self
+            .entries
+            .keys()
+            .filter(|pid| !listed.contains(pid))
+            .copied()
+            .collect();
+        for pid in gone {
+            self.remove(pid);
+        }
         Ok(new)
     }
 
@@ -248,14 +300,13 @@ impl ProcTable {
         ancestor: i32,
         mut root_owner: impl FnMut(&ProcInfo) -> Owner,
     ) {
-        let known = &mut self.entries;
         let mut buf = [0u8; 1024];
         let pids: Vec<i32> = new.keys().copied().collect();
         for pid in pids {
             let mut chain = Vec::new();
             let mut cursor = pid;
             let owner = loop {
-                if let Some(entry) = known.get(&cursor) {
+                if let Some(entry) = self.entries.get(&cursor) {
                     break entry.owner.clone();
                 }
                 let Some((_, info)) = new.get(&cursor) else {
@@ -266,7 +317,8 @@ impl ProcTable {
                         .and_then(|&child| read_stat_into(child, &mut buf))
                     {
                         Some(now) if now.ppid == ancestor => root_owner(&now),
-                        Some(now) => known
+                        Some(now) => self
+                            .entries
                             .get(&now.ppid)
                             .map_or(Owner::Foreign, |e| e.owner.clone()),
                         None => Owner::Foreign,
@@ -285,22 +337,10 @@ impl ProcTable {
             for pid in chain {
                 if let Some((ino, info)) = new.remove(&pid) {
                     let owner = owner.clone();
-                    known.insert(pid, Entry { ino, info, owner });
+                    self.insert(pid, Entry { ino, info, owner });
                 }
             }
         }
-    }
-
-    /// Every session's processes as first seen (their state may since have changed: read
-    /// `stat` again before relying on it).
-    pub fn by_session(&self) -> HashMap<SessionId, Vec<ProcInfo>> {
-        let mut by_session: HashMap<SessionId, Vec<ProcInfo>> = HashMap::new();
-        for entry in self.entries.values() {
-            if let Owner::Session(id) = &entry.owner {
-                by_session.entry(id.clone()).or_default().push(entry.info);
-            }
-        }
-        by_session
     }
 }
 
@@ -309,6 +349,21 @@ impl ProcTable {
 fn read_last_pid() -> Option<i32> {
     let text = fs::read_to_string("/proc/loadavg").ok()?;
     text.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// Of processes the table listed, those still alive now (re-read; zombies left out).
+pub fn current(known: &[ProcInfo]) -> Vec<ProcInfo> {
+    known
+        .iter()
+        .filter_map(reread)
+        .filter(|p| !p.is_zombie())
+        .collect()
+}
+
+/// Whether any of the processes the table listed still exists, zombies included (a zombie
+/// is not gone until it is reaped).
+pub fn any_remaining(known: &[ProcInfo]) -> bool {
+    known.iter().any(|p| reread(p).is_some())
 }
 
 /// The process's current stat, if it is still the process `known` describes.
@@ -385,7 +440,7 @@ mod tests {
         let me = std::process::id() as i32;
         let id: SessionId = "s-2".parse().unwrap();
         let mut table = ProcTable::default();
-        table.refresh(me, || |_: &ProcInfo| Owner::Unowned).unwrap();
+        table.refresh(me, |_| Owner::Unowned).unwrap();
         assert!(table.last_listing.is_some());
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & echo $!; wait"])
@@ -402,14 +457,12 @@ mod tests {
         let pid = child.id() as i32;
         let listed_at = table.last_listing;
         table
-            .refresh(me, || {
-                |p: &ProcInfo| {
-                    // Other tests of this process start children of their own meanwhile.
-                    if p.pid == pid {
-                        Owner::Session(id.clone())
-                    } else {
-                        Owner::Unowned
-                    }
+            .refresh(me, |p| {
+                // Other tests of this process start children of their own meanwhile.
+                if p.pid == pid {
+                    Owner::Session(id.clone())
+                } else {
+                    Owner::Unowned
                 }
             })
             .unwrap();
@@ -417,7 +470,7 @@ mod tests {
             table.last_listing, listed_at,
             "this refresh probed, it did not list"
         );
-        let mut found: Vec<i32> = table.by_session()[&id].iter().map(|p| p.pid).collect();
+        let mut found: Vec<i32> = table.of(&id).iter().map(|p| p.pid).collect();
         found.sort_unstable();
         let mut expected = vec![pid, grandchild];
         expected.sort_unstable();
@@ -451,9 +504,9 @@ mod tests {
                 Owner::Unowned
             }
         };
-        table.refresh(me, || &mut owner).unwrap();
-        assert!(table.by_session()[&id].iter().any(|p| p.pid == pid));
-        table.refresh(me, || &mut owner).unwrap();
+        table.refresh(me, &mut owner).unwrap();
+        assert!(table.of(&id).iter().any(|p| p.pid == pid));
+        table.refresh(me, &mut owner).unwrap();
         assert_eq!(asked, 1, "a known process is not resolved again");
         assert_eq!(
             read_env_var(pid, "BROWSERD_TEST_MARK").as_deref(),

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::scanner::Owners;
+use crate::procs::{Owner, ProcInfo};
 use crate::terminate::{Control, Outcome, Termination};
 use browserd_proto::{
     ExitStatus, LeaseId, SessionId, SessionInfo, SessionRef, SessionState, SessionType,
@@ -111,6 +111,13 @@ impl Session {
     }
 }
 
+/// Listing order: oldest first, ties by id.
+fn oldest_first(a: &Session, b: &Session) -> std::cmp::Ordering {
+    a.started_at
+        .cmp(&b.started_at)
+        .then_with(|| a.id.cmp(&b.id))
+}
+
 pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
@@ -154,9 +161,12 @@ struct State {
     tracking: HashMap<TrackingId, SessionId>,
     /// Unreaped leaders by pid.
     leaders: HashMap<i32, SessionId>,
+    /// Live sessions by their leader's pid number, which is also the sid and pgid their
+    /// processes carry unless they moved (the number stays pinned while any does).
+    numbers: HashMap<i32, SessionId>,
     leases: HashMap<LeaseId, (SessionId, Instant)>,
-    /// Exited sessions, oldest first, for the retention bound.
-    exited: VecDeque<SessionId>,
+    /// Exited sessions, oldest first, with when they are to be forgotten.
+    exited: VecDeque<(SessionId, Instant)>,
     expiries: BTreeSet<(Instant, Expiry)>,
     next_session: u64,
     next_lease: u64,
@@ -180,6 +190,7 @@ impl Registry {
                 sessions: HashMap::new(),
                 tracking: HashMap::new(),
                 leaders: HashMap::new(),
+                numbers: HashMap::new(),
                 leases: HashMap::new(),
                 exited: VecDeque::new(),
                 expiries: BTreeSet::new(),
@@ -251,6 +262,7 @@ impl Registry {
             self.expiry_changed.notify_one();
         }
         state.leaders.insert(session.pid, session.id.clone());
+        state.numbers.insert(session.pid, session.id.clone());
         state.sessions.insert(session.id.clone(), session);
     }
 
@@ -274,7 +286,7 @@ impl Registry {
             .filter(|s| filter.state.is_none_or(|st| st == s.state()))
             .filter(|s| filter.tracking_id.is_none() || filter.tracking_id == s.tracking_id)
             .collect();
-        found.sort_by_key(|s| (s.started_at, s.id.clone()));
+        found.sort_by(|a, b| oldest_first(a, b));
         found.into_iter().map(Session::info).collect()
     }
 
@@ -311,6 +323,7 @@ impl Registry {
             .exited
             .iter()
             .rev()
+            .map(|(id, _)| id)
             .find(|id| {
                 state.sessions.get(*id).is_some_and(|s| {
                     s.tracking_id
@@ -329,7 +342,7 @@ impl Registry {
             .values()
             .filter(|s| s.is_live() && kind.is_none_or(|k| k == s.kind))
             .collect();
-        live.sort_by_key(|s| (s.started_at, s.id.clone()));
+        live.sort_by(|a, b| oldest_first(a, b));
         live.into_iter().map(|s| s.id.clone()).collect()
     }
 
@@ -341,7 +354,7 @@ impl Registry {
             .values()
             .filter(|s| s.is_live() && workspaces.contains(&s.workspace))
             .collect();
-        found.sort_by_key(|s| (s.started_at, s.id.clone()));
+        found.sort_by(|a, b| oldest_first(a, b));
         found.into_iter().map(|s| s.id.clone()).collect()
     }
 
@@ -474,20 +487,25 @@ impl Registry {
         };
         let owned_dirs = std::mem::take(&mut session.owned_dirs);
         let tracking_id = session.tracking_id.clone();
+        let number = session.pid;
+        if state.numbers.get(&number) == Some(id) {
+            state.numbers.remove(&number);
+        }
         if let Some(tracking_id) = tracking_id {
             if state.tracking.get(&tracking_id) == Some(id) {
                 state.tracking.remove(&tracking_id);
             }
         }
         Self::drop_leases(&mut state, id);
-        state.exited.push_back(id.clone());
         let forget_at = Instant::now() + self.keep_exited_for;
+        state.exited.push_back((id.clone(), forget_at));
         state
             .expiries
             .insert((forget_at, Expiry::Forget(id.clone())));
         while state.exited.len() > self.keep_exited {
-            if let Some(oldest) = state.exited.pop_front() {
+            if let Some((oldest, at)) = state.exited.pop_front() {
                 state.sessions.remove(&oldest);
+                state.expiries.remove(&(at, Expiry::Forget(oldest)));
             }
         }
         self.expiry_changed.notify_one();
@@ -498,20 +516,31 @@ impl Registry {
         })
     }
 
-    /// Who owns which pids, for a scan.
-    pub fn owners(&self) -> Owners {
+    /// Who owns a direct child of the daemon, read from `/proc` (call with the reap lock
+    /// held, so a leader being spawned is either not forked yet or registered): a leader, by
+    /// pid and start time; an adopted orphan, by the session `marker` in its environment,
+    /// else by the session or group it still carries. An orphan none of these name is not a
+    /// session's (as PID 1, the daemon may adopt processes that never were), and is never
+    /// signalled.
+    pub fn owner_for(&self, root: &ProcInfo, marker: Option<SessionId>) -> Owner {
         let state = self.lock();
-        let mut owners = Owners::default();
-        for session in state.sessions.values().filter(|s| s.is_live()) {
-            if session.leader_exit.is_none() {
-                owners
-                    .leaders
-                    .insert(session.pid, (session.id.clone(), session.start_time));
+        let live = |id: &SessionId| state.sessions.get(id).is_some_and(Session::is_live);
+        if let Some(id) = state.leaders.get(&root.pid) {
+            if state
+                .sessions
+                .get(id)
+                .is_some_and(|s| s.start_time == root.start_time)
+            {
+                return Owner::Session(id.clone());
             }
-            owners.by_number.insert(session.pid, session.id.clone());
-            owners.live.insert(session.id.clone());
         }
-        owners
+        if let Some(id) = marker.filter(|id| live(id)) {
+            return Owner::Session(id);
+        }
+        [root.sid, root.pgid]
+            .iter()
+            .find_map(|number| state.numbers.get(number))
+            .map_or(Owner::Unowned, |id| Owner::Session(id.clone()))
     }
 
     /// Takes a lease on a live session.
@@ -587,7 +616,7 @@ impl Registry {
         let mut state = self.lock();
         if state.sessions.get(id).is_some_and(|s| !s.is_live()) {
             state.sessions.remove(id);
-            state.exited.retain(|e| e != id);
+            state.exited.retain(|(e, _)| e != id);
         }
     }
 

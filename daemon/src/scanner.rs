@@ -1,149 +1,109 @@
-//! Coalesced process scans. A `/proc` pass costs time proportional to every process on the
-//! machine, so concurrent needs share one: a caller asks for a scan that starts after its
-//! request, and every caller waiting when a scan starts gets that same result. Scans run on
-//! the blocking pool; the scanner owns the cache of environment markers it reads.
+//! Coalesced process scans. The scanner owns the process table; a caller asks for the
+//! processes of some sessions as of a refresh that starts after its request, and every
+//! request waiting when a refresh starts is answered by that one refresh, each with only the
+//! sessions it asked for. Refreshes run on the blocking pool.
 
-use crate::procs::{self, Owner, ProcInfo, ProcTable};
-use browserd_proto::{SessionId, SESSION_ENV};
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use tokio::sync::{watch, Notify};
+use crate::procs::{Owner, ProcInfo, ProcTable};
+use browserd_proto::SessionId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{oneshot, Notify};
 
-/// Who owns what, as the registry sees it when a scan starts.
-#[derive(Debug, Default, Clone)]
-pub struct Owners {
-    /// Unreaped leaders: pid → (session, start time).
-    pub leaders: HashMap<i32, (SessionId, u64)>,
-    /// Every session not yet exited, by its leader's pid number, which is also the sid and
-    /// pgid its processes carry unless they moved.
-    pub by_number: HashMap<i32, SessionId>,
-    /// Every session not yet exited.
-    pub live: HashSet<SessionId>,
+/// One caller waiting for a refresh.
+struct Request {
+    sessions: Vec<SessionId>,
+    reply: Option<oneshot::Sender<HashMap<SessionId, Vec<ProcInfo>>>>,
 }
 
-/// One scan's result: each session's processes.
-#[derive(Debug, Default)]
-pub struct Scan {
-    generation: u64,
-    by_session: HashMap<SessionId, Vec<ProcInfo>>,
-}
-
-impl Scan {
-    /// The session's processes as the table knows them: some may have exited since.
-    pub fn of(&self, id: &SessionId) -> &[ProcInfo] {
-        self.by_session.get(id).map_or(&[], Vec::as_slice)
-    }
-
-    /// Whether any process of the session still exists, zombies included (a zombie is not
-    /// gone until it is reaped).
-    pub fn any_remaining(&self, id: &SessionId) -> bool {
-        self.of(id).iter().any(|p| procs::reread(p).is_some())
-    }
-
-    /// The session's processes as they are now (re-read), zombies and vanished ones left
-    /// out.
-    pub fn current(&self, id: &SessionId) -> Vec<ProcInfo> {
-        self.of(id)
-            .iter()
-            .filter_map(procs::reread)
-            .filter(|p| !p.is_zombie())
-            .collect()
-    }
-
-    /// The session's live (non-zombie) pids.
-    pub fn live_pids(&self, id: &SessionId) -> Vec<i32> {
-        let mut pids: Vec<i32> = self.current(id).iter().map(|p| p.pid).collect();
-        pids.sort_unstable();
-        pids
-    }
-}
-
+#[derive(Default)]
 pub struct Scanner {
-    requested: AtomicU64,
+    queue: Mutex<Vec<Request>>,
     wake: Notify,
-    latest: watch::Sender<Arc<Scan>>,
-}
-
-impl Default for Scanner {
-    fn default() -> Self {
-        Scanner {
-            requested: AtomicU64::new(0),
-            wake: Notify::new(),
-            latest: watch::Sender::new(Arc::new(Scan::default())),
-        }
-    }
 }
 
 impl Scanner {
-    /// A scan that started after this call.
-    pub async fn fresh(&self) -> Arc<Scan> {
-        let mut rx = self.latest.subscribe();
-        let want = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        self.wake.notify_one();
-        let scan = match rx.wait_for(|scan| scan.generation >= want).await {
-            Ok(scan) => scan.clone(),
-            // The scanner task is gone (shutdown): an empty scan is the truthful answer
-            // for a daemon that is no longer tracking anything.
-            Err(_) => Arc::new(Scan::default()),
-        };
-        scan
+    /// The processes of `sessions` (as the table lists them: re-read before relying on a
+    /// process's state), from a refresh that started after this call.
+    pub async fn processes(&self, sessions: Vec<SessionId>) -> HashMap<SessionId, Vec<ProcInfo>> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Request {
+            sessions,
+            reply: Some(reply),
+        });
+        // The scanner task is gone only at shutdown, when nothing is tracked any more.
+        answer.await.unwrap_or_default()
     }
 
-    /// The scanner loop; `owners` is asked for the registry's view at each scan's start.
-    /// The scanner loop. `owners` gives the registry's view; it is asked after the new
-    /// processes are read (see [`ProcTable::refresh`]) and must hold the reap lock while it
-    /// reads the registry, so that a leader being spawned is either not yet forked or already
-    /// registered.
-    pub async fn run(self: Arc<Self>, owners: impl Fn() -> Owners + Send + Sync + 'static) {
-        let owners = Arc::new(owners);
+    /// The processes of one session, from a refresh that started after this call.
+    pub async fn processes_of(&self, id: &SessionId) -> Vec<ProcInfo> {
+        let mut found = self.processes(vec![id.clone()]).await;
+        found.remove(id).unwrap_or_default()
+    }
+
+    /// Asks for a refresh nobody waits for, so the table is warm when a kill needs it (after
+    /// a launch, the table would otherwise meet the new session's processes at its kill).
+    pub fn kick(&self) {
+        self.enqueue(Request {
+            sessions: Vec::new(),
+            reply: None,
+        });
+    }
+
+    fn enqueue(&self, request: Request) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(request);
+        self.wake.notify_one();
+    }
+
+    /// The scanner loop. `root_owner` decides who owns a new direct child of the daemon; it
+    /// runs on the blocking pool, after the child was read from `/proc`.
+    pub async fn run(
+        self: Arc<Self>,
+        root_owner: impl Fn(&ProcInfo) -> Owner + Send + Sync + 'static,
+    ) {
+        let root_owner = Arc::new(root_owner);
         let mut table = ProcTable::default();
         loop {
             self.wake.notified().await;
-            let generation = self.requested.load(Ordering::SeqCst);
-            let owners = owners.clone();
+            let requests = std::mem::take(
+                &mut *self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            if requests.is_empty() {
+                continue;
+            }
+            let root_owner = root_owner.clone();
             let job = tokio::task::spawn_blocking(move || {
                 let me = std::process::id() as i32;
-                let resolver = || {
-                    let view = owners();
-                    move |root: &ProcInfo| owner_of(root, &view)
-                };
-                if let Err(e) = table.refresh(me, resolver) {
+                if let Err(e) = table.refresh(me, |root| root_owner(root)) {
                     tracing::error!("cannot read /proc: {e}");
                 }
-                let by_session = table.by_session();
-                (by_session, table)
+                for mut request in requests {
+                    if let Some(reply) = request.reply.take() {
+                        let found = request
+                            .sessions
+                            .into_iter()
+                            .map(|id| {
+                                let processes = table.of(&id);
+                                (id, processes)
+                            })
+                            .collect();
+                        let _ = reply.send(found);
+                    }
+                }
+                table
             });
-            let (by_session, kept) = match job.await {
-                Ok(done) => done,
+            table = match job.await {
+                Ok(table) => table,
                 Err(e) => {
                     tracing::error!("process scan failed: {e}");
-                    (HashMap::new(), ProcTable::default())
+                    ProcTable::default()
                 }
             };
-            table = kept;
-            self.latest.send_replace(Arc::new(Scan {
-                generation,
-                by_session,
-            }));
         }
     }
-}
-
-/// Attributes a direct child of the daemon: a leader by identity; an adopted orphan by the
-/// marker in its environment, else by the session or group it still carries. An orphan none
-/// of these name is not the daemon's to touch (as PID 1 of a container, it may adopt
-/// processes that were never part of a session).
-fn owner_of(root: &ProcInfo, owners: &Owners) -> Owner {
-    if let Some((id, start_time)) = owners.leaders.get(&root.pid) {
-        if *start_time == root.start_time {
-            return Owner::Session(id.clone());
-        }
-    }
-    procs::read_env_var(root.pid, SESSION_ENV)
-        .and_then(|v| v.parse::<SessionId>().ok())
-        .filter(|id| owners.live.contains(id))
-        .or_else(|| owners.by_number.get(&root.sid).cloned())
-        .or_else(|| owners.by_number.get(&root.pgid).cloned())
-        .map_or(Owner::Unowned, Owner::Session)
 }

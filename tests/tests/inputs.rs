@@ -196,3 +196,51 @@ fn browserctl_refuses_an_empty_or_bogus_socket_from_the_environment() {
     let stderr = String::from_utf8_lossy(&not_a_socket.stderr);
     assert!(stderr.contains("browserd"), "{stderr}");
 }
+
+#[test]
+fn an_inherited_blocked_signal_mask_does_not_make_the_daemon_unstoppable() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::Builder::new()
+        .prefix("bd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let socket = dir.path().join("s.sock");
+    let mut command = Command::new(browserd_bin());
+    command
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env_remove("BROWSERD_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only sigprocmask, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let mut blocked = nix::sys::signal::SigSet::empty();
+            blocked.add(nix::sys::signal::Signal::SIGTERM);
+            blocked.add(nix::sys::signal::Signal::SIGCHLD);
+            blocked.thread_block().map_err(std::io::Error::from)
+        });
+    }
+    let mut run = Run(Some(command.spawn().unwrap()));
+    browserd_tests::wait_until(Duration::from_secs(10), "browserd to listen", || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let pid = nix::unistd::Pid::from_raw(run.0.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = run.0.as_mut().unwrap().try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGTERM was held back by an inherited mask"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    run.0 = None;
+    assert_eq!(status.code(), Some(0));
+}
