@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     // A blocked mask inherited from whoever started us would hold back SIGTERM and SIGCHLD
     // for good (threads started later inherit it); start from none blocked.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+    spawn::reset_inherited_signals();
     // The service manager's variables are taken out of the environment first, while the
     // process has a single thread and before anything could pass them on.
     let activation = activation::Env::take();

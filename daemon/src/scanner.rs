@@ -6,7 +6,9 @@
 use crate::procs::{Owner, ProcInfo, ProcTable};
 use browserd_proto::SessionId;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 
 /// One caller waiting for a refresh.
@@ -15,10 +17,15 @@ struct Request {
     reply: Option<oneshot::Sender<HashMap<SessionId, Vec<ProcInfo>>>>,
 }
 
+/// How long a kick waits for others to join it.
+const KICK_DELAY: Duration = Duration::from_millis(20);
+
 #[derive(Default)]
 pub struct Scanner {
     queue: Mutex<Vec<Request>>,
     wake: Notify,
+    /// A kicked refresh is pending.
+    kicked: AtomicBool,
 }
 
 impl Scanner {
@@ -40,12 +47,22 @@ impl Scanner {
         found.remove(id).unwrap_or_default()
     }
 
-    /// Asks for a refresh nobody waits for, so the table is warm when a kill needs it (after
-    /// a launch, the table would otherwise meet the new session's processes at its kill).
-    pub fn kick(&self) {
-        self.enqueue(Request {
-            sessions: Vec::new(),
-            reply: None,
+    /// Asks for a refresh nobody waits for, soon, so the table is warm when a kill needs it
+    /// (after a launch, the table would otherwise meet the new session's processes at its
+    /// kill). Kicks within `KICK_DELAY` of each other share one refresh, so a burst of
+    /// launches does not pay a refresh each.
+    pub fn kick(self: &Arc<Self>) {
+        if self.kicked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let scanner = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(KICK_DELAY).await;
+            scanner.kicked.store(false, Ordering::Release);
+            scanner.enqueue(Request {
+                sessions: Vec::new(),
+                reply: None,
+            });
         });
     }
 

@@ -103,16 +103,16 @@ fn tree_of(leader: i32) -> Vec<ProcId> {
     tree
 }
 
-/// Whether every known process is gone and nothing else is left in the leader's session.
+/// Whether every known process is gone and nothing else is left in the leader's process group.
 fn is_gone(leader: i32, known: &[ProcId]) -> bool {
-    procs::count_present(known) == 0 && !procs::scan().iter().any(|s| s.sid == leader)
+    procs::count_present(known) == 0 && !procs::scan().iter().any(|s| s.pgid == leader)
 }
 
 fn wait_gone(leader: i32, known: &[ProcId], reap: bool, timeout: Duration) -> Result<(), String> {
     let start = Instant::now();
     procs::wait_gone(known, timeout, reap)
         .map_err(|left| format!("{left} browser process(es) outlived the kill"))?;
-    while procs::scan().iter().any(|s| s.sid == leader) {
+    while procs::scan().iter().any(|s| s.pgid == leader) {
         if start.elapsed() > timeout {
             return Err(format!("browser session {leader} still has processes"));
         }

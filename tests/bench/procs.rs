@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 pub struct Stat {
     pub pid: i32,
     pub ppid: i32,
-    pub sid: i32,
+    /// The process group: a session's leader's pid, for every process that did not leave.
+    pub pgid: i32,
     pub state: u8,
     pub start_time: u64,
     /// Whether the command name is `sleep` (the fixtures' leaves, once exec'd).
@@ -60,7 +61,7 @@ fn parse_stat(pid: i32, text: &[u8]) -> Option<Stat> {
         pid,
         state: *fields.first()?.as_bytes().first()?,
         ppid: fields.get(1)?.parse().ok()?,
-        sid: fields.get(3)?.parse().ok()?,
+        pgid: fields.get(2)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
         is_sleep: comm == b"sleep",
     })
@@ -98,10 +99,10 @@ pub fn wait_trees(
     let wanted: HashSet<i32> = leaders.iter().copied().collect();
     let start = Instant::now();
     loop {
-        let mut by_sid: HashMap<i32, Vec<Stat>> = HashMap::new();
+        let mut by_group: HashMap<i32, Vec<Stat>> = HashMap::new();
         for stat in scan() {
-            if wanted.contains(&stat.sid) && !stat.is_zombie() {
-                by_sid.entry(stat.sid).or_default().push(stat);
+            if wanted.contains(&stat.pgid) && !stat.is_zombie() {
+                by_group.entry(stat.pgid).or_default().push(stat);
             }
         }
         let complete = |procs: &Vec<Stat>| {
@@ -110,12 +111,12 @@ pub fn wait_trees(
         };
         let incomplete = leaders
             .iter()
-            .filter(|l| !by_sid.get(l).is_some_and(complete))
+            .filter(|l| !by_group.get(l).is_some_and(complete))
             .count();
         if incomplete == 0 {
             return Ok(leaders
                 .iter()
-                .map(|l| by_sid[l].iter().map(Stat::id).collect())
+                .map(|l| by_group[l].iter().map(Stat::id).collect())
                 .collect());
         }
         if start.elapsed() > timeout {

@@ -268,9 +268,12 @@ impl Tree {
         self.procs.iter().map(|p| p.pid).collect()
     }
 
-    /// The processes outside the leader's session (double-forked strays).
+    /// The processes outside the leader's process group (double-forked strays).
     pub fn strays(&self) -> Vec<&ProcInfo> {
-        self.procs.iter().filter(|p| p.sid != self.leader).collect()
+        self.procs
+            .iter()
+            .filter(|p| p.pgid != self.leader)
+            .collect()
     }
 }
 

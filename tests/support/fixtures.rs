@@ -144,6 +144,6 @@ exec sleep 1000"#;
         procs.len() == self.processes
             && count(&|p| p.comm == "sleep") == self.sleepers
             && count(&|p| p.ignores_term) == self.ignoring_term
-            && count(&|p| p.sid != leader) == self.strays
+            && count(&|p| p.pgid != leader) == self.strays
     }
 }

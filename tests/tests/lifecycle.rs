@@ -44,8 +44,8 @@ fn launch_marks_the_session_and_applies_env_and_cwd() {
     let leader = &tree.procs[0];
     assert_eq!(leader.pid, session.pid);
     assert_eq!(
-        leader.sid, session.pid,
-        "the leader starts a new session (setsid)"
+        leader.pgid, session.pid,
+        "the leader starts its own process group"
     );
     assert_eq!(leader.session.as_deref(), Some(session.id.as_str()));
     let environ = std::fs::read(format!("/proc/{}/environ", session.pid)).unwrap();
