@@ -244,3 +244,26 @@ fn an_allowed_uid_is_served() {
     let status: StatusResult = response.into_result().expect("uid 65534 is allowed");
     assert_eq!(status.protocol, PROTOCOL);
 }
+
+#[test]
+fn json_logs_are_one_json_object_per_line() {
+    let d = DaemonGuard::builder().flag("--log-format", "json").start();
+    let session = d.launch_sandbox(&["sleep", "60"]);
+    d.kill(session.id.as_str(), true, Some(100));
+
+    let log = std::fs::read_to_string(d.log_path()).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the daemon logged nothing");
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    assert!(
+        log.contains(session.id.as_str()),
+        "the session's launch is logged"
+    );
+}

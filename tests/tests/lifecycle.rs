@@ -334,3 +334,31 @@ fn launch_of_a_missing_program_fails_and_leaves_nothing() {
         "a failed launch leaves no live session"
     );
 }
+
+#[test]
+fn only_the_most_recent_exited_sessions_stay_listed() {
+    let d = DaemonGuard::builder().flag("--keep-exited", 2).start();
+    let ids: Vec<_> = (0..3)
+        .map(|_| {
+            let session = d.launch_sandbox(&["sh", "-c", "exit 0"]);
+            wait_until(Duration::from_secs(10), "the session to exit", || {
+                d.session(&session.id).state == SessionState::Exited
+            });
+            session.id
+        })
+        .collect();
+
+    let listed: Vec<_> = d
+        .sessions(browserd_proto::SessionsFilter::default())
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(
+        listed,
+        ids[1..],
+        "the oldest exited session is forgotten first"
+    );
+    // A forgotten session is unknown; killing it is `not_found`, not a silent success.
+    let result = d.kill(ids[0].as_str(), false, None);
+    assert_eq!(result.failed[0].code, ErrorCode::NotFound, "{result:?}");
+}
