@@ -104,10 +104,11 @@ impl Daemon {
 
     /// Marks a session exited, removes its dirs, then tells its termination (if any), so a
     /// kill's response is only sent once nothing of the session is left.
-    async fn finish(&self, id: &SessionId) {
+    async fn finish(self: &Arc<Self>, id: &SessionId) {
         let Some(finished) = self.registry.finish(id) else {
             return;
         };
+        self.scanner.kick();
         if !finished.owned_dirs.is_empty() {
             let dirs = finished.owned_dirs;
             let removal = tokio::task::spawn_blocking(move || {

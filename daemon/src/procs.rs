@@ -145,7 +145,8 @@ pub struct ProcTable {
 
 /// Most pids probed one by one before a listing is cheaper.
 const MAX_PROBE: i32 = 2048;
-/// A listing at least this often, to drop exited processes from the table.
+/// A background refresh lists `/proc` when the last listing is older than this, to drop
+/// exited processes from the table.
 const FULL_EVERY: Duration = Duration::from_secs(1);
 /// Pids just below the previous refresh's last pid are probed again if still unknown: a
 /// pid is allocated a moment before its process becomes visible in `/proc`.
@@ -155,16 +156,24 @@ impl ProcTable {
     /// Brings the table up to date. `root_owner` decides the owner of each new direct child
     /// of `ancestor` (a session leader, or an orphan the daemon adopted); it is called only
     /// after that process was read, so a leader spawned meanwhile is already registered.
+    ///
+    /// A `background` refresh (nobody is waiting on it) also lists `/proc` when the last
+    /// listing is older than `FULL_EVERY`, to forget exited processes; one a caller waits on
+    /// lists only when probing cannot be trusted (no listing yet, too many new pids, pids
+    /// wrapped around).
     pub fn refresh(
         &mut self,
         ancestor: i32,
+        background: bool,
         root_owner: impl FnMut(&ProcInfo) -> Owner,
     ) -> io::Result<()> {
         // Read before looking, so a process started meanwhile is found next time.
         let last_pid = read_last_pid();
         let probe = match (self.last_pid, last_pid, self.last_listing) {
             (Some(prev), Some(now), Some(listed))
-                if now >= prev && now - prev <= MAX_PROBE && listed.elapsed() < FULL_EVERY =>
+                if now >= prev
+                    && now - prev <= MAX_PROBE
+                    && !(background && listed.elapsed() >= FULL_EVERY) =>
             {
                 Some((prev, now))
             }
@@ -440,7 +449,7 @@ mod tests {
         let me = std::process::id() as i32;
         let id: SessionId = "s-2".parse().unwrap();
         let mut table = ProcTable::default();
-        table.refresh(me, |_| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_| Owner::Unowned).unwrap();
         assert!(table.last_listing.is_some());
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & echo $!; wait"])
@@ -457,7 +466,7 @@ mod tests {
         let pid = child.id() as i32;
         let listed_at = table.last_listing;
         table
-            .refresh(me, |p| {
+            .refresh(me, false, |p| {
                 // Other tests of this process start children of their own meanwhile.
                 if p.pid == pid {
                     Owner::Session(id.clone())
@@ -485,6 +494,26 @@ mod tests {
     }
 
     #[test]
+    fn only_background_refreshes_list_to_forget_the_dead() {
+        let me = std::process::id() as i32;
+        let mut table = ProcTable::default();
+        table.refresh(me, false, |_| Owner::Unowned).unwrap();
+        let stale = Instant::now() - FULL_EVERY * 2;
+        table.last_listing = Some(stale);
+        table.refresh(me, false, |_| Owner::Unowned).unwrap();
+        assert_eq!(
+            table.last_listing,
+            Some(stale),
+            "a waited-on refresh probes"
+        );
+        table.refresh(me, true, |_| Owner::Unowned).unwrap();
+        assert!(
+            table.last_listing.unwrap() > stale,
+            "a background refresh lists"
+        );
+    }
+
+    #[test]
     fn finds_a_real_child_and_its_marker() {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
@@ -504,9 +533,9 @@ mod tests {
                 Owner::Unowned
             }
         };
-        table.refresh(me, &mut owner).unwrap();
+        table.refresh(me, false, &mut owner).unwrap();
         assert!(table.of(&id).iter().any(|p| p.pid == pid));
-        table.refresh(me, &mut owner).unwrap();
+        table.refresh(me, false, &mut owner).unwrap();
         assert_eq!(asked, 1, "a known process is not resolved again");
         assert_eq!(
             read_env_var(pid, "BROWSERD_TEST_MARK").as_deref(),

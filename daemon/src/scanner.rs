@@ -47,10 +47,10 @@ impl Scanner {
         found.remove(id).unwrap_or_default()
     }
 
-    /// Asks for a refresh nobody waits for, soon, so the table is warm when a kill needs it
-    /// (after a launch, the table would otherwise meet the new session's processes at its
-    /// kill). Kicks within `KICK_DELAY` of each other share one refresh, so a burst of
-    /// launches does not pay a refresh each.
+    /// Asks for a refresh nobody waits for, soon: after a launch, so the table is warm when
+    /// a kill needs it (it would otherwise meet the new session's processes at its kill);
+    /// after a session ends, so exited processes are forgotten off the request path. Kicks
+    /// within `KICK_DELAY` of each other share one refresh.
     pub fn kick(self: &Arc<Self>) {
         if self.kicked.swap(true, Ordering::AcqRel) {
             return;
@@ -94,11 +94,14 @@ impl Scanner {
                 continue;
             }
             let root_owner = root_owner.clone();
+            let background = requests.iter().all(|r| r.reply.is_none());
             let job = tokio::task::spawn_blocking(move || {
                 let me = std::process::id() as i32;
-                if let Err(e) = table.refresh(me, |root| root_owner(root)) {
+                let started = std::time::Instant::now();
+                if let Err(e) = table.refresh(me, background, |root| root_owner(root)) {
                     tracing::error!("cannot read /proc: {e}");
                 }
+                tracing::debug!(background, took = ?started.elapsed(), "process table refreshed");
                 for mut request in requests {
                     if let Some(reply) = request.reply.take() {
                         let found = request
