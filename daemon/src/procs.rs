@@ -140,6 +140,8 @@ pub struct ProcTable {
     sessions: HashMap<SessionId, HashSet<i32>>,
     /// The last pid allocated when the previous refresh began.
     last_pid: Option<i32>,
+    /// How many tasks the kernel had created when the previous refresh began.
+    forks: Option<u64>,
     last_listing: Option<Instant>,
 }
 
@@ -168,10 +170,17 @@ impl ProcTable {
         root_owner: impl FnMut(&ProcInfo) -> Owner,
     ) -> io::Result<()> {
         // Read before looking, so a process started meanwhile is found next time.
+        let forks = read_fork_count();
         let last_pid = read_last_pid();
+        // The pid range since the last refresh holds every newcomer only if fewer pids
+        // than a whole cycle were allocated: the kernel's count of created tasks bounds
+        // that exactly, however long ago the last refresh was.
+        let few_forks = matches!((self.forks, forks), (Some(prev), Some(now))
+            if now >= prev && now - prev <= MAX_PROBE as u64);
         let probe = match (self.last_pid, last_pid, self.last_listing) {
             (Some(prev), Some(now), Some(listed))
-                if now >= prev
+                if few_forks
+                    && now >= prev
                     && now - prev <= MAX_PROBE
                     && !(background && listed.elapsed() >= FULL_EVERY) =>
             {
@@ -191,6 +200,7 @@ impl ProcTable {
             self.resolve(new, ancestor, root_owner);
         }
         self.last_pid = last_pid;
+        self.forks = forks;
         Ok(())
     }
 
@@ -375,6 +385,17 @@ pub fn any_remaining(known: &[ProcInfo]) -> bool {
     known.iter().any(|p| reread(p).is_some())
 }
 
+/// How many tasks (processes and threads, each taking a pid) the kernel has created since
+/// boot: the `processes` line of `/proc/stat`.
+fn read_fork_count() -> Option<u64> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("processes "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The process's current stat, if it is still the process `known` describes.
 pub fn reread(known: &ProcInfo) -> Option<ProcInfo> {
     read_stat(known.pid).filter(|now| now.start_time == known.start_time)
@@ -511,6 +532,19 @@ mod tests {
             table.last_listing.unwrap() > stale,
             "a background refresh lists"
         );
+    }
+
+    #[test]
+    fn a_pid_cycle_since_the_last_refresh_forces_a_listing() {
+        let me = std::process::id() as i32;
+        let mut table = ProcTable::default();
+        table.refresh(me, false, |_| Owner::Unowned).unwrap();
+        let listed = table.last_listing;
+        // As if a whole cycle of pids was allocated since: the pid range alone cannot tell.
+        table.forks = table.forks.map(|f| f - MAX_PROBE as u64 - 1);
+        table.refresh(me, false, |_| Owner::Unowned).unwrap();
+        assert_ne!(table.last_listing, listed, "too many forks: it must list");
+        assert!(read_fork_count().is_some());
     }
 
     #[test]
