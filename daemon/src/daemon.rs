@@ -70,7 +70,7 @@ impl Daemon {
         });
         let daemon = self.clone();
         tokio::spawn(self.scanner.clone().run(move |root| {
-            let marker = crate::procs::read_env_var(root.pid, browserd_proto::SESSION_ENV)
+            let marker = procs::read_env_var(root.pid, browserd_proto::SESSION_ENV)
                 .and_then(|value| value.parse().ok());
             let _reap = daemon.reaper.hold();
             daemon.registry.owner_for(root, marker)
@@ -95,7 +95,7 @@ impl Daemon {
             if !procs::any_remaining(&processes) {
                 self.finish(&id).await;
             } else if self.registry.take_left_behind(&id) {
-                let pids: Vec<i32> = procs::current(&processes).iter().map(|p| p.pid).collect();
+                let pids = procs::live_pids(&processes);
                 tracing::info!(session = %id, ?pids, "leader exited; terminating what it left behind");
                 terminate::start_detached(self, &id, self.config.grace);
             }
@@ -167,10 +167,7 @@ impl Daemon {
 
     /// The session's live pids, from a fresh scan, sorted.
     pub async fn live_pids(&self, id: &SessionId) -> Vec<i32> {
-        let processes = self.scanner.processes_of(id).await;
-        let mut pids: Vec<i32> = procs::current(&processes).iter().map(|p| p.pid).collect();
-        pids.sort_unstable();
-        pids
+        procs::live_pids(&self.scanner.processes_of(id).await)
     }
 
     /// The polite first step of a termination, before SIGTERM: a browser with a DevTools

@@ -87,7 +87,6 @@ async fn bulk_terminate(
     daemon: &Arc<Daemon>,
     body: BulkTerminate,
 ) -> Result<TerminateResult, Error> {
-    body.validate().map_err(Error::InvalidRequest)?;
     let grace = grace(daemon, body.grace_ms)?;
     let (selected, mut failed) = select(
         daemon,

@@ -379,6 +379,13 @@ pub fn current(known: &[ProcInfo]) -> Vec<ProcInfo> {
         .collect()
 }
 
+/// The pids of [`current`], sorted.
+pub fn live_pids(known: &[ProcInfo]) -> Vec<i32> {
+    let mut pids: Vec<i32> = current(known).iter().map(|p| p.pid).collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// Whether any of the processes the table listed still exists, zombies included (a zombie
 /// is not gone until it is reaped).
 pub fn any_remaining(known: &[ProcInfo]) -> bool {

@@ -336,23 +336,20 @@ impl Registry {
 
     /// Live sessions, oldest first, optionally of one type.
     pub fn live_ids(&self, kind: Option<SessionType>) -> Vec<SessionId> {
-        let state = self.lock();
-        let mut live: Vec<&Session> = state
-            .sessions
-            .values()
-            .filter(|s| s.is_live() && kind.is_none_or(|k| k == s.kind))
-            .collect();
-        live.sort_by(|a, b| oldest_first(a, b));
-        live.into_iter().map(|s| s.id.clone()).collect()
+        self.live_where(|s| kind.is_none_or(|k| k == s.kind))
     }
 
     /// Live sessions in any of the given workspaces, oldest first.
     pub fn in_workspaces(&self, workspaces: &[Workspace]) -> Vec<SessionId> {
+        self.live_where(|s| workspaces.contains(&s.workspace))
+    }
+
+    fn live_where(&self, keep: impl Fn(&Session) -> bool) -> Vec<SessionId> {
         let state = self.lock();
         let mut found: Vec<&Session> = state
             .sessions
             .values()
-            .filter(|s| s.is_live() && workspaces.contains(&s.workspace))
+            .filter(|s| s.is_live() && keep(s))
             .collect();
         found.sort_by(|a, b| oldest_first(a, b));
         found.into_iter().map(|s| s.id.clone()).collect()
@@ -471,20 +468,15 @@ impl Registry {
         let mut state = self.lock();
         let session = state.sessions.get_mut(id)?;
         let exit = session.leader_exit?;
-        let termination = match std::mem::replace(
-            &mut session.phase,
-            Phase::Exited {
-                exit,
-                ended_at: SystemTime::now(),
-            },
-        ) {
-            Phase::Exited { exit, ended_at } => {
-                session.phase = Phase::Exited { exit, ended_at };
-                return None;
-            }
-            Phase::Terminating(termination) => Some(termination),
-            Phase::Starting | Phase::Running => None,
-        };
+        if !session.is_live() {
+            return None;
+        }
+        let ended_at = SystemTime::now();
+        let termination =
+            match std::mem::replace(&mut session.phase, Phase::Exited { exit, ended_at }) {
+                Phase::Terminating(termination) => Some(termination),
+                Phase::Starting | Phase::Running | Phase::Exited { .. } => None,
+            };
         let owned_dirs = std::mem::take(&mut session.owned_dirs);
         let tracking_id = session.tracking_id.clone();
         let number = session.pid;
