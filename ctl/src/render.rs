@@ -151,7 +151,7 @@ const COLUMNS: [(&str, Align); 10] = [
     ("PID", Align::Right),
     ("AGE", Align::Left),
     ("PROCS", Align::Right),
-    ("RSS", Align::Right),
+    ("MEM", Align::Right),
     ("ENDPOINT", Align::Left),
 ];
 
@@ -188,7 +188,7 @@ fn session_row(session: &SessionInfo, now: i64) -> [String; 10] {
         session.pid.to_string(),
         age,
         session.processes.map_or_else(dash, |n| n.to_string()),
-        session.rss_bytes.map_or_else(dash, format_bytes),
+        session.memory_bytes.map_or_else(dash, format_bytes),
         // An exited browser's endpoint no longer answers; --json still shows what it was.
         session
             .ws_endpoint
@@ -429,7 +429,9 @@ mod tests {
             ws_endpoint: None,
             profile_dir: None,
             processes: None,
-            rss_bytes: None,
+            memory_bytes: None,
+            cpu_seconds: None,
+            reason: None,
         }
     }
 
@@ -461,7 +463,7 @@ mod tests {
         browser.session_type = SessionType::Browser;
         browser.pid = 123_456;
         browser.processes = Some(12);
-        browser.rss_bytes = Some(300 * 1024 * 1024);
+        browser.memory_bytes = Some(300 * 1024 * 1024);
         browser.ws_endpoint = Some("ws://127.0.0.1:9222/devtools/browser/x".into());
         let mut exited = session("aaaaaaaa-000002");
         exited.workspace = "ci β".parse().unwrap();
@@ -470,7 +472,7 @@ mod tests {
 
         let table = sessions_table(&[browser, exited], NOW);
         let expected = "\
-ID               TRACKING  TYPE     WORKSPACE  STATE       PID  AGE       PROCS   RSS  ENDPOINT
+ID               TRACKING  TYPE     WORKSPACE  STATE       PID  AGE       PROCS   MEM  ENDPOINT
 aaaaaaaa-000001  job-42    browser  default    running  123456  2m           12  300M  ws://127.0.0.1:9222/devtools/browser/x
 aaaaaaaa-000002  -         sandbox  ci β       exited       42  signal 9      -     -  -
 ";

@@ -111,48 +111,6 @@ pub fn user_profile(extra: &[String]) -> Option<PathBuf> {
     None
 }
 
-/// The per-session dir under the state dir, holding `profile/`, `tmp/` and the XDG
-/// `config/` and `cache/` homes; removed whole once the session is gone.
-pub struct SessionDirs {
-    pub root: PathBuf,
-    pub profile: PathBuf,
-    pub tmp: PathBuf,
-    config: PathBuf,
-    cache: PathBuf,
-}
-
-impl SessionDirs {
-    pub fn create(state_dir: &Path, session: &str) -> std::io::Result<SessionDirs> {
-        use std::os::unix::fs::DirBuilderExt;
-        let root = state_dir.join("sessions").join(session);
-        let dirs = SessionDirs {
-            profile: root.join("profile"),
-            tmp: root.join("tmp"),
-            config: root.join("config"),
-            cache: root.join("cache"),
-            root,
-        };
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true).mode(0o700);
-        for dir in [&dirs.profile, &dirs.tmp, &dirs.config, &dirs.cache] {
-            builder.create(dir)?;
-        }
-        Ok(dirs)
-    }
-
-    /// The environment that keeps the browser inside the session dir. Besides the profile,
-    /// Chromium writes to `$TMPDIR` (its process singleton), to `$XDG_CONFIG_HOME/chromium/
-    /// Crash Reports` (the crashpad database, shared by every session if left in `$HOME`)
-    /// and to `$XDG_CACHE_HOME` (dconf).
-    pub fn env(&self) -> [(&'static str, &Path); 3] {
-        [
-            ("TMPDIR", &self.tmp),
-            ("XDG_CONFIG_HOME", &self.config),
-            ("XDG_CACHE_HOME", &self.cache),
-        ]
-    }
-}
-
 /// How many bytes of the browser's stderr are kept for error messages.
 const TAIL_BYTES: usize = 4096;
 
@@ -317,19 +275,6 @@ mod tests {
     fn a_configured_browser_must_exist() {
         let err = detect(Some(Path::new("/nonexistent/chrome"))).unwrap_err();
         assert!(err.contains("/nonexistent/chrome"));
-    }
-
-    #[test]
-    fn session_dirs_hold_every_home_the_browser_writes_to() {
-        let state = tempfile::tempdir().unwrap();
-        let dirs = SessionDirs::create(state.path(), "s1").unwrap();
-        assert_eq!(dirs.root, state.path().join("sessions/s1"));
-        for (name, dir) in dirs.env() {
-            assert!(dir.starts_with(&dirs.root), "{name}={}", dir.display());
-            assert!(dir.is_dir(), "{name}={} exists", dir.display());
-        }
-        let names: Vec<&str> = dirs.env().iter().map(|(name, _)| *name).collect();
-        assert_eq!(names, ["TMPDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"]);
     }
 
     #[test]

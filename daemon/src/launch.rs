@@ -1,22 +1,23 @@
-//! The `launch` operation: admission (capacity, tracking id, TTL), spawning under the reap
-//! lock, and registration. A browser session without a `command` gets the detected
-//! Chromium with quiet, self-contained flags, its own profile and TMPDIR, and is reported
-//! only once its DevTools endpoint answers.
+//! The `launch` operation: admission (capacity, tracking id, TTL), spawning and
+//! registration. A browser session without a `command` gets the detected Chromium with
+//! quiet, self-contained flags, its own profile and TMPDIR, and is reported only once its
+//! DevTools endpoint answers.
 
-use crate::browser::{self, SessionDirs};
-use crate::daemon::Daemon;
+use crate::browser;
+use crate::context::Context;
+use crate::dirs::SessionDirs;
 use crate::error::{Error, Result};
-use crate::registry::{BrowserInfo, Phase, Session};
+use crate::registry::{Admission, BrowserInfo, NewSession};
 use crate::spawn::{self, SpawnSpec};
 use crate::terminate;
 use browserd_proto::duration::{as_millis, format_millis};
-use browserd_proto::{Launch, SessionId, SessionInfo, SessionType};
-use std::collections::{BTreeMap, BTreeSet};
+use browserd_proto::{EndReason, Launch, SessionId, SessionInfo, SessionType};
+use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// The longest a failed browser launch is given to exit politely before SIGKILL.
 const FAILED_LAUNCH_GRACE: Duration = Duration::from_secs(2);
@@ -30,8 +31,8 @@ enum Plan {
 }
 
 /// Launches a session and returns it once it is running.
-pub async fn launch(daemon: &Arc<Daemon>, request: Launch) -> Result<SessionInfo> {
-    let ttl = session_ttl(daemon, request.ttl_ms)?;
+pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> {
+    let ttl = session_ttl(ctx, request.ttl_ms)?;
     if let Some(cwd) = &request.cwd {
         if !Path::new(cwd).is_dir() {
             return Err(Error::InvalidRequest(format!(
@@ -42,16 +43,24 @@ pub async fn launch(daemon: &Arc<Daemon>, request: Launch) -> Result<SessionInfo
     let plan = match &request.command {
         Some(command) => Plan::Command(command.iter().chain(&request.args).cloned().collect()),
         None => Plan::Browser(
-            browser::detect(daemon.config.browser.as_deref()).map_err(Error::LaunchFailed)?,
+            browser::detect(ctx.config.browser.as_deref()).map_err(Error::LaunchFailed)?,
         ),
     };
     let started = Instant::now();
-    let (id, stderr) = start(daemon, &request, plan, ttl)?;
-    daemon.scanner.kick();
-    let Some(stderr) = stderr else {
-        return info(daemon, &id);
+    let admission = ctx.registry.admit(request.tracking_id.as_ref(), ttl)?;
+    let prepared = match prepare(ctx, &request, plan, &admission.id) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            ctx.registry.cancel(admission);
+            return Err(e);
+        }
     };
-    let timeout = daemon.config.launch_timeout;
+    let (id, stderr) = spawn_and_register(ctx, &request, prepared, admission)?;
+    ctx.scanner.kick();
+    let Some(stderr) = stderr else {
+        return info(ctx, &id);
+    };
+    let timeout = ctx.config.launch_timeout.0;
     let ready = match browser::wait_for_endpoint(stderr, timeout).await {
         Ok(endpoint) => {
             let left = timeout.saturating_sub(started.elapsed());
@@ -66,49 +75,73 @@ pub async fn launch(daemon: &Arc<Daemon>, request: Launch) -> Result<SessionInfo
         Err(reason) => Err(reason),
     };
     match ready {
-        Ok(endpoint) => mark_running(daemon, &id, endpoint, started.elapsed()),
-        Err(reason) => Err(fail(daemon, &id, reason).await),
+        Ok(endpoint) => {
+            let session = ctx.registry.mark_running(&id, endpoint)?;
+            tracing::info!(session = %id, endpoint = session.ws_endpoint.as_deref(), ms = as_millis(started.elapsed()), "browser ready");
+            Ok(session)
+        }
+        Err(reason) => Err(fail(ctx, &id, reason).await),
     }
 }
 
-/// Admits, prepares and spawns the session, all under the reap lock, and registers it.
-/// Returns the browser's stderr when the caller must wait for its endpoint.
-fn start(
-    daemon: &Arc<Daemon>,
-    request: &Launch,
-    plan: Plan,
-    ttl: Option<Duration>,
-) -> Result<(SessionId, Option<OwnedFd>)> {
-    let _reap = daemon.reaper.hold();
-    let admission = daemon.registry.admit(request.tracking_id.as_ref(), ttl)?;
-    let id = admission.id;
+/// What a launch will run, its dirs already made.
+struct Prepared {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    dirs: Option<SessionDirs>,
+}
+
+/// Makes a browser session's dirs and builds its argv and environment.
+fn prepare(ctx: &Context, request: &Launch, plan: Plan, id: &SessionId) -> Result<Prepared> {
     let mut env = request.env.clone();
-    let (argv, dirs) = match plan {
-        Plan::Command(argv) => (argv, None),
-        Plan::Browser(path) => {
-            let dirs = SessionDirs::create(&daemon.config.state_dir, id.as_str()).map_err(|e| {
-                Error::LaunchFailed(format!(
-                    "cannot create the session dir under {}: {e}",
-                    daemon.config.state_dir.display()
-                ))
-            })?;
-            for (name, dir) in dirs.env() {
-                env.entry(name.into())
-                    .or_insert_with(|| dir.display().to_string());
-            }
-            let as_root = nix::unistd::geteuid().is_root();
-            (
-                browser::argv(&path, &dirs.profile, as_root, &request.args),
-                Some(dirs),
-            )
+    let path = match plan {
+        Plan::Command(argv) => {
+            return Ok(Prepared {
+                argv,
+                env,
+                dirs: None,
+            })
         }
+        Plan::Browser(path) => path,
     };
-    let spawned = spawn_leader(&argv, &env, request, &id, dirs.is_some());
-    let mut child = match spawned {
+    let dirs = ctx.layout.create(id.as_str()).map_err(|e| {
+        Error::LaunchFailed(format!(
+            "cannot create the session's dirs under {}: {e}",
+            ctx.layout.sessions().display()
+        ))
+    })?;
+    for (name, dir) in dirs.env() {
+        env.entry(name.into())
+            .or_insert_with(|| dir.display().to_string());
+    }
+    let as_root = nix::unistd::geteuid().is_root();
+    Ok(Prepared {
+        argv: browser::argv(&path, &dirs.profile, as_root, &request.args),
+        env,
+        dirs: Some(dirs),
+    })
+}
+
+/// Spawns the leader and registers the session, both under the reap lock, so the leader
+/// cannot be reaped (and its pid reused) before it is known; nothing that touches the
+/// filesystem runs under it. On failure the admission is given back and the dirs removed.
+/// Returns the browser's stderr when the launch must wait for its endpoint.
+fn spawn_and_register(
+    ctx: &Context,
+    request: &Launch,
+    prepared: Prepared,
+    admission: Admission,
+) -> Result<(SessionId, Option<OwnedFd>)> {
+    let Prepared { argv, env, dirs } = prepared;
+    let kind = request.kind();
+    let reap = ctx.reaper.hold();
+    let mut child = match spawn_leader(&argv, &env, request, &admission.id, dirs.is_some()) {
         Ok(child) => child,
         Err(e) => {
-            if let Some(dirs) = &dirs {
-                remove_dir(&dirs.root);
+            drop(reap);
+            ctx.registry.cancel(admission);
+            for dir in dirs.iter().flat_map(SessionDirs::owned) {
+                crate::dirs::remove_dir(&dir);
             }
             return Err(e);
         }
@@ -116,34 +149,28 @@ fn start(
     let pid = child.id() as i32;
     // Unreaped (the reap lock is held), so its stat is readable even if it already died.
     let start_time = crate::procs::read_stat(pid).map_or(0, |p| p.start_time);
-    let kind = request.kind();
-    daemon.registry.insert(Session {
-        id: id.clone(),
-        tracking_id: request.tracking_id.clone(),
-        kind,
-        workspace: request.workspace.clone().unwrap_or_default(),
-        command: argv.clone(),
-        pid,
-        start_time,
-        started_at: SystemTime::now(),
-        expires: admission.expires,
-        leases: BTreeSet::new(),
-        leader_exit: None,
-        left_behind: false,
-        phase: if dirs.is_some() {
-            Phase::Starting
-        } else {
-            Phase::Running
-        },
-        browser: (kind == SessionType::Browser).then(|| BrowserInfo {
-            ws_endpoint: None,
-            profile_dir: dirs
-                .as_ref()
-                .map(|d| browser::user_profile(&request.args).unwrap_or_else(|| d.profile.clone())),
-        }),
-        owned_dirs: dirs.map(|d| vec![d.root]).unwrap_or_default(),
+    let browser = (kind == SessionType::Browser).then(|| BrowserInfo {
+        ws_endpoint: None,
+        profile_dir: dirs
+            .as_ref()
+            .map(|d| browser::user_profile(&request.args).unwrap_or_else(|| d.profile.clone())),
     });
-    tracing::info!(session = %id, pid, command = ?argv, "launched");
+    let id = ctx.registry.insert(
+        admission,
+        NewSession {
+            tracking_id: request.tracking_id.clone(),
+            kind,
+            workspace: request.workspace.clone().unwrap_or_default(),
+            command: argv,
+            pid,
+            start_time,
+            starting: dirs.is_some(),
+            browser,
+            owned_dirs: dirs.as_ref().map(SessionDirs::owned).unwrap_or_default(),
+        },
+    );
+    drop(reap);
+    tracing::info!(session = %id, pid, "launched");
     Ok((id, child.stderr.take().map(OwnedFd::from)))
 }
 
@@ -174,38 +201,12 @@ fn spawn_leader(
     .map_err(|e| Error::LaunchFailed(format!("cannot start `{}`: {e}", argv[0])))
 }
 
-/// Records the endpoint and reports the session running, unless it was terminated while
-/// starting.
-fn mark_running(
-    daemon: &Daemon,
-    id: &SessionId,
-    endpoint: String,
-    took: Duration,
-) -> Result<SessionInfo> {
-    let promoted = daemon.registry.update(id, |session| {
-        if !matches!(session.phase, Phase::Starting) {
-            return false;
-        }
-        session.phase = Phase::Running;
-        if let Some(browser) = &mut session.browser {
-            browser.ws_endpoint = Some(endpoint.clone());
-        }
-        true
-    });
-    if promoted != Some(true) {
-        return Err(Error::LaunchFailed(format!(
-            "session {id} was terminated while starting"
-        )));
-    }
-    tracing::info!(session = %id, %endpoint, ms = as_millis(took), "browser ready");
-    info(daemon, id)
-}
-
 /// Terminates a browser that failed to start, so nothing of it is left, and explains.
-async fn fail(daemon: &Arc<Daemon>, id: &SessionId, reason: String) -> Error {
+async fn fail(ctx: &Arc<Context>, id: &SessionId, reason: String) -> Error {
     tracing::warn!(session = %id, "launch failed: {reason}");
-    let grace = daemon.config.grace.min(FAILED_LAUNCH_GRACE);
-    let results = terminate::terminate_all(daemon, vec![id.clone()], true, grace).await;
+    let grace = ctx.config.grace().min(FAILED_LAUNCH_GRACE);
+    let results =
+        terminate::terminate_all(ctx, vec![id.clone()], true, grace, EndReason::LaunchFailed).await;
     let leftover = results
         .into_iter()
         .filter_map(Result::err)
@@ -214,41 +215,25 @@ async fn fail(daemon: &Arc<Daemon>, id: &SessionId, reason: String) -> Error {
     Error::LaunchFailed(format!("{reason}{leftover}"))
 }
 
-fn info(daemon: &Daemon, id: &SessionId) -> Result<SessionInfo> {
-    daemon
-        .registry
+fn info(ctx: &Context, id: &SessionId) -> Result<SessionInfo> {
+    ctx.registry
         .info(id)
         .ok_or_else(|| Error::Internal(format!("session {id} vanished during launch")))
 }
 
 /// The session's TTL: the request's, else the configured default, never above the maximum.
-fn session_ttl(daemon: &Daemon, ttl_ms: Option<u64>) -> Result<Option<Duration>> {
+fn session_ttl(ctx: &Context, ttl_ms: Option<u64>) -> Result<Option<Duration>> {
     let ttl = ttl_ms
         .map(Duration::from_millis)
-        .or(daemon.config.default_ttl);
-    if let (Some(ttl), Some(max)) = (ttl, daemon.config.max_ttl) {
-        if ttl > max {
+        .or(ctx.config.default_ttl.map(|t| t.0));
+    if let (Some(ttl), Some(max)) = (ttl, ctx.config.max_ttl) {
+        if ttl > max.0 {
             return Err(Error::InvalidRequest(format!(
                 "ttl {} exceeds the maximum {}",
                 format_millis(as_millis(ttl)),
-                format_millis(as_millis(max))
+                format_millis(as_millis(max.0))
             )));
         }
     }
     Ok(ttl)
-}
-
-/// Removes a dir the daemon created, retrying briefly: a process that is exiting may still
-/// be writing into it.
-pub fn remove_dir(dir: &Path) {
-    for attempt in 0..5 {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) if attempt == 4 => {
-                tracing::warn!(dir = %dir.display(), "cannot remove session dir: {e}");
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20 << attempt)),
-        }
-    }
 }

@@ -4,9 +4,9 @@
 mod activation;
 mod browser;
 mod config;
-mod daemon;
+mod context;
+mod dirs;
 mod error;
-mod expiry;
 mod launch;
 mod notify;
 mod ops;
@@ -18,7 +18,9 @@ mod server;
 mod shutdown;
 mod signals;
 mod spawn;
+mod supervise;
 mod terminate;
+mod termination;
 
 use clap::Parser;
 use config::{Args, Config, LogFormat};
@@ -88,21 +90,19 @@ async fn run(
         shutdown::Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (listener, socket_file) = server::listen(&mut config, inherited)?;
     let socket = config.socket.clone();
-    let daemon = Arc::new(daemon::Daemon::new(config));
-    daemon
-        .start()
-        .map_err(|e| format!("cannot watch for child exits: {e}"))?;
-    notifier.ready(&daemon.registry.counts());
+    let ctx = Arc::new(context::Context::new(config));
+    supervise::start(&ctx).map_err(|e| format!("cannot watch for child exits: {e}"))?;
+    notifier.ready(&ctx.registry.counts());
     tracing::info!(
         socket = %socket.display(),
         pid = std::process::id(),
         activated = socket_file.is_inherited(),
         "browserd ready"
     );
-    tokio::spawn(notifier.clone().run(daemon.clone()));
+    tokio::spawn(notifier.clone().run(ctx.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(server::serve(daemon.clone(), listener, stop_rx));
-    shutdown::run(daemon, signals, stop_tx, &notifier).await;
+    let server = tokio::spawn(server::serve(ctx.clone(), listener, stop_rx));
+    shutdown::run(ctx, signals, stop_tx, &notifier).await;
     let _ = server.await;
     socket_file.remove(&socket);
     tracing::info!("browserd stopped");

@@ -4,7 +4,7 @@
 //! so that a wedged loop stops the pings and the manager restarts the daemon. Without
 //! `NOTIFY_SOCKET` every call is a no-op; a failed send is logged and otherwise ignored.
 
-use crate::daemon::Daemon;
+use crate::context::Context;
 use browserd_proto::StateCounts;
 use sd_notify::NotifyState;
 use std::ffi::OsString;
@@ -111,7 +111,7 @@ impl Notifier {
     /// Refreshes the status while the daemon runs, and pings the watchdog if one is armed.
     /// The pings come from a timer of the daemon's own event loop, and each tick also takes
     /// the registry lock (to count sessions): a blocked loop or a stuck lock stops the pings.
-    pub async fn run(self, daemon: Arc<Daemon>) {
+    pub async fn run(self, ctx: Arc<Context>) {
         let Some(inner) = self.inner.clone() else {
             return;
         };
@@ -119,7 +119,7 @@ impl Notifier {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let counts = daemon.registry.counts();
+            let counts = ctx.registry.counts();
             let status = self.status_line(&counts);
             let changed = {
                 let mut last = lock(&inner.last_status);

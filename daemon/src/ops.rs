@@ -1,14 +1,14 @@
 //! Applying requests: one small function per operation, each turning a validated request
 //! into a result or a wire error.
 
-use crate::daemon::Daemon;
+use crate::context::Context;
 use crate::error::Error;
 use crate::{launch, terminate};
 use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{
-    BrowserStatus, BulkTerminate, ErrorCode, Failure, Kill, LaunchResult, Lease, LeaseResult,
-    Limits, Release, Request, SessionId, SessionRef, SessionType, SessionsFilter, SessionsResult,
-    StatusResult, Target, TerminateResult, WireError, Workspace,
+    format_rfc3339, BrowserStatus, BulkTerminate, EndReason, ErrorCode, Failure, Kill,
+    LaunchResult, Lease, LeaseResult, Limits, Release, Request, SessionId, SessionRef, SessionType,
+    SessionsFilter, SessionsResult, StatusResult, Target, TerminateResult, WireError, Workspace,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -16,21 +16,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Applies one request.
-pub async fn apply(daemon: &Arc<Daemon>, request: Request) -> Result<Value, WireError> {
+pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireError> {
     match request {
         Request::Launch(request) => {
-            let session = launch::launch(daemon, request).await?;
+            let session = launch::launch(ctx, request).await?;
             encode(&LaunchResult { session })
         }
-        Request::Sessions(filter) => encode(&sessions(daemon, &filter).await),
-        Request::Kill(kill) => encode(&kill_op(daemon, kill).await?),
-        Request::BulkTerminate(body) => encode(&bulk_terminate(daemon, body).await?),
-        Request::Lease(lease) => encode(&lease_op(daemon, &lease)?),
+        Request::Sessions(filter) => encode(&sessions(ctx, &filter).await),
+        Request::Kill(kill) => encode(&kill_op(ctx, kill).await?),
+        Request::BulkTerminate(body) => encode(&bulk_terminate(ctx, body).await?),
+        Request::Lease(lease) => encode(&lease_op(ctx, &lease)?),
         Request::Release(Release { lease_id }) => {
-            daemon.registry.release(&lease_id)?;
+            ctx.registry.release(&lease_id)?;
             encode(&serde_json::json!({}))
         }
-        Request::Status => encode(&status(daemon)),
+        Request::Status => encode(&status(ctx)),
     }
 }
 
@@ -39,29 +39,28 @@ fn encode(result: &impl Serialize) -> Result<Value, WireError> {
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("cannot encode result: {e}")))
 }
 
-/// Lists sessions; live ones with their current process count and resident memory (RSS
-/// summed over the session's processes, so pages they share count once per process).
-async fn sessions(daemon: &Arc<Daemon>, filter: &SessionsFilter) -> SessionsResult {
-    let mut sessions = daemon.registry.list(filter);
+/// Lists sessions; live ones with what they use: their process count, memory (PSS summed
+/// over their processes, so a page they share counts once) and CPU time.
+async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult {
+    let mut sessions = ctx.registry.list(filter);
     let live: Vec<SessionId> = sessions
         .iter()
         .filter(|s| s.state.is_live())
         .map(|s| s.id.clone())
         .collect();
     if !live.is_empty() {
-        let mut found = daemon.scanner.processes(live).await;
-        let page_size = crate::procs::page_size();
+        let mut usage = ctx.scanner.usage(live).await;
         for session in sessions.iter_mut().filter(|s| s.state.is_live()) {
-            let known = found.remove(&session.id).unwrap_or_default();
-            let processes = crate::procs::current(&known);
-            session.processes = Some(processes.len() as u32);
-            session.rss_bytes = Some(processes.iter().map(|p| p.rss_pages * page_size).sum());
+            let used = usage.remove(&session.id).unwrap_or_default();
+            session.processes = Some(used.processes);
+            session.memory_bytes = Some(used.memory_bytes);
+            session.cpu_seconds = Some(used.cpu_seconds);
         }
     }
     SessionsResult { sessions }
 }
 
-async fn kill_op(daemon: &Arc<Daemon>, kill: Kill) -> Result<TerminateResult, Error> {
+async fn kill_op(ctx: &Arc<Context>, kill: Kill) -> Result<TerminateResult, Error> {
     let body = match kill.target {
         Target::All => BulkTerminate {
             all: Some(true),
@@ -73,7 +72,7 @@ async fn kill_op(daemon: &Arc<Daemon>, kill: Kill) -> Result<TerminateResult, Er
         },
     };
     bulk_terminate(
-        daemon,
+        ctx,
         BulkTerminate {
             force: Some(kill.force),
             grace_ms: kill.grace_ms,
@@ -83,13 +82,10 @@ async fn kill_op(daemon: &Arc<Daemon>, kill: Kill) -> Result<TerminateResult, Er
     .await
 }
 
-async fn bulk_terminate(
-    daemon: &Arc<Daemon>,
-    body: BulkTerminate,
-) -> Result<TerminateResult, Error> {
-    let grace = grace(daemon, body.grace_ms)?;
+async fn bulk_terminate(ctx: &Arc<Context>, body: BulkTerminate) -> Result<TerminateResult, Error> {
+    let grace = grace(ctx, body.grace_ms)?;
     let (selected, mut failed) = select(
-        daemon,
+        ctx,
         body.all == Some(true),
         body.session_type,
         body.ids.as_deref().unwrap_or_default(),
@@ -97,7 +93,9 @@ async fn bulk_terminate(
     );
     let force = body.force == Some(true);
     let mut terminated = Vec::with_capacity(selected.len());
-    for result in terminate::terminate_all(daemon, selected, force, grace).await {
+    let results =
+        terminate::terminate_all(ctx, selected, force, grace, EndReason::Terminated).await;
+    for result in results {
         match result {
             Ok(id) => terminated.push(id.to_string()),
             Err(failure) => failed.push(failure),
@@ -107,11 +105,11 @@ async fn bulk_terminate(
 }
 
 /// The request's grace period, or the configured default; never above the maximum.
-fn grace(daemon: &Daemon, grace_ms: Option<u64>) -> Result<Duration, Error> {
+fn grace(ctx: &Context, grace_ms: Option<u64>) -> Result<Duration, Error> {
     let Some(ms) = grace_ms else {
-        return Ok(daemon.config.grace);
+        return Ok(ctx.config.grace());
     };
-    let max = as_millis(daemon.config.max_grace);
+    let max = as_millis(ctx.config.max_grace.0);
     if ms > max {
         return Err(Error::InvalidRequest(format!(
             "grace_ms {ms} exceeds the maximum {} (max_grace)",
@@ -125,19 +123,19 @@ fn grace(daemon: &Daemon, grace_ms: Option<u64>) -> Result<Duration, Error> {
 /// otherwise the union of the named ids and the live sessions of the named workspaces.
 /// An id that names nothing becomes a `not_found` failure.
 fn select(
-    daemon: &Daemon,
+    ctx: &Context,
     all: bool,
     kind: Option<SessionType>,
     ids: &[SessionRef],
     workspaces: &[Workspace],
 ) -> (Vec<SessionId>, Vec<Failure>) {
     if all {
-        return (daemon.registry.live_ids(kind), Vec::new());
+        return (ctx.registry.live_ids(kind), Vec::new());
     }
     let mut selected: Vec<SessionId> = Vec::new();
     let mut failed = Vec::new();
     for reference in ids {
-        match daemon.registry.resolve(reference) {
+        match ctx.registry.resolve(reference) {
             Some(id) => selected.push(id),
             None => failed.push(Failure {
                 id: reference.to_string(),
@@ -147,48 +145,47 @@ fn select(
             }),
         }
     }
-    selected.extend(daemon.registry.in_workspaces(workspaces));
+    selected.extend(ctx.registry.in_workspaces(workspaces));
     let mut seen = std::collections::HashSet::new();
     selected.retain(|id| seen.insert(id.clone()));
     (selected, failed)
 }
 
-fn lease_op(daemon: &Daemon, lease: &Lease) -> Result<LeaseResult, Error> {
+fn lease_op(ctx: &Context, lease: &Lease) -> Result<LeaseResult, Error> {
     let ttl = match lease.ttl_ms {
-        Some(0) => return Err(Error::InvalidRequest("`ttl_ms` must be positive".into())),
         Some(ms) => Duration::from_millis(ms),
-        None => daemon.config.lease_ttl,
+        None => ctx.config.lease_ttl.0,
     };
-    if ttl > daemon.config.max_lease_ttl {
+    if ttl > ctx.config.max_lease_ttl.0 {
         return Err(Error::InvalidRequest(format!(
             "lease ttl {} exceeds the maximum {}",
             format_millis(as_millis(ttl)),
-            format_millis(as_millis(daemon.config.max_lease_ttl))
+            format_millis(as_millis(ctx.config.max_lease_ttl.0))
         )));
     }
-    let (lease_id, expires_at) = daemon.registry.lease(&lease.id, ttl)?;
+    let (lease_id, expires_at) = ctx.registry.lease(&lease.id, ttl)?;
     Ok(LeaseResult {
         lease_id,
-        expires_at: crate::registry::rfc3339(expires_at),
+        expires_at: format_rfc3339(expires_at),
     })
 }
 
-fn status(daemon: &Daemon) -> StatusResult {
-    let config = &daemon.config;
+fn status(ctx: &Context) -> StatusResult {
+    let config = &ctx.config;
     StatusResult {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol: browserd_proto::PROTOCOL,
         pid: std::process::id(),
-        uptime_ms: as_millis(daemon.started.elapsed()),
-        sessions: daemon.registry.counts(),
+        uptime_ms: as_millis(ctx.started.elapsed()),
+        sessions: ctx.registry.counts(),
         limits: Limits {
             max_sessions: config.max_sessions,
-            grace_ms: as_millis(config.grace),
-            max_grace_ms: as_millis(config.max_grace),
-            default_ttl_ms: config.default_ttl.map(as_millis),
-            max_ttl_ms: config.max_ttl.map(as_millis),
-            lease_ttl_ms: as_millis(config.lease_ttl),
-            max_lease_ttl_ms: as_millis(config.max_lease_ttl),
+            grace_ms: as_millis(config.grace.0),
+            max_grace_ms: as_millis(config.max_grace.0),
+            default_ttl_ms: config.default_ttl.map(|t| as_millis(t.0)),
+            max_ttl_ms: config.max_ttl.map(|t| as_millis(t.0)),
+            lease_ttl_ms: as_millis(config.lease_ttl.0),
+            max_lease_ttl_ms: as_millis(config.max_lease_ttl.0),
         },
         socket: config.socket.display().to_string(),
         browser: Some(match crate::browser::detect(config.browser.as_deref()) {

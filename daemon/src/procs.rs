@@ -22,7 +22,12 @@ pub struct ProcInfo {
     /// reused but not at the same instant.
     pub start_time: u64,
     pub state: u8,
-    pub rss_pages: u64,
+    /// User + system CPU time of the whole process (all its threads), in clock ticks.
+    pub cpu_ticks: u64,
+    /// Whether this id names a thread other than its process's main thread. `/proc/TID`
+    /// answers for every thread id although only processes are listed; a thread is not a
+    /// process, so the table never keeps one.
+    pub is_thread: bool,
 }
 
 impl ProcInfo {
@@ -56,24 +61,23 @@ pub fn parse_stat(text: &[u8]) -> Option<ProcInfo> {
         .parse()
         .ok()?;
     let rest = std::str::from_utf8(text.get(close + 2..)?).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    // Fields after the name, numbered as in proc(5): 3 state, 4 ppid, 5 pgrp, 6 session,
-    // 22 starttime, 24 rss.
-    let state = *fields.next()?.as_bytes().first()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgid = fields.next()?.parse().ok()?;
-    let sid = fields.next()?.parse().ok()?;
-    let mut fields = fields.skip(22 - 7);
-    let start_time = fields.next()?.parse().ok()?;
-    let rss_pages = fields.nth(1)?.parse::<i64>().ok()?.max(0) as u64;
+    // Fields after the name, numbered as in proc(5) from 3: 3 state, 4 ppid, 5 pgrp,
+    // 6 session, 14 utime, 15 stime, 22 starttime, 38 exit_signal.
+    let fields: Vec<&str> = rest.split_ascii_whitespace().take(36).collect();
+    let field = |n: usize| fields.get(n - 3).copied();
+    let number = |n: usize| field(n)?.parse::<i64>().ok();
+    let state = *field(3)?.as_bytes().first()?;
+    let ticks = |n: usize| number(n).map_or(0, |t| t.max(0) as u64);
     Some(ProcInfo {
         pid,
-        ppid,
-        pgid,
-        sid,
-        start_time,
+        ppid: i32::try_from(number(4)?).ok()?,
+        pgid: i32::try_from(number(5)?).ok()?,
+        sid: i32::try_from(number(6)?).ok()?,
+        start_time: u64::try_from(number(22)?).ok()?,
         state,
-        rss_pages,
+        cpu_ticks: ticks(14) + ticks(15),
+        // Only a non-leader thread has no exit signal (CLONE_THREAD sets it to -1).
+        is_thread: number(38) == Some(-1),
     })
 }
 
@@ -128,16 +132,25 @@ struct Entry {
 /// A refresh must find every process started since the last one. The kernel hands out pids
 /// cyclically and `/proc/loadavg` names the last one allocated, so when few pids were
 /// allocated since, probing just those pids finds every newcomer (an incremental refresh:
-/// its cost is the number of new processes, not of all processes). Otherwise, and at least
-/// every `FULL_EVERY` so the table forgets the dead, it lists `/proc`; a listing reads
+/// its cost is the number of new processes, not of all processes). A pid is allocated a
+/// moment before its process becomes visible in `/proc`, so a probed pid that was not there
+/// is kept as a *hole* and probed again by the next refreshes for a while. Otherwise, and at
+/// least every `FULL_EVERY` so the table forgets the dead, it lists `/proc`; a listing reads
 /// `stat` only for processes it has not seen before, recognised by pid and the inode of
 /// `/proc/PID` (procfs allocates a new inode for each process instance).
+///
+/// Probing is what keeps the table warm; it is not what proves a session gone. That is
+/// [`ProcTable::confirm_gone`]: a listing that begins only after every known process of the
+/// session was seen dead, when none of them can fork any more, so it meets every process
+/// the session still has.
 #[derive(Default)]
 pub struct ProcTable {
     entries: HashMap<i32, Entry>,
     /// The pids of each session's processes, kept in step with `entries`, so that asking
     /// for one session costs that session's size.
     sessions: HashMap<SessionId, HashSet<i32>>,
+    /// Probed pids that had no process yet, with when they were first missed.
+    holes: HashMap<i32, Instant>,
     /// The last pid allocated when the previous refresh began.
     last_pid: Option<i32>,
     /// How many tasks the kernel had created when the previous refresh began.
@@ -150,9 +163,14 @@ const MAX_PROBE: i32 = 2048;
 /// A background refresh lists `/proc` when the last listing is older than this, to drop
 /// exited processes from the table.
 const FULL_EVERY: Duration = Duration::from_secs(1);
-/// Pids just below the previous refresh's last pid are probed again if still unknown: a
-/// pid is allocated a moment before its process becomes visible in `/proc`.
-const SLACK: i32 = 16;
+/// How long a probed pid without a process is probed again: far longer than a fork takes
+/// to make its child visible.
+const HOLE_TTL: Duration = Duration::from_secs(2);
+/// Most holes kept; beyond it the next refresh lists instead.
+const MAX_HOLES: usize = 8192;
+
+/// New processes found by a refresh: pid → (inode of `/proc/PID`, stat).
+type Found = HashMap<i32, (u64, ProcInfo)>;
 
 impl ProcTable {
     /// Brings the table up to date. `root_owner` decides the owner of each new direct child
@@ -162,7 +180,7 @@ impl ProcTable {
     /// A `background` refresh (nobody is waiting on it) also lists `/proc` when the last
     /// listing is older than `FULL_EVERY`, to forget exited processes; one a caller waits on
     /// lists only when probing cannot be trusted (no listing yet, too many new pids, pids
-    /// wrapped around).
+    /// wrapped around, too many holes).
     pub fn refresh(
         &mut self,
         ancestor: i32,
@@ -182,6 +200,7 @@ impl ProcTable {
                 if few_forks
                     && now >= prev
                     && now - prev <= MAX_PROBE
+                    && self.holes.len() <= MAX_HOLES
                     && !(background && listed.elapsed() >= FULL_EVERY) =>
             {
                 Some((prev, now))
@@ -190,11 +209,7 @@ impl ProcTable {
         };
         let new = match probe {
             Some((prev, now)) => self.probe(prev, now),
-            None => {
-                let new = self.list()?;
-                self.last_listing = Some(Instant::now());
-                new
-            }
+            None => self.list()?,
         };
         if !new.is_empty() {
             self.resolve(new, ancestor, root_owner);
@@ -202,6 +217,41 @@ impl ProcTable {
         self.last_pid = last_pid;
         self.forks = forks;
         Ok(())
+    }
+
+    /// Of `candidates` (sessions whose leader is reaped), those of which nothing is left,
+    /// proven in two steps: every process the table knows of the session is gone (zombies
+    /// count as still there: they are not reaped yet), and then a full listing, begun after
+    /// that, finds no process of the session either. A process can only be born of a live
+    /// one, so once all of a session's known processes are dead the session gains no new
+    /// ones, and the listing sees every one it still has (it may have been missed before).
+    pub fn confirm_gone(
+        &mut self,
+        candidates: Vec<SessionId>,
+        ancestor: i32,
+        root_owner: impl FnMut(&ProcInfo) -> Owner,
+    ) -> io::Result<Vec<SessionId>> {
+        let nothing_known =
+            |table: &ProcTable, id: &SessionId| !table.of(id).iter().any(|p| reread(p).is_some());
+        let pending: Vec<SessionId> = candidates
+            .into_iter()
+            .filter(|id| nothing_known(self, id))
+            .collect();
+        if pending.is_empty() {
+            return Ok(pending);
+        }
+        let forks = read_fork_count();
+        let last_pid = read_last_pid();
+        let new = self.list()?;
+        if !new.is_empty() {
+            self.resolve(new, ancestor, root_owner);
+        }
+        self.last_pid = last_pid;
+        self.forks = forks;
+        Ok(pending
+            .into_iter()
+            .filter(|id| nothing_known(self, id))
+            .collect())
     }
 
     /// The processes of one session, as the table knows them (some may have exited since:
@@ -216,28 +266,17 @@ impl ProcTable {
     }
 
     fn insert(&mut self, pid: i32, entry: Entry) {
+        if let Some(old) = self.remove(pid) {
+            drop(old);
+        }
         if let Owner::Session(id) = &entry.owner {
             self.sessions.entry(id.clone()).or_default().insert(pid);
         }
-        if let Some(old) = self.entries.insert(pid, entry) {
-            self.unindex(pid, &old);
-            if let Some(Entry {
-                owner: Owner::Session(id),
-                ..
-            }) = self.entries.get(&pid)
-            {
-                self.sessions.entry(id.clone()).or_default().insert(pid);
-            }
-        }
+        self.entries.insert(pid, entry);
     }
 
     fn remove(&mut self, pid: i32) -> Option<Entry> {
         let entry = self.entries.remove(&pid)?;
-        self.unindex(pid, &entry);
-        Some(entry)
-    }
-
-    fn unindex(&mut self, pid: i32, entry: &Entry) {
         if let Owner::Session(id) = &entry.owner {
             if let Some(pids) = self.sessions.get_mut(id) {
                 pids.remove(&pid);
@@ -246,33 +285,58 @@ impl ProcTable {
                 }
             }
         }
+        Some(entry)
     }
 
-    /// Reads the pids allocated after `prev` (and unknown pids shortly before it).
-    fn probe(&mut self, prev: i32, now: i32) -> HashMap<i32, (u64, ProcInfo)> {
+    /// Reads the pids allocated after `prev`, and the holes of earlier probes.
+    fn probe(&mut self, prev: i32, now: i32) -> Found {
         let mut new = HashMap::new();
         let mut buf = [0u8; 1024];
-        for pid in (prev - SLACK).max(1)..=now {
-            let known = self.entries.get(&pid);
-            if pid <= prev && known.is_some() {
-                continue;
+        let probed_at = Instant::now();
+        self.holes
+            .retain(|_, missed| probed_at.duration_since(*missed) < HOLE_TTL);
+        let mut pids: Vec<i32> = self.holes.keys().copied().filter(|&p| p <= prev).collect();
+        pids.extend(prev + 1..=now);
+        for pid in pids {
+            match self.read_new(pid, &mut buf) {
+                Probe::Known | Probe::Thread => {
+                    self.holes.remove(&pid);
+                }
+                Probe::Missing => {
+                    self.holes.entry(pid).or_insert(probed_at);
+                }
+                Probe::New(ino, info) => {
+                    self.holes.remove(&pid);
+                    new.insert(pid, (ino, info));
+                }
             }
-            let Some(info) = read_stat_into(pid, &mut buf) else {
-                continue;
-            };
-            if known.is_some_and(|e| e.info.start_time == info.start_time) {
-                continue;
-            }
-            self.remove(pid);
-            // The inode, so the next listing recognises the process without reading it.
-            let ino = fs::symlink_metadata(format!("/proc/{pid}")).map_or(0, |m| m.ino());
-            new.insert(pid, (ino, info));
         }
         new
     }
 
+    /// What `pid` is now, against what the table knows.
+    fn read_new(&mut self, pid: i32, buf: &mut [u8]) -> Probe {
+        let Some(info) = read_stat_into(pid, buf) else {
+            return Probe::Missing;
+        };
+        if info.is_thread {
+            return Probe::Thread;
+        }
+        if self
+            .entries
+            .get(&pid)
+            .is_some_and(|e| e.info.start_time == info.start_time)
+        {
+            return Probe::Known;
+        }
+        self.remove(pid);
+        // The inode, so the next listing recognises the process without reading it.
+        let ino = fs::symlink_metadata(format!("/proc/{pid}")).map_or(0, |m| m.ino());
+        Probe::New(ino, info)
+    }
+
     /// Lists `/proc`: keeps known processes, drops exited ones, returns the new ones.
-    fn list(&mut self) -> io::Result<HashMap<i32, (u64, ProcInfo)>> {
+    fn list(&mut self) -> io::Result<Found> {
         let mut listed: HashSet<i32> = HashSet::with_capacity(self.entries.len());
         let mut new = HashMap::new();
         let mut buf = [0u8; 1024];
@@ -308,6 +372,8 @@ impl ProcTable {
         for pid in gone {
             self.remove(pid);
         }
+        self.holes.clear();
+        self.last_listing = Some(Instant::now());
         Ok(new)
     }
 
@@ -315,7 +381,7 @@ impl ProcTable {
     /// walked once.
     fn resolve(
         &mut self,
-        mut new: HashMap<i32, (u64, ProcInfo)>,
+        mut new: Found,
         ancestor: i32,
         mut root_owner: impl FnMut(&ProcInfo) -> Owner,
     ) {
@@ -363,6 +429,17 @@ impl ProcTable {
     }
 }
 
+/// What one probed pid turned out to be.
+enum Probe {
+    /// A process the table already has.
+    Known,
+    /// A thread, not a process.
+    Thread,
+    /// Nothing (yet): exited already, or not visible yet.
+    Missing,
+    New(u64, ProcInfo),
+}
+
 /// The last pid the kernel allocated in this pid namespace (the last field of
 /// `/proc/loadavg`).
 fn read_last_pid() -> Option<i32> {
@@ -384,12 +461,6 @@ pub fn live_pids(known: &[ProcInfo]) -> Vec<i32> {
     let mut pids: Vec<i32> = current(known).iter().map(|p| p.pid).collect();
     pids.sort_unstable();
     pids
-}
-
-/// Whether any of the processes the table listed still exists, zombies included (a zombie
-/// is not gone until it is reaped).
-pub fn any_remaining(known: &[ProcInfo]) -> bool {
-    known.iter().any(|p| reread(p).is_some())
 }
 
 /// How many tasks (processes and threads, each taking a pid) the kernel has created since
@@ -415,6 +486,38 @@ fn parse_pid(name: &[u8]) -> Option<i32> {
     std::str::from_utf8(name).ok()?.parse().ok()
 }
 
+/// A process's proportional set size in bytes: each page it maps divided by the number of
+/// processes sharing it, so summing it over a session counts a shared page once in total
+/// (`Pss:` of `/proc/PID/smaps_rollup`). `None` if the process is gone or unreadable.
+pub fn read_pss(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Now, in clock ticks since boot: the clock a process's start time is read on.
+pub fn boot_ticks() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(Duration::from)
+        .unwrap_or_default();
+    let ticks = ticks_per_second();
+    now.as_secs() * ticks + u64::from(now.subsec_nanos()) * ticks / 1_000_000_000
+}
+
+/// Clock ticks per second, the unit of `/proc/PID/stat` times.
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
 /// The value of `name` in a process's initial environment, if readable.
 ///
 /// A process may rewrite that memory (Chromium does, for its process titles), so this is one
@@ -427,17 +530,6 @@ pub fn read_env_var(pid: i32, name: &str) -> Option<String> {
         .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
         .and_then(|value| std::str::from_utf8(value).ok())
         .map(str::to_owned)
-}
-
-/// The size of a memory page, for converting RSS pages to bytes.
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as u64
-    } else {
-        4096
-    }
 }
 
 #[cfg(test)]
@@ -454,7 +546,8 @@ mod tests {
         assert_eq!(info.pgid, 4242);
         assert_eq!(info.sid, 4242);
         assert_eq!(info.start_time, 987654);
-        assert_eq!(info.rss_pages, 250);
+        assert_eq!(info.cpu_ticks, 0);
+        assert!(!info.is_thread);
     }
 
     #[test]
@@ -462,6 +555,30 @@ mod tests {
         assert!(parse_stat(b"12 (x) S 1 2").is_none());
         assert!(parse_stat(b"").is_none());
         assert!(parse_stat(b"abc (x) S 1 2 3").is_none());
+    }
+
+    #[test]
+    fn a_thread_is_told_from_a_process() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let info = read_stat(tid).expect("/proc/TID/stat answers for a thread");
+        assert!(info.is_thread, "{info:?}");
+        let me = read_stat(std::process::id() as i32).unwrap();
+        assert!(!me.is_thread);
+        stop_tx.send(()).unwrap();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn pss_of_a_live_process_is_positive() {
+        assert!(read_pss(std::process::id() as i32).is_some_and(|p| p > 0));
+        assert!(ticks_per_second() > 0);
     }
 
     #[test]

@@ -1,15 +1,16 @@
-//! The session registry: the one owner of session state. Everything else asks it through
-//! short methods that take the lock, change or copy a little, and let go; none holds it
-//! across an `.await` or a blocking syscall. Leases and TTLs are deadlines kept here in one
-//! ordered set, which the expiry task sleeps on.
+//! The session registry: the one owner of session state. Its fields are private; everything
+//! else changes a session through named transitions (admit, insert, mark running, begin and
+//! end a termination, record a reaped leader, finish, lease, release, expire, forget), each
+//! of which takes the lock, changes or copies a little, and lets go: none holds it across an
+//! `.await` or a blocking syscall. Leases and TTLs are deadlines kept here in one ordered
+//! set, which the expiry loop sleeps on.
 
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::procs::{Owner, ProcInfo};
-use crate::terminate::{Control, Outcome, Termination};
+use crate::termination::{Control, Outcome, Termination};
 use browserd_proto::{
-    ExitStatus, LeaseId, SessionId, SessionInfo, SessionRef, SessionState, SessionType,
-    SessionsFilter, StateCounts, TrackingId, Workspace,
+    format_rfc3339, EndReason, ExitStatus, LeaseId, SessionId, SessionInfo, SessionRef,
+    SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
 };
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use tokio::sync::Notify;
 
 /// Where a session is in its life; each phase carries what only it has.
 #[derive(Debug, Clone)]
-pub enum Phase {
+enum Phase {
     /// Spawned, not yet ready (a browser waiting for its DevTools endpoint).
     Starting,
     Running,
@@ -29,7 +30,24 @@ pub enum Phase {
     Exited {
         exit: ExitStatus,
         ended_at: SystemTime,
+        reason: EndReason,
     },
+}
+
+/// A deadline both as the daemon's clock sees it and as it is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: Instant,
+    pub wall: SystemTime,
+}
+
+impl Deadline {
+    pub fn after(duration: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + duration,
+            wall: SystemTime::now() + duration,
+        }
+    }
 }
 
 /// What a browser session has beyond a sandbox.
@@ -39,9 +57,9 @@ pub struct BrowserInfo {
     pub profile_dir: Option<PathBuf>,
 }
 
+/// A spawned session, as the launcher registers it.
 #[derive(Debug)]
-pub struct Session {
-    pub id: SessionId,
+pub struct NewSession {
     pub tracking_id: Option<TrackingId>,
     pub kind: SessionType,
     pub workspace: Workspace,
@@ -49,22 +67,37 @@ pub struct Session {
     pub pid: i32,
     /// The leader's start time (clock ticks), its identity against pid reuse.
     pub start_time: u64,
-    pub started_at: SystemTime,
-    pub expires: Option<(Instant, SystemTime)>,
-    pub leases: BTreeSet<LeaseId>,
-    /// Set once the leader is reaped; the session may still have other processes.
-    pub leader_exit: Option<ExitStatus>,
-    /// The leader exited on its own (not during a termination) and what it left behind is
-    /// still to be dealt with.
-    pub left_behind: bool,
-    pub phase: Phase,
+    /// Whether it must still become ready (a browser waiting for its endpoint).
+    pub starting: bool,
     pub browser: Option<BrowserInfo>,
     /// Dirs the daemon created for the session, removed once it is gone.
     pub owned_dirs: Vec<PathBuf>,
 }
 
+#[derive(Debug)]
+struct Session {
+    id: SessionId,
+    tracking_id: Option<TrackingId>,
+    kind: SessionType,
+    workspace: Workspace,
+    command: Vec<String>,
+    pid: i32,
+    start_time: u64,
+    started_at: SystemTime,
+    expires: Option<Deadline>,
+    leases: BTreeSet<LeaseId>,
+    /// Set once the leader is reaped; the session may still have other processes.
+    leader_exit: Option<ExitStatus>,
+    /// The leader exited on its own (not during a termination) and what it left behind is
+    /// still to be dealt with.
+    left_behind: bool,
+    phase: Phase,
+    browser: Option<BrowserInfo>,
+    owned_dirs: Vec<PathBuf>,
+}
+
 impl Session {
-    pub fn state(&self) -> SessionState {
+    fn state(&self) -> SessionState {
         match self.phase {
             Phase::Starting => SessionState::Starting,
             Phase::Running => SessionState::Running,
@@ -77,10 +110,14 @@ impl Session {
         !matches!(self.phase, Phase::Exited { .. })
     }
 
-    pub fn info(&self) -> SessionInfo {
-        let (exit, ended_at) = match &self.phase {
-            Phase::Exited { exit, ended_at } => (Some(*exit), Some(rfc3339(*ended_at))),
-            _ => (None, None),
+    fn info(&self) -> SessionInfo {
+        let (exit, ended_at, reason) = match &self.phase {
+            Phase::Exited {
+                exit,
+                ended_at,
+                reason,
+            } => (Some(*exit), Some(format_rfc3339(*ended_at)), Some(*reason)),
+            _ => (None, None, None),
         };
         SessionInfo {
             id: self.id.clone(),
@@ -90,15 +127,15 @@ impl Session {
             state: self.state(),
             pid: self.pid,
             pgid: self.pid,
-            started_at: rfc3339(self.started_at),
+            started_at: format_rfc3339(self.started_at),
             command: self.command.clone(),
             leases: u32::try_from(self.leases.len()).unwrap_or(u32::MAX),
             exit,
             ended_at,
             expires_at: self
                 .expires
-                .map(|(_, at)| rfc3339(at))
-                .filter(|_| self.is_live()),
+                .filter(|_| self.is_live())
+                .map(|d| format_rfc3339(d.wall)),
             ws_endpoint: self.browser.as_ref().and_then(|b| b.ws_endpoint.clone()),
             profile_dir: self
                 .browser
@@ -106,7 +143,9 @@ impl Session {
                 .and_then(|b| b.profile_dir.as_ref())
                 .map(|p| p.display().to_string()),
             processes: None,
-            rss_bytes: None,
+            memory_bytes: None,
+            cpu_seconds: None,
+            reason,
         }
     }
 }
@@ -118,11 +157,7 @@ fn oldest_first(a: &Session, b: &Session) -> std::cmp::Ordering {
         .then_with(|| a.id.cmp(&b.id))
 }
 
-pub fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
-/// A deadline the expiry task acts on.
+/// A deadline the expiry loop acts on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Expiry {
     Lease(LeaseId),
@@ -138,10 +173,13 @@ pub enum Begin {
     AlreadyGone,
     /// It holds leases and the request did not force.
     Leased(usize),
-    /// A new termination; the caller must run it.
+    /// A new termination; the caller must drive it.
     Started(Arc<Termination>),
-    /// A termination already in flight, now possibly upgraded.
-    Joined(Arc<Termination>),
+    /// A termination already in flight; `upgraded` if this request strengthened it.
+    Joined {
+        termination: Arc<Termination>,
+        upgraded: bool,
+    },
 }
 
 /// A session that has just become gone: who to tell and what to clean.
@@ -150,71 +188,85 @@ pub struct Finished {
     pub owned_dirs: Vec<PathBuf>,
 }
 
-/// What a launch was admitted as.
+/// A launch's reserved slot: its id, its tracking id taken, its place counted against
+/// `max_sessions`. It becomes a session with [`Registry::insert`], or is given back with
+/// [`Registry::cancel`].
+#[derive(Debug)]
+#[must_use]
 pub struct Admission {
     pub id: SessionId,
-    pub expires: Option<(Instant, SystemTime)>,
+    pub expires: Option<Deadline>,
+    tracking_id: Option<TrackingId>,
 }
 
+/// The registry's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_sessions: u32,
+    /// How many exited sessions stay listed, and for how long.
+    pub keep_exited: usize,
+    pub keep_exited_for: Duration,
+}
+
+#[derive(Default)]
 struct State {
     sessions: HashMap<SessionId, Session>,
+    /// Live sessions' (and reserved launches') tracking ids.
     tracking: HashMap<TrackingId, SessionId>,
     /// Unreaped leaders by pid.
     leaders: HashMap<i32, SessionId>,
-    /// Live sessions by their leader's pid number, which is also the sid and pgid their
-    /// processes carry unless they moved (the number stays pinned while any does).
+    /// Live sessions by their leader's pid number, which is also the pgid their processes
+    /// carry unless they moved (the number stays pinned while any does).
     numbers: HashMap<i32, SessionId>,
     leases: HashMap<LeaseId, (SessionId, Instant)>,
     /// Exited sessions, oldest first, with when they are to be forgotten.
     exited: VecDeque<(SessionId, Instant)>,
     expiries: BTreeSet<(Instant, Expiry)>,
+    /// Launches admitted but not yet registered.
+    reserved: usize,
     next_session: u64,
     next_lease: u64,
     shutting_down: bool,
 }
 
+impl State {
+    fn live(&self) -> usize {
+        self.sessions.len() - self.exited.len()
+    }
+}
+
 pub struct Registry {
     state: Mutex<State>,
-    /// Woken when a deadline is added, so the expiry task can sleep until the earliest.
-    pub expiry_changed: Notify,
+    /// Woken when a deadline is added, so the expiry loop can sleep until the earliest.
+    expiry_changed: Notify,
     nonce: u32,
-    max_sessions: u32,
-    keep_exited: usize,
-    keep_exited_for: Duration,
+    limits: Limits,
 }
 
 impl Registry {
-    pub fn new(config: &Config) -> Registry {
+    pub fn new(limits: Limits) -> Registry {
         Registry {
             state: Mutex::new(State {
-                sessions: HashMap::new(),
-                tracking: HashMap::new(),
-                leaders: HashMap::new(),
-                numbers: HashMap::new(),
-                leases: HashMap::new(),
-                exited: VecDeque::new(),
-                expiries: BTreeSet::new(),
                 next_session: 1,
                 next_lease: 1,
-                shutting_down: false,
+                ..State::default()
             }),
             expiry_changed: Notify::new(),
             nonce: instance_nonce(),
-            max_sessions: config.max_sessions,
-            keep_exited: config.keep_exited,
-            keep_exited_for: config.keep_exited_for,
+            limits,
         }
     }
 
+    /// A poisoned lock means a panic happened while the state was being changed; every
+    /// transition leaves the state consistent before it can panic, so the data is used as is
+    /// and the daemon keeps serving.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Checks that a launch may proceed and reserves its id. The caller holds the reap lock
-    /// until it has inserted the session, which makes check-and-insert atomic across
-    /// concurrent launches.
+    /// Checks that a launch may proceed and reserves its slot, id and tracking id.
     pub fn admit(
         &self,
         tracking_id: Option<&TrackingId>,
@@ -224,11 +276,11 @@ impl Registry {
         if state.shutting_down {
             return Err(Error::ShuttingDown);
         }
-        let live = state.sessions.len() - state.exited.len();
-        if live >= self.max_sessions as usize {
+        let taken = state.live() + state.reserved;
+        if taken >= self.limits.max_sessions as usize {
             return Err(Error::Capacity(format!(
-                "{live} sessions are live and max_sessions is {}; kill some, or start browserd with a larger --max-sessions",
-                self.max_sessions
+                "{taken} sessions are live or starting and max_sessions is {}; kill some, or start browserd with a larger --max-sessions",
+                self.limits.max_sessions
             )));
         }
         if let Some(tracking_id) = tracking_id {
@@ -240,39 +292,95 @@ impl Registry {
         }
         let seq = state.next_session;
         state.next_session += 1;
-        let expires = ttl.map(|ttl| (Instant::now() + ttl, SystemTime::now() + ttl));
+        let id = SessionId::generate(self.nonce, seq);
+        if let Some(tracking_id) = tracking_id {
+            state.tracking.insert(tracking_id.clone(), id.clone());
+        }
+        state.reserved += 1;
         Ok(Admission {
-            id: SessionId::generate(self.nonce, seq),
-            expires,
+            id,
+            expires: ttl.map(Deadline::after),
+            tracking_id: tracking_id.cloned(),
         })
     }
 
-    /// Registers a spawned session.
-    pub fn insert(&self, session: Session) {
+    /// Gives back an admission that did not become a session.
+    pub fn cancel(&self, admission: Admission) {
         let mut state = self.lock();
-        if let Some(tracking_id) = &session.tracking_id {
-            state
-                .tracking
-                .insert(tracking_id.clone(), session.id.clone());
+        state.reserved -= 1;
+        if let Some(tracking_id) = admission.tracking_id {
+            if state.tracking.get(&tracking_id) == Some(&admission.id) {
+                state.tracking.remove(&tracking_id);
+            }
         }
-        if let Some((deadline, _)) = session.expires {
-            state
-                .expiries
-                .insert((deadline, Expiry::Ttl(session.id.clone())));
-            self.expiry_changed.notify_one();
-        }
-        state.leaders.insert(session.pid, session.id.clone());
-        state.numbers.insert(session.pid, session.id.clone());
-        state.sessions.insert(session.id.clone(), session);
     }
 
-    /// Applies `change` to a session, if it exists.
-    pub fn update<R>(&self, id: &SessionId, change: impl FnOnce(&mut Session) -> R) -> Option<R> {
-        self.lock().sessions.get_mut(id).map(change)
+    /// Registers a spawned session under its admission. Call with the reap lock held, so the
+    /// leader cannot be reaped before it is known.
+    pub fn insert(&self, admission: Admission, new: NewSession) -> SessionId {
+        let mut state = self.lock();
+        state.reserved -= 1;
+        let id = admission.id;
+        if let Some(deadline) = admission.expires {
+            state
+                .expiries
+                .insert((deadline.at, Expiry::Ttl(id.clone())));
+            self.expiry_changed.notify_one();
+        }
+        state.leaders.insert(new.pid, id.clone());
+        state.numbers.insert(new.pid, id.clone());
+        let session = Session {
+            id: id.clone(),
+            tracking_id: new.tracking_id,
+            kind: new.kind,
+            workspace: new.workspace,
+            command: new.command,
+            pid: new.pid,
+            start_time: new.start_time,
+            started_at: SystemTime::now(),
+            expires: admission.expires,
+            leases: BTreeSet::new(),
+            leader_exit: None,
+            left_behind: false,
+            phase: if new.starting {
+                Phase::Starting
+            } else {
+                Phase::Running
+            },
+            browser: new.browser,
+            owned_dirs: new.owned_dirs,
+        };
+        state.sessions.insert(id.clone(), session);
+        id
+    }
+
+    /// A starting browser is ready: records its endpoint and makes it running. Fails if it
+    /// was terminated (or ended) while starting.
+    pub fn mark_running(&self, id: &SessionId, endpoint: String) -> Result<SessionInfo> {
+        let mut state = self.lock();
+        let session = state
+            .sessions
+            .get_mut(id)
+            .filter(|s| matches!(s.phase, Phase::Starting))
+            .ok_or_else(|| {
+                Error::LaunchFailed(format!("session {id} was terminated while starting"))
+            })?;
+        session.phase = Phase::Running;
+        if let Some(browser) = &mut session.browser {
+            browser.ws_endpoint = Some(endpoint);
+        }
+        Ok(session.info())
     }
 
     pub fn info(&self, id: &SessionId) -> Option<SessionInfo> {
         self.lock().sessions.get(id).map(Session::info)
+    }
+
+    /// The DevTools endpoint of a live browser session, if it has one.
+    pub fn endpoint(&self, id: &SessionId) -> Option<String> {
+        let state = self.lock();
+        let session = state.sessions.get(id).filter(|s| s.is_live())?;
+        session.browser.as_ref()?.ws_endpoint.clone()
     }
 
     /// Sessions matching every given filter, oldest first.
@@ -308,15 +416,18 @@ impl Registry {
     /// with that tracking id, else the latest exited one that had it (so a kill racing a
     /// natural exit is answered `terminated`, not `not_found`).
     pub fn resolve(&self, reference: &SessionRef) -> Option<SessionId> {
-        let state = self.lock();
-        Self::resolve_locked(&state, reference)
+        Self::resolve_locked(&self.lock(), reference)
     }
 
     fn resolve_locked(state: &State, reference: &SessionRef) -> Option<SessionId> {
         if let Some(session) = state.sessions.get(reference.as_str()) {
             return Some(session.id.clone());
         }
-        if let Some(id) = state.tracking.get(reference.as_str()) {
+        if let Some(id) = state
+            .tracking
+            .get(reference.as_str())
+            .filter(|id| state.sessions.contains_key(*id))
+        {
             return Some(id.clone());
         }
         state
@@ -355,37 +466,34 @@ impl Registry {
         found.into_iter().map(|s| s.id.clone()).collect()
     }
 
-    /// Starts or joins the termination of a session.
+    /// Starts or joins the termination of a session. `reason` becomes its exit reason if
+    /// this starts the termination that ends it.
     pub fn begin_termination(
         &self,
         id: &SessionId,
-        force: bool,
-        deadline: Instant,
+        control: Control,
+        reason: EndReason,
     ) -> Option<Begin> {
         let mut state = self.lock();
         let session = state.sessions.get_mut(id)?;
         let begin = match &session.phase {
             Phase::Exited { .. } => Begin::AlreadyGone,
-            Phase::Terminating(termination) => {
-                let termination = termination.clone();
-                termination.join(force, deadline);
-                if force {
-                    Self::drop_leases(&mut state, id);
-                }
-                Begin::Joined(termination)
-            }
+            Phase::Terminating(termination) => Begin::Joined {
+                upgraded: termination.join(control.force, control.deadline),
+                termination: termination.clone(),
+            },
             Phase::Starting | Phase::Running => {
-                if !force && !session.leases.is_empty() {
+                if !control.force && !session.leases.is_empty() {
                     return Some(Begin::Leased(session.leases.len()));
                 }
-                let termination = Arc::new(Termination::new(Control { force, deadline }));
+                let termination = Arc::new(Termination::new(control, reason));
                 session.phase = Phase::Terminating(termination.clone());
-                if force {
-                    Self::drop_leases(&mut state, id);
-                }
                 Begin::Started(termination)
             }
         };
+        if control.force && !matches!(begin, Begin::AlreadyGone) {
+            Self::drop_leases(&mut state, id);
+        }
         Some(begin)
     }
 
@@ -422,13 +530,14 @@ impl Registry {
         let mut state = self.lock();
         let mut any_leader = false;
         for (pid, status) in batch {
-            if let Some(id) = state.leaders.remove(pid) {
-                if let Some(session) = state.sessions.get_mut(&id) {
-                    session.leader_exit = Some(*status);
-                    session.left_behind = matches!(session.phase, Phase::Starting | Phase::Running);
-                    tracing::debug!(session = %id, pid, %status, "leader exited");
-                    any_leader = true;
-                }
+            let Some(id) = state.leaders.remove(pid) else {
+                continue;
+            };
+            if let Some(session) = state.sessions.get_mut(&id) {
+                session.leader_exit = Some(*status);
+                session.left_behind = matches!(session.phase, Phase::Starting | Phase::Running);
+                tracing::debug!(session = %id, pid, %status, "leader exited");
+                any_leader = true;
             }
         }
         any_leader
@@ -464,19 +573,21 @@ impl Registry {
     }
 
     /// Marks a session exited: it leaves live listings and its tracking id is free again.
+    /// Only a session whose leader is reaped can finish.
     pub fn finish(&self, id: &SessionId) -> Option<Finished> {
         let mut state = self.lock();
         let session = state.sessions.get_mut(id)?;
         let exit = session.leader_exit?;
-        if !session.is_live() {
-            return None;
-        }
-        let ended_at = SystemTime::now();
-        let termination =
-            match std::mem::replace(&mut session.phase, Phase::Exited { exit, ended_at }) {
-                Phase::Terminating(termination) => Some(termination),
-                Phase::Starting | Phase::Running | Phase::Exited { .. } => None,
-            };
+        let (termination, reason) = match &session.phase {
+            Phase::Exited { .. } => return None,
+            Phase::Terminating(termination) => (Some(termination.clone()), termination.reason()),
+            Phase::Starting | Phase::Running => (None, EndReason::Exited),
+        };
+        session.phase = Phase::Exited {
+            exit,
+            ended_at: SystemTime::now(),
+            reason,
+        };
         let owned_dirs = std::mem::take(&mut session.owned_dirs);
         let tracking_id = session.tracking_id.clone();
         let number = session.pid;
@@ -489,19 +600,19 @@ impl Registry {
             }
         }
         Self::drop_leases(&mut state, id);
-        let forget_at = Instant::now() + self.keep_exited_for;
+        let forget_at = Instant::now() + self.limits.keep_exited_for;
         state.exited.push_back((id.clone(), forget_at));
         state
             .expiries
             .insert((forget_at, Expiry::Forget(id.clone())));
-        while state.exited.len() > self.keep_exited {
+        while state.exited.len() > self.limits.keep_exited {
             if let Some((oldest, at)) = state.exited.pop_front() {
                 state.sessions.remove(&oldest);
                 state.expiries.remove(&(at, Expiry::Forget(oldest)));
             }
         }
         self.expiry_changed.notify_one();
-        tracing::info!(session = %id, %exit, "session exited");
+        tracing::info!(session = %id, %exit, %reason, "session exited");
         Some(Finished {
             termination,
             owned_dirs,
@@ -541,7 +652,9 @@ impl Registry {
         let id = Self::resolve_locked(&state, reference)
             .ok_or_else(|| Error::NotFound(format!("no session `{reference}`")))?;
         let seq = state.next_lease;
-        let session = state.sessions.get_mut(&id).expect("resolved ids exist");
+        let Some(session) = state.sessions.get_mut(&id) else {
+            return Err(Error::NotFound(format!("no session `{reference}`")));
+        };
         if !matches!(session.phase, Phase::Starting | Phase::Running) {
             return Err(Error::NotRunning(format!(
                 "session {id} is {}; only a starting or running session can be leased",
@@ -551,13 +664,13 @@ impl Registry {
         let lease_id = LeaseId::generate(self.nonce, seq);
         session.leases.insert(lease_id.clone());
         state.next_lease += 1;
-        let deadline = Instant::now() + ttl;
-        state.leases.insert(lease_id.clone(), (id, deadline));
+        let deadline = Deadline::after(ttl);
+        state.leases.insert(lease_id.clone(), (id, deadline.at));
         state
             .expiries
-            .insert((deadline, Expiry::Lease(lease_id.clone())));
+            .insert((deadline.at, Expiry::Lease(lease_id.clone())));
         self.expiry_changed.notify_one();
-        Ok((lease_id, SystemTime::now() + ttl))
+        Ok((lease_id, deadline.wall))
     }
 
     pub fn release(&self, lease_id: &LeaseId) -> Result<()> {
@@ -581,12 +694,14 @@ impl Registry {
             if *deadline > now {
                 break;
             }
-            let (deadline, expiry) = state.expiries.pop_first().expect("just peeked");
+            let Some((deadline, expiry)) = state.expiries.pop_first() else {
+                break;
+            };
             let current = match &expiry {
                 Expiry::Lease(lease) => {
                     state.leases.get(lease).is_some_and(|(_, d)| *d == deadline)
                 }
-                Expiry::Ttl(id) => state.sessions.get(id).is_some_and(|s| s.is_live()),
+                Expiry::Ttl(id) => state.sessions.get(id).is_some_and(Session::is_live),
                 Expiry::Forget(id) => state.sessions.get(id).is_some_and(|s| !s.is_live()),
             };
             if current {
@@ -594,6 +709,11 @@ impl Registry {
             }
         }
         (due, state.expiries.first().map(|(d, _)| *d))
+    }
+
+    /// Waits until a deadline is added (the expiry loop then looks again).
+    pub async fn expiry_changed(&self) {
+        self.expiry_changed.notified().await;
     }
 
     /// Drops an expired lease.
@@ -632,4 +752,222 @@ fn instance_nonce() -> u32 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     nanos ^ std::process::id().rotate_left(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(max_sessions: u32) -> Registry {
+        Registry::new(Limits {
+            max_sessions,
+            keep_exited: 2,
+            keep_exited_for: Duration::from_secs(600),
+        })
+    }
+
+    fn tracking(name: &str) -> TrackingId {
+        name.parse().unwrap()
+    }
+
+    fn new_session(pid: i32, tracking_id: Option<&str>) -> NewSession {
+        NewSession {
+            tracking_id: tracking_id.map(tracking),
+            kind: SessionType::Sandbox,
+            workspace: Workspace::default(),
+            command: vec!["sleep".into()],
+            pid,
+            start_time: 42,
+            starting: false,
+            browser: None,
+            owned_dirs: Vec::new(),
+        }
+    }
+
+    /// Admits and inserts a running session led by `pid`.
+    fn launch(registry: &Registry, pid: i32, tracking_id: Option<&str>) -> SessionId {
+        let admission = registry
+            .admit(tracking_id.map(tracking).as_ref(), None)
+            .unwrap();
+        registry.insert(admission, new_session(pid, tracking_id))
+    }
+
+    /// The leader is reaped with `code` and the session finishes.
+    fn exit(registry: &Registry, id: &SessionId, pid: i32, code: i32) {
+        assert!(registry.record_reaped(&[(pid, ExitStatus::Code(code))]));
+        registry.finish(id).expect("finishes");
+    }
+
+    fn control(force: bool) -> Control {
+        Control {
+            force,
+            deadline: Instant::now() + Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn capacity_counts_live_sessions_and_pending_launches() {
+        let r = registry(2);
+        let first = launch(&r, 100, None);
+        let pending = r.admit(None, None).unwrap();
+        assert!(matches!(r.admit(None, None), Err(Error::Capacity(_))));
+        r.cancel(pending);
+        let second = launch(&r, 101, None);
+        assert!(matches!(r.admit(None, None), Err(Error::Capacity(_))));
+        exit(&r, &first, 100, 0);
+        assert!(
+            r.admit(None, None).is_ok(),
+            "an exited session frees its slot"
+        );
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn a_tracking_id_is_unique_among_live_sessions_and_free_once_exited() {
+        let r = registry(10);
+        let first = launch(&r, 100, Some("job"));
+        assert!(matches!(
+            r.admit(Some(&tracking("job")), None),
+            Err(Error::Conflict(_))
+        ));
+        let reserved = r.admit(Some(&tracking("other")), None).unwrap();
+        assert!(
+            matches!(
+                r.admit(Some(&tracking("other")), None),
+                Err(Error::Conflict(_))
+            ),
+            "a pending launch holds its tracking id"
+        );
+        r.cancel(reserved);
+        assert!(r.admit(Some(&tracking("other")), None).is_ok());
+        exit(&r, &first, 100, 0);
+        let second = launch(&r, 101, Some("job"));
+        assert_eq!(r.resolve(&"job".parse().unwrap()), Some(second.clone()));
+        exit(&r, &second, 101, 0);
+        assert_eq!(
+            r.resolve(&"job".parse().unwrap()),
+            Some(second),
+            "the latest exited session answers for its tracking id"
+        );
+    }
+
+    #[test]
+    fn exited_sessions_are_kept_up_to_the_bound_oldest_dropped_first() {
+        let r = registry(10);
+        let ids: Vec<SessionId> = (0..3).map(|i| launch(&r, 200 + i, None)).collect();
+        for (i, id) in ids.iter().enumerate() {
+            exit(&r, id, 200 + i as i32, i as i32);
+        }
+        assert!(r.info(&ids[0]).is_none(), "the oldest exit is forgotten");
+        let kept = r.info(&ids[2]).unwrap();
+        assert_eq!(kept.state, SessionState::Exited);
+        assert_eq!(kept.exit, Some(ExitStatus::Code(2)));
+        assert_eq!(kept.reason, Some(EndReason::Exited));
+        assert_eq!(r.counts().exited, 2);
+    }
+
+    #[test]
+    fn leases_hold_off_a_plain_termination_and_force_drops_them() {
+        let r = registry(10);
+        let id = launch(&r, 300, None);
+        let (lease, _) = r
+            .lease(&id.as_str().parse().unwrap(), Duration::from_secs(60))
+            .unwrap();
+        assert!(matches!(
+            r.begin_termination(&id, control(false), EndReason::Terminated),
+            Some(Begin::Leased(1))
+        ));
+        assert_eq!(r.info(&id).unwrap().state, SessionState::Running);
+        assert!(matches!(
+            r.begin_termination(&id, control(true), EndReason::Terminated),
+            Some(Begin::Started(_))
+        ));
+        assert_eq!(r.info(&id).unwrap().leases, 0);
+        assert!(matches!(r.release(&lease), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn a_second_termination_joins_and_upgrades_the_first() {
+        let r = registry(10);
+        let id = launch(&r, 400, None);
+        let Some(Begin::Started(first)) =
+            r.begin_termination(&id, control(false), EndReason::Terminated)
+        else {
+            panic!("expected a new termination")
+        };
+        let Some(Begin::Joined {
+            termination,
+            upgraded,
+        }) = r.begin_termination(&id, control(true), EndReason::TtlExpired)
+        else {
+            panic!("expected to join")
+        };
+        assert!(Arc::ptr_eq(&first, &termination) && upgraded);
+        assert!(first.control().force);
+        // It ends the session with the first termination's reason.
+        assert!(r.record_reaped(&[(400, ExitStatus::Signal(9))]));
+        let finished = r.finish(&id).unwrap();
+        assert!(finished.termination.is_some());
+        assert_eq!(r.info(&id).unwrap().reason, Some(EndReason::Terminated));
+        assert!(matches!(
+            r.begin_termination(&id, control(true), EndReason::Terminated),
+            Some(Begin::AlreadyGone)
+        ));
+    }
+
+    #[test]
+    fn a_timed_out_termination_leaves_the_session_running() {
+        let r = registry(10);
+        let id = launch(&r, 500, None);
+        let Some(Begin::Started(t)) =
+            r.begin_termination(&id, control(false), EndReason::Terminated)
+        else {
+            panic!("expected a new termination")
+        };
+        r.end_termination(&id, &t, &Outcome::Timeout(vec![500]));
+        assert_eq!(r.info(&id).unwrap().state, SessionState::Running);
+    }
+
+    #[test]
+    fn only_a_reaped_leader_lets_a_session_finish() {
+        let r = registry(10);
+        let id = launch(&r, 600, None);
+        assert!(r.finish(&id).is_none());
+        assert!(
+            !r.record_reaped(&[(9999, ExitStatus::Code(0))]),
+            "not a leader"
+        );
+        assert_eq!(r.unreaped_leader(&id), Some(600));
+        r.record_reaped(&[(600, ExitStatus::Code(0))]);
+        assert_eq!(r.unreaped_leader(&id), None);
+        assert_eq!(r.gone_candidates(), vec![id.clone()]);
+        assert!(r.take_left_behind(&id), "it exited on its own");
+        assert!(!r.take_left_behind(&id), "the mark is taken once");
+        assert!(r.finish(&id).is_some());
+        assert!(r.gone_candidates().is_empty());
+    }
+
+    #[test]
+    fn deadlines_come_due_in_order_and_stale_ones_are_skipped() {
+        let r = registry(10);
+        let id = launch(&r, 700, None);
+        let (lease, _) = r
+            .lease(&id.as_str().parse().unwrap(), Duration::from_millis(1))
+            .unwrap();
+        r.release(&lease).unwrap();
+        let (due, _) = r.take_due(Instant::now() + Duration::from_secs(1));
+        assert!(due.is_empty(), "a released lease does not expire: {due:?}");
+        let admission = r.admit(None, Some(Duration::from_millis(5))).unwrap();
+        let ttl_id = r.insert(admission, new_session(701, None));
+        let (due, _) = r.take_due(Instant::now() + Duration::from_secs(1));
+        assert_eq!(due, vec![Expiry::Ttl(ttl_id)]);
+    }
+
+    #[test]
+    fn shutdown_refuses_new_launches() {
+        let r = registry(10);
+        assert!(r.begin_shutdown());
+        assert!(!r.begin_shutdown());
+        assert!(matches!(r.admit(None, None), Err(Error::ShuttingDown)));
+    }
 }

@@ -1,9 +1,9 @@
-//! Coalesced process scans. The scanner owns the process table; a caller asks for the
-//! processes of some sessions as of a refresh that starts after its request, and every
-//! request waiting when a refresh starts is answered by that one refresh, each with only the
-//! sessions it asked for. Refreshes run on the blocking pool.
+//! Coalesced process scans. The scanner owns the process table; a caller asks a question
+//! about some sessions (their processes, whether they are gone, what they use) as of a
+//! refresh that starts after its request, and every request waiting when a refresh starts is
+//! answered by that one refresh. Refreshes run on the blocking pool.
 
-use crate::procs::{Owner, ProcInfo, ProcTable};
+use crate::procs::{self, Owner, ProcInfo, ProcTable};
 use browserd_proto::SessionId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,14 +11,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 
-/// One caller waiting for a refresh.
-struct Request {
-    sessions: Vec<SessionId>,
-    reply: Option<oneshot::Sender<HashMap<SessionId, Vec<ProcInfo>>>>,
+/// What a session uses, measured from its processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub processes: u32,
+    /// Summed PSS.
+    pub memory_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+/// One question and where its answer goes.
+enum Request {
+    /// A refresh nobody waits for (keeps the table warm, forgets the dead).
+    Background,
+    Processes(
+        Vec<SessionId>,
+        oneshot::Sender<HashMap<SessionId, Vec<ProcInfo>>>,
+    ),
+    ConfirmGone(Vec<SessionId>, oneshot::Sender<Vec<SessionId>>),
+    Usage(Vec<SessionId>, oneshot::Sender<HashMap<SessionId, Usage>>),
 }
 
 /// How long a kick waits for others to join it.
 const KICK_DELAY: Duration = Duration::from_millis(20);
+
+/// Decides who owns a new direct child of the daemon.
+pub type RootOwner = dyn Fn(&ProcInfo) -> Owner + Send + Sync;
 
 #[derive(Default)]
 pub struct Scanner {
@@ -33,18 +51,24 @@ impl Scanner {
     /// process's state), from a refresh that started after this call.
     pub async fn processes(&self, sessions: Vec<SessionId>) -> HashMap<SessionId, Vec<ProcInfo>> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(Request {
-            sessions,
-            reply: Some(reply),
-        });
+        self.enqueue(Request::Processes(sessions, reply));
         // The scanner task is gone only at shutdown, when nothing is tracked any more.
         answer.await.unwrap_or_default()
     }
 
-    /// The processes of one session, from a refresh that started after this call.
-    pub async fn processes_of(&self, id: &SessionId) -> Vec<ProcInfo> {
-        let mut found = self.processes(vec![id.clone()]).await;
-        found.remove(id).unwrap_or_default()
+    /// Of `candidates` (sessions whose leader is reaped), those proven gone: see
+    /// [`ProcTable::confirm_gone`].
+    pub async fn confirm_gone(&self, candidates: Vec<SessionId>) -> Vec<SessionId> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Request::ConfirmGone(candidates, reply));
+        answer.await.unwrap_or_default()
+    }
+
+    /// What each of `sessions` uses now.
+    pub async fn usage(&self, sessions: Vec<SessionId>) -> HashMap<SessionId, Usage> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Request::Usage(sessions, reply));
+        answer.await.unwrap_or_default()
     }
 
     /// Asks for a refresh nobody waits for, soon: after a launch, so the table is warm when
@@ -59,10 +83,7 @@ impl Scanner {
         tokio::spawn(async move {
             tokio::time::sleep(KICK_DELAY).await;
             scanner.kicked.store(false, Ordering::Release);
-            scanner.enqueue(Request {
-                sessions: Vec::new(),
-                reply: None,
-            });
+            scanner.enqueue(Request::Background);
         });
     }
 
@@ -76,11 +97,7 @@ impl Scanner {
 
     /// The scanner loop. `root_owner` decides who owns a new direct child of the daemon; it
     /// runs on the blocking pool, after the child was read from `/proc`.
-    pub async fn run(
-        self: Arc<Self>,
-        root_owner: impl Fn(&ProcInfo) -> Owner + Send + Sync + 'static,
-    ) {
-        let root_owner = Arc::new(root_owner);
+    pub async fn run(self: Arc<Self>, root_owner: Arc<RootOwner>) {
         let mut table = ProcTable::default();
         loop {
             self.wake.notified().await;
@@ -94,27 +111,8 @@ impl Scanner {
                 continue;
             }
             let root_owner = root_owner.clone();
-            let background = requests.iter().all(|r| r.reply.is_none());
             let job = tokio::task::spawn_blocking(move || {
-                let me = std::process::id() as i32;
-                let started = std::time::Instant::now();
-                if let Err(e) = table.refresh(me, background, |root| root_owner(root)) {
-                    tracing::error!("cannot read /proc: {e}");
-                }
-                tracing::debug!(background, took = ?started.elapsed(), "process table refreshed");
-                for mut request in requests {
-                    if let Some(reply) = request.reply.take() {
-                        let found = request
-                            .sessions
-                            .into_iter()
-                            .map(|id| {
-                                let processes = table.of(&id);
-                                (id, processes)
-                            })
-                            .collect();
-                        let _ = reply.send(found);
-                    }
-                }
+                answer(&mut table, requests, &*root_owner);
                 table
             });
             table = match job.await {
@@ -125,5 +123,72 @@ impl Scanner {
                 }
             };
         }
+    }
+}
+
+/// Refreshes the table once and answers every request with it.
+fn answer(table: &mut ProcTable, requests: Vec<Request>, root_owner: &RootOwner) {
+    let me = std::process::id() as i32;
+    let started = std::time::Instant::now();
+    let background = requests.iter().all(|r| matches!(r, Request::Background));
+    if let Err(e) = table.refresh(me, background, root_owner) {
+        tracing::error!("cannot read /proc: {e}");
+    }
+    let mut confirm: Vec<(Vec<SessionId>, oneshot::Sender<Vec<SessionId>>)> = Vec::new();
+    for request in requests {
+        match request {
+            Request::Background => {}
+            Request::Processes(sessions, reply) => {
+                let found = sessions
+                    .into_iter()
+                    .map(|id| {
+                        let processes = table.of(&id);
+                        (id, processes)
+                    })
+                    .collect();
+                let _ = reply.send(found);
+            }
+            Request::Usage(sessions, reply) => {
+                let found = sessions
+                    .into_iter()
+                    .map(|id| {
+                        let usage = usage(&table.of(&id));
+                        (id, usage)
+                    })
+                    .collect();
+                let _ = reply.send(found);
+            }
+            Request::ConfirmGone(candidates, reply) => confirm.push((candidates, reply)),
+        }
+    }
+    if !confirm.is_empty() {
+        let all: Vec<SessionId> = confirm
+            .iter()
+            .flat_map(|(c, _)| c.iter().cloned())
+            .collect();
+        let gone = table.confirm_gone(all, me, root_owner).unwrap_or_else(|e| {
+            tracing::error!("cannot list /proc to confirm sessions gone: {e}");
+            Vec::new()
+        });
+        for (candidates, reply) in confirm {
+            let _ = reply.send(
+                candidates
+                    .into_iter()
+                    .filter(|id| gone.contains(id))
+                    .collect(),
+            );
+        }
+    }
+    tracing::trace!(background, took = ?started.elapsed(), "process table refreshed");
+}
+
+/// Counts the live processes among `known` and sums what they use.
+fn usage(known: &[ProcInfo]) -> Usage {
+    let live = procs::current(known);
+    let ticks = procs::ticks_per_second() as f64;
+    Usage {
+        processes: u32::try_from(live.len()).unwrap_or(u32::MAX),
+        memory_bytes: live.iter().filter_map(|p| procs::read_pss(p.pid)).sum(),
+        cpu_seconds: live.iter().map(|p| p.cpu_ticks as f64).sum::<f64>() / ticks,
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::activation::Inherited;
 use crate::config::Config;
-use crate::daemon::Daemon;
+use crate::context::Context;
 use crate::ops;
 use browserd_proto::{decode_request, ErrorCode, Frame, LineDecoder, Response, WireError};
 use interprocess::local_socket::tokio::{Listener, Stream};
@@ -112,16 +112,17 @@ fn bind(config: &Config) -> Result<Listener, String> {
         .map_err(|e| format!("invalid socket path {}: {e}", path.display()))?;
     // The umask would strip bits from the requested mode; bind under a umask that lets
     // exactly the mode through, so the socket is never reachable with other permissions.
-    let mask = nix::sys::stat::Mode::from_bits_truncate(!config.socket_mode & 0o777);
+    let mode = config.socket_mode.0;
+    let mask = nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777);
     let previous = nix::sys::stat::umask(mask);
     let listener = ListenerOptions::new()
         .name(name)
-        .mode(config.socket_mode as libc::mode_t)
+        .mode(mode as libc::mode_t)
         .create_tokio();
     nix::sys::stat::umask(previous);
     let listener = listener.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
     Ok(listener)
 }
@@ -158,7 +159,7 @@ fn prepare_parent(path: &Path) -> Result<(), String> {
 }
 
 /// Accepts connections until `stop` turns true.
-pub async fn serve(daemon: Arc<Daemon>, listener: Listener, mut stop: watch::Receiver<bool>) {
+pub async fn serve(ctx: Arc<Context>, listener: Listener, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = Duration::from_millis(1);
     loop {
@@ -172,9 +173,9 @@ pub async fn serve(daemon: Arc<Daemon>, listener: Listener, mut stop: watch::Rec
         match accepted {
             Ok(stream) => {
                 backoff = Duration::from_millis(1);
-                let daemon = daemon.clone();
+                let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle_connection(&daemon, stream).await {
+                    if let Err(e) = handle_connection(&ctx, stream).await {
                         tracing::debug!("connection ended: {e}");
                     }
                     drop(permit);
@@ -190,28 +191,75 @@ pub async fn serve(daemon: Arc<Daemon>, listener: Listener, mut stop: watch::Rec
     }
 }
 
-async fn handle_connection(daemon: &Arc<Daemon>, stream: Stream) -> io::Result<()> {
-    if let Err(reason) = check_peer(&daemon.config, &stream) {
+async fn handle_connection(ctx: &Arc<Context>, stream: Stream) -> io::Result<()> {
+    if let Err(reason) = check_peer(&ctx.config, &stream) {
         tracing::warn!("refused a client: {reason}");
-        let error = WireError::new(ErrorCode::PermissionDenied, reason);
-        let mut stream = stream;
-        stream
-            .write_all(Response::failure(None, error).to_line().as_bytes())
-            .await?;
-        return Ok(());
+        return refuse(
+            &stream,
+            &WireError::new(ErrorCode::PermissionDenied, reason),
+        )
+        .await;
     }
     let (mut reader, mut writer) = (&stream, &stream);
     let mut decoder = LineDecoder::default();
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
         while let Some(frame) = decoder.next_frame() {
-            let response = answer(daemon, frame).await;
+            let response = answer(ctx, frame).await;
             writer.write_all(response.to_line().as_bytes()).await?;
         }
         let read = reader.read(&mut chunk).await?;
         if read == 0 {
             if let Some(frame) = decoder.finish() {
-                let response = answer(daemon, frame).await;
+                let response = answer(ctx, frame).await;
+                writer.write_all(response.to_line().as_bytes()).await?;
+            }
+            return Ok(());
+        }
+        decoder.push(&chunk[..read]);
+    }
+}
+
+/// Most requests a refused client gets answered (each with the refusal) before it is
+/// disconnected, and how long it may take to send them.
+const REFUSED_REQUESTS: usize = 16;
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+/// The longest request line read from a refused client.
+const REFUSED_FRAME: usize = 64 * 1024;
+
+/// Answers a refused client's requests with `error` until it hangs up (within limits), then
+/// closes. Closing before reading what the client sent would reset the connection, and the
+/// client would see the reset ("broken pipe") instead of the refusal.
+async fn refuse(stream: &Stream, error: &WireError) -> io::Result<()> {
+    let (mut reader, mut writer) = (stream, stream);
+    let mut decoder = LineDecoder::new(REFUSED_FRAME);
+    let mut chunk = vec![0u8; 4096];
+    let linger = tokio::time::sleep(REFUSAL_LINGER);
+    tokio::pin!(linger);
+    let mut answered = 0;
+    loop {
+        while let Some(frame) = decoder.next_frame() {
+            let req_id = match frame {
+                Frame::Line(line) => match decode_request(&line) {
+                    Ok(envelope) => envelope.req_id,
+                    Err(rejected) => rejected.req_id,
+                },
+                Frame::TooLarge { .. } => None,
+            };
+            let response = Response::failure(req_id, error.clone());
+            writer.write_all(response.to_line().as_bytes()).await?;
+            answered += 1;
+            if answered >= REFUSED_REQUESTS {
+                return Ok(());
+            }
+        }
+        let read = tokio::select! {
+            read = reader.read(&mut chunk) => read?,
+            () = &mut linger => return Ok(()),
+        };
+        if read == 0 {
+            if decoder.finish().is_some() || answered == 0 {
+                let response = Response::failure(None, error.clone());
                 writer.write_all(response.to_line().as_bytes()).await?;
             }
             return Ok(());
@@ -221,7 +269,7 @@ async fn handle_connection(daemon: &Arc<Daemon>, stream: Stream) -> io::Result<(
 }
 
 /// Answers one frame; never fails, never panics on input.
-async fn answer(daemon: &Arc<Daemon>, frame: Frame) -> Response {
+async fn answer(ctx: &Arc<Context>, frame: Frame) -> Response {
     let line = match frame {
         Frame::Line(line) => line,
         Frame::TooLarge { len } => {
@@ -241,7 +289,7 @@ async fn answer(daemon: &Arc<Daemon>, frame: Frame) -> Response {
         Ok(envelope) => {
             let op = op_name(&envelope.request);
             tracing::debug!(op, "request");
-            match ops::apply(daemon, envelope.request).await {
+            match ops::apply(ctx, envelope.request).await {
                 Ok(result) => Response {
                     req_id: envelope.req_id,
                     ok: true,
@@ -279,17 +327,15 @@ fn check_peer(config: &Config, stream: &Stream) -> Result<(), String> {
     let creds = peer_creds(stream).map_err(|e| format!("cannot read peer credentials: {e}"))?;
     let uid = creds.uid();
     let me = nix::unistd::geteuid().as_raw();
-    if uid == 0 || uid == me || config.allow_uids.contains(&uid) {
+    if uid == 0 || uid == me || config.allow_uid.contains(&uid) {
         return Ok(());
     }
-    if config.allow_gids.contains(&creds.gid()) {
+    let allowed_gid = |gid: &u32| config.allow_gid.iter().any(|g| g.0 == *gid);
+    if allowed_gid(&creds.gid()) {
         return Ok(());
     }
     if let Some(pid) = creds.pid().filter(|&pid| pid > 0) {
-        if supplementary_groups(pid)
-            .iter()
-            .any(|g| config.allow_gids.contains(g))
-        {
+        if supplementary_groups(pid).iter().any(allowed_gid) {
             return Ok(());
         }
     }

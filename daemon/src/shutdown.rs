@@ -4,9 +4,10 @@
 //! A second signal cuts the grace period short: SIGKILL at once. The handlers are installed
 //! explicitly, so this works as PID 1 too, where default-action signals are ignored.
 
-use crate::daemon::Daemon;
+use crate::context::Context;
 use crate::notify::Notifier;
 use crate::terminate;
+use browserd_proto::EndReason;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -36,26 +37,33 @@ impl Signals {
 
 /// Waits for the first signal, then shuts down; returns once every session is gone.
 pub async fn run(
-    daemon: Arc<Daemon>,
+    ctx: Arc<Context>,
     mut signals: Signals,
     stop_accepting: watch::Sender<bool>,
     notifier: &Notifier,
 ) {
     let name = signals.next().await;
     tracing::info!("{name} received: shutting down");
-    notifier.stopping(&daemon.registry.counts());
-    daemon.registry.begin_shutdown();
+    notifier.stopping(&ctx.registry.counts());
+    ctx.registry.begin_shutdown();
     stop_accepting.send_replace(true);
-    let ids = daemon.registry.live_ids(None);
+    let ids = ctx.registry.live_ids(None);
     if !ids.is_empty() {
         tracing::info!(sessions = ids.len(), "terminating every session");
     }
-    let graceful = terminate::terminate_all(&daemon, ids.clone(), true, daemon.config.grace);
+    let graceful = terminate::terminate_all(
+        &ctx,
+        ids.clone(),
+        true,
+        ctx.config.grace(),
+        EndReason::Shutdown,
+    );
     tokio::select! {
         results = graceful => report(results),
         name = signals.next() => {
             tracing::warn!("{name} received again: killing every session now");
-            report(terminate::terminate_all(&daemon, ids, true, Duration::ZERO).await);
+            let now = terminate::terminate_all(&ctx, ids, true, Duration::ZERO, EndReason::Shutdown);
+            report(now.await);
         }
     }
 }

@@ -1,104 +1,118 @@
-//! Termination, the heart of the daemon: SIGTERM to the session's group and every stray,
-//! a grace period that ends early the moment the last process is reaped, then SIGKILL only
-//! if the request forced it. All selected sessions are terminated at once, each by its own
-//! task; a request for a session already terminating joins that termination (and `force`
-//! upgrades it), so every caller gets the same, single outcome.
+//! Termination, the heart of the daemon: SIGTERM to the session's group and every stray, a
+//! grace period that ends early the moment the session is proven gone, then SIGKILL only if
+//! the request forced it.
+//!
+//! Every selected session is terminated at once: the request sends each group its first
+//! signal itself, in one pass, before anything else runs, and then hands the terminations
+//! to one driver task that owns them all. The driver keeps one timer for every deadline and
+//! one sweep (a single process-table refresh) for every session that needs its newcomers
+//! signalled, instead of a loop per session. A request for a session already terminating
+//! joins that termination (and `force` upgrades it), so every caller gets the same outcome.
+//! The outcome `Terminated` is set by whoever finishes the session (see `supervise`), once
+//! every process is gone and reaped and its dirs are removed.
 
-use crate::daemon::Daemon;
+use crate::context::Context;
+use crate::procs::{self, ProcInfo, ProcKey};
 use crate::registry::Begin;
-use browserd_proto::{ErrorCode, Failure, SessionId};
+use crate::signals;
+use crate::termination::{Control, Outcome, Termination};
+use browserd_proto::duration::{as_millis, format_millis};
+use browserd_proto::{EndReason, ErrorCode, Failure, SessionId};
 use nix::sys::signal::Signal;
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify};
+use tokio::sync::mpsc;
 
-/// How often, during the grace period, the session is swept again for processes that
-/// appeared after the first SIGTERM (a stray forked mid-termination).
+/// How often, during the grace period, terminating sessions are swept again for processes
+/// that appeared after the first SIGTERM (a stray forked mid-termination).
 const RESWEEP: Duration = Duration::from_millis(250);
 /// The longest a browser's polite close is waited for before SIGTERM.
 const POLITE_WAIT: Duration = Duration::from_secs(2);
+/// How long the polite close may take to reach the browser.
+const POLITE_CONNECT: Duration = Duration::from_secs(1);
 /// How often SIGKILL is repeated while waiting for a forced session to vanish.
 const KILL_RESWEEP: Duration = Duration::from_millis(100);
 /// How long to wait after SIGKILL before reporting `kill_failed` (processes stuck in the
-/// kernel, e.g. uninterruptible I/O).
+/// kernel, e.g. uninterruptible I/O); also how long a session with no live process left is
+/// given to be proven gone before that is reported.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// What the termination may do and until when; joiners may strengthen it.
-#[derive(Debug, Clone, Copy)]
-pub struct Control {
-    pub force: bool,
-    /// When the grace period ends.
-    pub deadline: Instant,
+/// The driver's inbox, and the handle requests use to reach it.
+pub struct Terminator {
+    tx: mpsc::UnboundedSender<Message>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
 }
 
-/// How a termination ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every process is gone and reaped.
-    Terminated,
-    /// Processes outlived the grace period and the termination was not forced.
-    Timeout(Vec<i32>),
-    /// Processes outlived SIGKILL.
-    KillFailed(Vec<i32>),
-}
-
-/// One in-flight termination, shared by every request that targets the session.
-#[derive(Debug)]
-pub struct Termination {
-    control: watch::Sender<Control>,
-    outcome: watch::Sender<Option<Outcome>>,
-    /// Signalled once the session is gone (all processes reaped, dirs removed).
-    gone: Notify,
-}
-
-impl Termination {
-    pub fn new(control: Control) -> Termination {
-        Termination {
-            control: watch::Sender::new(control),
-            outcome: watch::Sender::new(None),
-            gone: Notify::new(),
+impl Default for Terminator {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Terminator {
+            tx,
+            rx: Mutex::new(Some(rx)),
         }
     }
+}
 
-    /// Joins with `force` and `deadline`: force only ever upgrades, the deadline only ever
-    /// moves earlier.
-    pub fn join(&self, force: bool, deadline: Instant) {
-        self.control.send_if_modified(|control| {
-            let before = (control.force, control.deadline);
-            control.force |= force;
-            control.deadline = control.deadline.min(deadline);
-            before != (control.force, control.deadline)
-        });
-    }
+enum Message {
+    /// New terminations, first signal already sent where there was one to send.
+    Start(Vec<Flight>),
+    /// A browser could not be asked to close itself: SIGTERM it now.
+    PoliteFailed(SessionId),
+    /// A termination was joined and strengthened: look at the controls again.
+    Changed,
+}
 
-    pub fn mark_gone(&self) {
-        self.gone.notify_one();
+impl Terminator {
+    fn send(&self, message: Message) {
+        // The driver lives as long as the daemon serves; afterwards nobody waits.
+        let _ = self.tx.send(message);
     }
+}
 
-    /// Waits for the outcome.
-    pub async fn outcome(&self) -> Outcome {
-        let mut rx = self.outcome.subscribe();
-        let outcome = match rx.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone().unwrap_or(Outcome::KillFailed(Vec::new())),
-            Err(_) => Outcome::KillFailed(Vec::new()),
-        };
-        outcome
-    }
+/// One termination the driver is advancing.
+struct Flight {
+    id: SessionId,
+    termination: Arc<Termination>,
+    stage: Stage,
+    /// Processes already sent SIGTERM, so sweeps reach only newcomers.
+    signalled: HashSet<ProcKey>,
+    /// When the group was sent SIGTERM (boot-time clock ticks, the unit of a process's
+    /// start time): a group member started before it received that signal already.
+    group_signalled_at: Option<u64>,
+    next_sweep: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A browser was asked to close itself through CDP; SIGTERM follows at `until`.
+    Polite { until: Instant },
+    /// SIGTERM sent; newcomers are swept until the deadline.
+    Term,
+    /// The grace is over and no process of the session is alive, but it is not proven
+    /// gone yet (its last processes are being reaped): wait for that until `give_up`.
+    Settling { give_up: Instant },
+    /// SIGKILL sent; repeated until the session is gone or `give_up`.
+    Kill { give_up: Instant },
 }
 
 /// Terminates the given sessions concurrently and reports each, in order.
 pub async fn terminate_all(
-    daemon: &Arc<Daemon>,
+    ctx: &Arc<Context>,
     ids: Vec<SessionId>,
     force: bool,
     grace: Duration,
+    reason: EndReason,
 ) -> Vec<Result<SessionId, Failure>> {
-    let deadline = Instant::now() + grace;
+    let control = Control {
+        force,
+        deadline: Instant::now() + grace,
+    };
+    let mut started = Vec::new();
+    let mut changed = false;
     let mut pending = Vec::with_capacity(ids.len());
     for id in ids {
-        let begin = daemon.registry.begin_termination(&id, force, deadline);
-        let waiting = match begin {
+        let waiting = match ctx.registry.begin_termination(&id, control, reason) {
             None | Some(Begin::AlreadyGone) => Waiting::Done(Ok(id)),
             Some(Begin::Leased(count)) => Waiting::Done(Err(Failure {
                 message: format!(
@@ -109,12 +123,22 @@ pub async fn terminate_all(
                 pids: Vec::new(),
             })),
             Some(Begin::Started(termination)) => {
-                tokio::spawn(run(daemon.clone(), id.clone(), termination.clone()));
+                started.push((id.clone(), termination.clone()));
                 Waiting::On(id, termination)
             }
-            Some(Begin::Joined(termination)) => Waiting::On(id, termination),
+            Some(Begin::Joined {
+                termination,
+                upgraded,
+            }) => {
+                changed |= upgraded;
+                Waiting::On(id, termination)
+            }
         };
         pending.push(waiting);
+    }
+    begin(ctx, started);
+    if changed {
+        ctx.terminator.send(Message::Changed);
     }
     let mut results = Vec::with_capacity(pending.len());
     for waiting in pending {
@@ -131,6 +155,315 @@ enum Waiting {
     On(SessionId, Arc<Termination>),
 }
 
+/// Starts a forced termination nobody waits on (TTL expiry, what a leader left behind,
+/// shutdown), unless one is already running, in which case that one is forced.
+pub fn start_forced(ctx: &Arc<Context>, id: &SessionId, grace: Duration, reason: EndReason) {
+    let control = Control {
+        force: true,
+        deadline: Instant::now() + grace,
+    };
+    match ctx.registry.begin_termination(id, control, reason) {
+        Some(Begin::Started(termination)) => begin(ctx, vec![(id.clone(), termination)]),
+        Some(Begin::Joined { upgraded: true, .. }) => ctx.terminator.send(Message::Changed),
+        _ => {}
+    }
+}
+
+/// Sends the first signal of each new termination, all in one pass under one hold of the
+/// reap lock (so every group's leader is still unreaped when its group is signalled), and
+/// hands them to the driver. A browser with a DevTools endpoint is first asked to close
+/// itself, within the first half of its grace (at most `POLITE_WAIT`).
+fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>) {
+    if started.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    let mut flights = Vec::with_capacity(started.len());
+    let mut polite = Vec::new();
+    {
+        let _reap = ctx.reaper.hold();
+        for (id, termination) in started {
+            let control = termination.control();
+            let budget = (control.deadline.saturating_duration_since(now) / 2).min(POLITE_WAIT);
+            let endpoint = ctx.registry.endpoint(&id).filter(|_| !budget.is_zero());
+            let mut flight = Flight {
+                id,
+                termination,
+                stage: Stage::Term,
+                signalled: HashSet::new(),
+                group_signalled_at: None,
+                next_sweep: now,
+            };
+            match endpoint {
+                Some(endpoint) => {
+                    flight.stage = Stage::Polite {
+                        until: now + budget,
+                    };
+                    polite.push((flight.id.clone(), endpoint));
+                }
+                None => signal_group(ctx, &mut flight, Signal::SIGTERM),
+            }
+            tracing::info!(session = %flight.id, force = control.force, "terminating");
+            flights.push(flight);
+        }
+    }
+    ctx.terminator.send(Message::Start(flights));
+    for (id, endpoint) in polite {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if !crate::browser::close(&endpoint, POLITE_CONNECT).await {
+                ctx.terminator.send(Message::PoliteFailed(id));
+            }
+        });
+    }
+}
+
+/// Signals the session's process group, if its leader is unreaped (which pins the pgid).
+/// Call with the reap lock held.
+fn signal_group(ctx: &Context, flight: &mut Flight, signal: Signal) {
+    let Some(pgid) = ctx.registry.unreaped_leader(&flight.id) else {
+        return;
+    };
+    match signals::kill_group(pgid, signal) {
+        Ok(()) => {
+            if signal == Signal::SIGTERM && flight.group_signalled_at.is_none() {
+                flight.group_signalled_at = Some(procs::boot_ticks());
+            }
+        }
+        Err(e) => tracing::warn!(session = %flight.id, pgid, "cannot signal group: {e}"),
+    }
+}
+
+/// The driver: advances every termination in flight. Runs for the daemon's life.
+pub async fn drive(ctx: Arc<Context>) {
+    let Some(mut inbox) = ctx
+        .terminator
+        .rx
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
+    else {
+        return;
+    };
+    let mut flights: HashMap<SessionId, Flight> = HashMap::new();
+    loop {
+        flights.retain(|_, f| !f.termination.is_settled());
+        let wake = advance(&ctx, &mut flights).await;
+        let message = match wake {
+            Some(at) => tokio::select! {
+                message = inbox.recv() => message,
+                () = tokio::time::sleep_until(at.into()) => continue,
+            },
+            None => inbox.recv().await,
+        };
+        let Some(message) = message else { return };
+        receive(&mut flights, message);
+        while let Ok(message) = inbox.try_recv() {
+            receive(&mut flights, message);
+        }
+    }
+}
+
+fn receive(flights: &mut HashMap<SessionId, Flight>, message: Message) {
+    match message {
+        Message::Start(new) => {
+            for flight in new {
+                flights.insert(flight.id.clone(), flight);
+            }
+        }
+        Message::PoliteFailed(id) => {
+            if let Some(flight) = flights.get_mut(&id) {
+                if matches!(flight.stage, Stage::Polite { .. }) {
+                    flight.stage = Stage::Polite {
+                        until: Instant::now(),
+                    };
+                }
+            }
+        }
+        Message::Changed => {}
+    }
+}
+
+/// What one pass over the flights decided to do.
+#[derive(Default)]
+struct Plan {
+    /// Sessions to sweep for newcomers, with the signal.
+    sweep: Vec<(SessionId, Signal)>,
+    /// Sessions whose grace is over without force: are they still alive?
+    deadline: Vec<SessionId>,
+    /// Forced sessions SIGKILL could not finish in time.
+    give_up: Vec<SessionId>,
+}
+
+/// Moves every flight on as far as time allows, signals what is due, and returns when the
+/// driver must look again.
+async fn advance(ctx: &Arc<Context>, flights: &mut HashMap<SessionId, Flight>) -> Option<Instant> {
+    let now = Instant::now();
+    let mut plan = Plan::default();
+    {
+        let _reap = ctx.reaper.hold();
+        for flight in flights.values_mut() {
+            step(ctx, flight, now, &mut plan);
+        }
+    }
+    if !(plan.sweep.is_empty() && plan.deadline.is_empty() && plan.give_up.is_empty()) {
+        let ids: Vec<SessionId> = plan
+            .sweep
+            .iter()
+            .map(|(id, _)| id.clone())
+            .chain(plan.deadline.iter().cloned())
+            .chain(plan.give_up.iter().cloned())
+            .collect();
+        let mut found = ctx.scanner.processes(ids).await;
+        let mut any_empty = false;
+        for (id, signal) in plan.sweep {
+            if let Some(flight) = flights.get_mut(&id) {
+                let live = procs::current(found.get(&id).map_or(&[][..], Vec::as_slice));
+                any_empty |= live.is_empty();
+                sweep(ctx, flight, &live, signal);
+            }
+        }
+        for id in plan.deadline {
+            let live = procs::live_pids(found.remove(&id).as_deref().unwrap_or_default());
+            any_empty |= live.is_empty();
+            if let Some(flight) = flights.get_mut(&id) {
+                grace_over(ctx, flight, live);
+            }
+        }
+        for id in plan.give_up {
+            let live = procs::live_pids(found.remove(&id).as_deref().unwrap_or_default());
+            if let Some(flight) = flights.get_mut(&id) {
+                settle(ctx, flight, Outcome::KillFailed(live));
+            }
+        }
+        if any_empty {
+            // Nothing of some session is alive: its last reap may not have come (a process
+            // that escaped to another reaper); have it proven gone now.
+            ctx.check_gone();
+        }
+    }
+    flights
+        .values()
+        .filter(|f| !f.termination.is_settled())
+        .map(|f| next_wake(f, f.termination.control()))
+        .min()
+}
+
+/// Decides what one flight needs now. Called with the reap lock held.
+fn step(ctx: &Context, flight: &mut Flight, now: Instant, plan: &mut Plan) {
+    let control = flight.termination.control();
+    if let Stage::Polite { until } = flight.stage {
+        if now < until && now < control.deadline {
+            return;
+        }
+        signal_group(ctx, flight, Signal::SIGTERM);
+        flight.stage = Stage::Term;
+        flight.next_sweep = now;
+    }
+    match flight.stage {
+        Stage::Polite { .. } => {}
+        Stage::Term | Stage::Settling { .. } if control.force && now >= control.deadline => {
+            tracing::info!(session = %flight.id, "grace period over; SIGKILL");
+            signal_group(ctx, flight, Signal::SIGKILL);
+            flight.stage = Stage::Kill {
+                give_up: now + KILL_WAIT,
+            };
+            plan.sweep.push((flight.id.clone(), Signal::SIGKILL));
+            flight.next_sweep = now + KILL_RESWEEP;
+        }
+        Stage::Term if now >= control.deadline => plan.deadline.push(flight.id.clone()),
+        Stage::Settling { give_up } if now >= give_up => plan.deadline.push(flight.id.clone()),
+        Stage::Term if now >= flight.next_sweep => {
+            plan.sweep.push((flight.id.clone(), Signal::SIGTERM));
+            flight.next_sweep = now + RESWEEP;
+        }
+        Stage::Kill { give_up } if now >= give_up => plan.give_up.push(flight.id.clone()),
+        Stage::Kill { .. } if now >= flight.next_sweep => {
+            signal_group(ctx, flight, Signal::SIGKILL);
+            plan.sweep.push((flight.id.clone(), Signal::SIGKILL));
+            flight.next_sweep = now + KILL_RESWEEP;
+        }
+        Stage::Term | Stage::Settling { .. } | Stage::Kill { .. } => {}
+    }
+}
+
+/// When a flight next needs the driver.
+fn next_wake(flight: &Flight, control: Control) -> Instant {
+    match flight.stage {
+        Stage::Polite { until } => until.min(control.deadline),
+        Stage::Term => flight.next_sweep.min(control.deadline),
+        Stage::Settling { give_up } if control.force => give_up.min(control.deadline),
+        Stage::Settling { give_up } => give_up,
+        Stage::Kill { give_up } => flight.next_sweep.min(give_up),
+    }
+}
+
+/// Signals the processes a sweep found. SIGTERM reaches each process once: not one that got
+/// it through its group already, not one a previous sweep reached. SIGKILL reaches every
+/// process outside the group (the group itself was just sent it).
+fn sweep(ctx: &Context, flight: &mut Flight, live: &[ProcInfo], signal: Signal) {
+    let group = {
+        let _reap = ctx.reaper.hold();
+        ctx.registry.unreaped_leader(&flight.id)
+    };
+    for process in live {
+        let in_group = group == Some(process.pgid);
+        if signal == Signal::SIGKILL {
+            if in_group {
+                continue;
+            }
+        } else {
+            if !flight.signalled.insert(process.key()) {
+                continue;
+            }
+            let had_group_signal = flight
+                .group_signalled_at
+                .is_some_and(|at| process.start_time < at);
+            if in_group && had_group_signal {
+                continue;
+            }
+        }
+        match signals::kill_process(process, signal) {
+            Ok(true) => {
+                tracing::debug!(session = %flight.id, pid = process.pid, ?signal, "signalled")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(session = %flight.id, pid = process.pid, "cannot signal: {e}"),
+        }
+    }
+}
+
+/// The grace of a termination that was not forced is over: with processes still alive it
+/// timed out; with none alive it is waited for until proven gone (it is not a failure).
+fn grace_over(ctx: &Context, flight: &mut Flight, live: Vec<i32>) {
+    if !live.is_empty() {
+        tracing::warn!(session = %flight.id, pids = ?live, "grace period over; not forced");
+        settle(ctx, flight, Outcome::Timeout(live));
+        return;
+    }
+    match flight.stage {
+        Stage::Settling { .. } => {
+            tracing::error!(session = %flight.id, "no process is alive, yet the session was not proven gone");
+            settle(ctx, flight, Outcome::Timeout(Vec::new()));
+        }
+        _ => {
+            flight.stage = Stage::Settling {
+                give_up: Instant::now() + KILL_WAIT,
+            }
+        }
+    }
+}
+
+/// Ends a termination the session outlived: it is running again.
+fn settle(ctx: &Context, flight: &Flight, outcome: Outcome) {
+    if let Outcome::KillFailed(pids) = &outcome {
+        tracing::error!(session = %flight.id, ?pids, "processes survived SIGKILL");
+    }
+    ctx.registry
+        .end_termination(&flight.id, &flight.termination, &outcome);
+    flight.termination.settle(outcome);
+}
+
 fn report(id: SessionId, outcome: Outcome) -> Result<SessionId, Failure> {
     let failure = |code, message: String, pids| {
         Err(Failure {
@@ -142,140 +475,38 @@ fn report(id: SessionId, outcome: Outcome) -> Result<SessionId, Failure> {
     };
     match outcome {
         Outcome::Terminated => Ok(id),
+        Outcome::Timeout(pids) if pids.is_empty() => failure(
+            ErrorCode::Timeout,
+            format!(
+                "session {id} has no live process, but was not proven gone within {} after its grace period; retry the kill",
+                format_millis(as_millis(KILL_WAIT))
+            ),
+            pids,
+        ),
         Outcome::Timeout(pids) => failure(
             ErrorCode::Timeout,
             format!(
-                "session {id} still has {} process(es) after the grace period; they ignored SIGTERM. Retry with force to SIGKILL them",
+                "session {id} still has {} live process(es) after the grace period (pids {pids:?}); nothing was SIGKILLed. Retry with force to SIGKILL them",
                 pids.len()
+            ),
+            pids,
+        ),
+        Outcome::KillFailed(pids) if pids.is_empty() => failure(
+            ErrorCode::KillFailed,
+            format!(
+                "session {id} has no live process, but was not proven gone {} after SIGKILL; retry the kill",
+                format_millis(as_millis(KILL_WAIT))
             ),
             pids,
         ),
         Outcome::KillFailed(pids) => failure(
             ErrorCode::KillFailed,
             format!(
-                "session {id} still has {} process(es) {}s after SIGKILL (stuck in the kernel?)",
+                "session {id} still has {} process(es) {} after SIGKILL (pids {pids:?}; stuck in the kernel?)",
                 pids.len(),
-                KILL_WAIT.as_secs()
+                format_millis(as_millis(KILL_WAIT))
             ),
             pids,
         ),
-    }
-}
-
-/// Starts a forced termination nobody waits on (TTL expiry, a leader that left processes
-/// behind, shutdown), unless one is already running.
-pub fn start_detached(daemon: &Arc<Daemon>, id: &SessionId, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    if let Some(Begin::Started(termination)) = daemon.registry.begin_termination(id, true, deadline)
-    {
-        tokio::spawn(run(daemon.clone(), id.clone(), termination));
-    }
-}
-
-/// Runs one session's termination to its outcome.
-async fn run(daemon: Arc<Daemon>, id: SessionId, termination: Arc<Termination>) {
-    tracing::info!(session = %id, force = termination.control.borrow().force, "terminating");
-    let mut signalled = HashSet::new();
-    if polite_close(&daemon, &id, &termination).await {
-        tracing::info!(session = %id, "closed politely");
-        termination.outcome.send_replace(Some(Outcome::Terminated));
-        return;
-    }
-    daemon
-        .signal_session(&id, Signal::SIGTERM, Some(&mut signalled))
-        .await;
-    let mut control = termination.control.subscribe();
-    let mut next_sweep = Instant::now() + RESWEEP;
-    let outcome = loop {
-        let Control { force, deadline } = *control.borrow_and_update();
-        tokio::select! {
-            () = termination.gone.notified() => break Outcome::Terminated,
-            changed = control.changed() => {
-                if changed.is_err() { break Outcome::KillFailed(Vec::new()) }
-            }
-            () = tokio::time::sleep_until(next_sweep.min(deadline).into()) => {
-                if Instant::now() < deadline {
-                    daemon.signal_session(&id, Signal::SIGTERM, Some(&mut signalled)).await;
-                    next_sweep = Instant::now() + RESWEEP;
-                } else if force {
-                    break kill_until_gone(&daemon, &id, &termination).await;
-                } else {
-                    break Outcome::Timeout(daemon.live_pids(&id).await);
-                }
-            }
-        }
-    };
-    match &outcome {
-        Outcome::Terminated => tracing::info!(session = %id, "terminated"),
-        Outcome::Timeout(pids) => {
-            tracing::warn!(session = %id, ?pids, "grace period over; not forced")
-        }
-        Outcome::KillFailed(pids) => {
-            tracing::error!(session = %id, ?pids, "processes survived SIGKILL")
-        }
-    }
-    daemon.registry.end_termination(&id, &termination, &outcome);
-    termination.outcome.send_replace(Some(outcome));
-}
-
-/// The polite step, within the first half of the grace (and at most `POLITE_WAIT`), so
-/// SIGTERM always gets the rest: asks a browser to close itself and waits for it to go.
-/// Returns whether the session went.
-async fn polite_close(daemon: &Daemon, id: &SessionId, termination: &Termination) -> bool {
-    let deadline = termination.control.borrow().deadline;
-    let budget = (deadline.saturating_duration_since(Instant::now()) / 2).min(POLITE_WAIT);
-    if budget.is_zero() {
-        return false;
-    }
-    let attempt = async {
-        daemon.polite_close(id).await && {
-            termination.gone.notified().await;
-            true
-        }
-    };
-    tokio::time::timeout(budget, attempt).await.unwrap_or(false)
-}
-
-/// SIGKILL, repeated for processes that appear meanwhile, until the session is gone or
-/// `KILL_WAIT` has passed.
-async fn kill_until_gone(
-    daemon: &Arc<Daemon>,
-    id: &SessionId,
-    termination: &Termination,
-) -> Outcome {
-    let give_up = Instant::now() + KILL_WAIT;
-    loop {
-        daemon.signal_session(id, Signal::SIGKILL, None).await;
-        let wake = (Instant::now() + KILL_RESWEEP).min(give_up);
-        tokio::select! {
-            () = termination.gone.notified() => return Outcome::Terminated,
-            () = tokio::time::sleep_until(wake.into()) => {
-                if Instant::now() >= give_up {
-                    return Outcome::KillFailed(daemon.live_pids(id).await);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn joining_only_upgrades_force_and_shortens_the_deadline() {
-        let now = Instant::now();
-        let t = Termination::new(Control {
-            force: false,
-            deadline: now + Duration::from_secs(5),
-        });
-        t.join(false, now + Duration::from_secs(10));
-        assert!(!t.control.borrow().force);
-        assert_eq!(t.control.borrow().deadline, now + Duration::from_secs(5));
-        t.join(true, now + Duration::from_secs(1));
-        assert!(t.control.borrow().force);
-        assert_eq!(t.control.borrow().deadline, now + Duration::from_secs(1));
-        t.join(false, now + Duration::from_secs(9));
-        assert!(t.control.borrow().force, "force never downgrades");
     }
 }

@@ -17,6 +17,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration `{text}` ({e}); write e.g. `500ms`, `5s` or `2m`"))
 }
 
+/// The longest duration any request field may carry (`ttl_ms`, `grace_ms`, a lease's
+/// `ttl_ms`, ...): 100 years. Every deadline the daemon computes from a request stays a
+/// representable date, far before the year 9999 that RFC 3339 timestamps end at.
+pub const MAX_DURATION_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Checks a request's millisecond field against [`MAX_DURATION_MS`]; the error names the
+/// field and the bound.
+pub fn check_millis(field: &str, ms: u64) -> Result<(), String> {
+    if ms > MAX_DURATION_MS {
+        return Err(format!(
+            "`{field}` is {ms} ms; at most {MAX_DURATION_MS} ms (100 years) is allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// A duration as whole milliseconds, saturating at `u64::MAX`.
 pub fn as_millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -48,6 +64,14 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("fast").unwrap_err().contains("e.g."));
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn request_durations_are_bounded() {
+        assert!(check_millis("ttl_ms", MAX_DURATION_MS).is_ok());
+        let err = check_millis("ttl_ms", MAX_DURATION_MS + 1).unwrap_err();
+        assert!(err.contains("ttl_ms") && err.contains("100 years"), "{err}");
+        assert!(check_millis("grace_ms", u64::MAX).is_err());
     }
 
     #[test]

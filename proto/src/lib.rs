@@ -9,6 +9,7 @@ pub mod ids;
 pub mod paths;
 pub mod request;
 pub mod response;
+pub mod time;
 
 pub use error::{ErrorCode, WireError};
 pub use frame::{Frame, LineDecoder, MAX_FRAME};
@@ -19,9 +20,11 @@ pub use request::{
     SessionsFilter,
 };
 pub use response::{
-    BrowserStatus, ExitStatus, Failure, LaunchResult, LeaseResult, Limits, Response, SessionInfo,
-    SessionState, SessionType, SessionsResult, StateCounts, StatusResult, TerminateResult,
+    BrowserStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult, Limits, Response,
+    SessionInfo, SessionState, SessionType, SessionsResult, StateCounts, StatusResult,
+    TerminateResult,
 };
+pub use time::format_rfc3339;
 
 /// The protocol version reported by `status`; a breaking change bumps it.
 pub const PROTOCOL: u32 = 1;

@@ -4,6 +4,9 @@
 //! must fit that operation exactly (`invalid_request`). `req_id` is recovered as early as
 //! possible so even a rejected request is answered under its own id.
 
+use crate::duration::check_millis;
+#[cfg(test)]
+use crate::duration::MAX_DURATION_MS;
 use crate::ids::{LeaseId, SessionRef, Target, TrackingId, Workspace};
 use crate::response::{SessionState, SessionType};
 use crate::{ErrorCode, WireError};
@@ -99,11 +102,22 @@ impl Launch {
                 ));
             }
         }
-        if self.ttl_ms == Some(0) {
-            return Err("`ttl_ms` must be positive".into());
-        }
-        Ok(())
+        check_positive_millis("ttl_ms", self.ttl_ms)
     }
+}
+
+/// A duration field that, when given, must be positive and within [`MAX_DURATION_MS`].
+fn check_positive_millis(field: &str, ms: Option<u64>) -> Result<(), String> {
+    match ms {
+        Some(0) => Err(format!("`{field}` must be positive")),
+        Some(ms) => check_millis(field, ms),
+        None => Ok(()),
+    }
+}
+
+/// A duration field that, when given, must be within [`MAX_DURATION_MS`] (0 allowed).
+fn check_optional_millis(field: &str, ms: Option<u64>) -> Result<(), String> {
+    ms.map_or(Ok(()), |ms| check_millis(field, ms))
 }
 
 /// `sessions`: list sessions, optionally filtered (all filters must match).
@@ -129,6 +143,12 @@ pub struct Kill {
     pub force: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_ms: Option<u64>,
+}
+
+impl Kill {
+    pub fn validate(&self) -> Result<(), String> {
+        check_optional_millis("grace_ms", self.grace_ms)
+    }
 }
 
 /// `bulk_terminate`: the Chaser bulk-terminate body; every field is nullable.
@@ -170,7 +190,7 @@ impl BulkTerminate {
                 ids + workspaces
             ));
         }
-        Ok(())
+        check_optional_millis("grace_ms", self.grace_ms)
     }
 }
 
@@ -181,6 +201,12 @@ pub struct Lease {
     pub id: SessionRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+}
+
+impl Lease {
+    pub fn validate(&self) -> Result<(), String> {
+        check_positive_millis("ttl_ms", self.ttl_ms)
+    }
 }
 
 /// `release`: drop a lease before it expires.
@@ -280,12 +306,18 @@ pub fn decode_request(line: &[u8]) -> Result<Envelope, Rejected> {
             Ok(Request::Launch(l))
         }),
         "sessions" => fields_of(fields).map(Request::Sessions),
-        "kill" => fields_of(fields).map(Request::Kill),
+        "kill" => fields_of(fields).and_then(|k: Kill| {
+            k.validate()?;
+            Ok(Request::Kill(k))
+        }),
         "bulk_terminate" => fields_of(fields).and_then(|b: BulkTerminate| {
             b.validate()?;
             Ok(Request::BulkTerminate(b))
         }),
-        "lease" => fields_of(fields).map(Request::Lease),
+        "lease" => fields_of(fields).and_then(|l: Lease| {
+            l.validate()?;
+            Ok(Request::Lease(l))
+        }),
         "release" => fields_of(fields).map(Request::Release),
         "status" => match fields.keys().next() {
             None => Ok(Request::Status),
@@ -465,6 +497,12 @@ mod tests {
             json!({"op": "lease"}),
             json!({"op": "release", "lease_id": ""}),
             json!({"op": "bulk_terminate", "ids": "abc"}),
+            json!({"op": "launch", "command": ["x"], "ttl_ms": 18_446_744_073_709_551_615u64}),
+            json!({"op": "launch", "command": ["x"], "ttl_ms": 300_000_000_000_000u64}),
+            json!({"op": "kill", "target": "x", "grace_ms": MAX_DURATION_MS + 1}),
+            json!({"op": "bulk_terminate", "all": true, "grace_ms": u64::MAX}),
+            json!({"op": "lease", "id": "x", "ttl_ms": 0}),
+            json!({"op": "lease", "id": "x", "ttl_ms": u64::MAX}),
         ] {
             assert_eq!(code_of(bad.clone()), ErrorCode::InvalidRequest, "{bad}");
         }

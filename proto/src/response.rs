@@ -58,7 +58,7 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(SessionType, SessionState);
+display_as_str!(SessionType, SessionState, EndReason);
 
 /// How a session's leader ended: `{"code": N}` or `{"signal": N}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,10 +109,59 @@ pub struct SessionInfo {
     /// Live sessions in a `sessions` listing: how many processes the session has now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<u32>,
-    /// Live sessions in a `sessions` listing: resident memory summed over the session's
-    /// processes (RSS, so pages shared between them count once per process).
+    /// Live sessions in a `sessions` listing: the session's memory, counting a page shared
+    /// by several of its processes once: its cgroup's `memory.current` where the session
+    /// has a cgroup with the memory controller, else the sum of its processes' PSS
+    /// (proportional set size, `/proc/PID/smaps_rollup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rss_bytes: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    /// Live sessions in a `sessions` listing: user + system CPU time, in seconds, of the
+    /// session's processes (of its cgroup, where it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// Exited sessions: why the session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<EndReason>,
+}
+
+/// Why a session ended, in words: `reason` of an exited session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EndReason {
+    /// Its leader exited by itself (whatever it left behind was terminated).
+    #[serde(rename = "exited on its own")]
+    Exited,
+    /// A `kill` or `bulk_terminate` ended it.
+    #[serde(rename = "terminated by request")]
+    Terminated,
+    /// Its TTL ran out; it was terminated with force.
+    #[serde(rename = "ttl expired")]
+    TtlExpired,
+    /// It never became ready (a browser without a DevTools endpoint) and was terminated.
+    #[serde(rename = "launch failed")]
+    LaunchFailed,
+    /// browserd shut down and terminated it.
+    #[serde(rename = "browserd shut down")]
+    Shutdown,
+    /// browserd was not running when it ended (found gone, or terminated, at restart).
+    #[serde(rename = "lost while browserd was down")]
+    Lost,
+    /// The kernel killed it for exceeding its `memory_max`.
+    #[serde(rename = "out of memory (memory_max)")]
+    OutOfMemory,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Exited => "exited on its own",
+            EndReason::Terminated => "terminated by request",
+            EndReason::TtlExpired => "ttl expired",
+            EndReason::LaunchFailed => "launch failed",
+            EndReason::Shutdown => "browserd shut down",
+            EndReason::Lost => "lost while browserd was down",
+            EndReason::OutOfMemory => "out of memory (memory_max)",
+        }
+    }
 }
 
 /// `launch` result.
@@ -277,6 +326,23 @@ mod tests {
             serde_json::to_value(ExitStatus::Signal(9)).unwrap(),
             json!({"signal": 9})
         );
+    }
+
+    #[test]
+    fn end_reasons_are_words_on_the_wire() {
+        for reason in [
+            EndReason::Exited,
+            EndReason::Terminated,
+            EndReason::TtlExpired,
+            EndReason::LaunchFailed,
+            EndReason::Shutdown,
+            EndReason::Lost,
+            EndReason::OutOfMemory,
+        ] {
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(json, format!("\"{}\"", reason.as_str()));
+            assert_eq!(serde_json::from_str::<EndReason>(&json).unwrap(), reason);
+        }
     }
 
     #[test]

@@ -621,8 +621,8 @@ fn the_listing_of_a_live_browser_shows_its_endpoint_profile_and_resources() {
     assert_eq!(listed.ws_endpoint, session.ws_endpoint);
     assert_eq!(listed.profile_dir, session.profile_dir);
     assert!(
-        listed.rss_bytes.is_some_and(|rss| rss > 0),
-        "rss_bytes of a live browser: {listed:?}"
+        listed.memory_bytes.is_some_and(|bytes| bytes > 0),
+        "memory_bytes of a live browser: {listed:?}"
     );
     b.processes(&session);
     assert_terminated_exactly(&b.d.kill(session.id.as_str(), false, None), &[&session.id]);
