@@ -37,6 +37,7 @@ impl Exit {
             | ErrorCode::NotRunning
             | ErrorCode::LaunchFailed
             | ErrorCode::ShuttingDown
+            | ErrorCode::ReloadFailed
             | ErrorCode::Internal => Exit::TargetFailed,
         }
     }

@@ -6,8 +6,8 @@ use crate::clock::{format_age, format_bytes, now, parse_rfc3339};
 use crate::exit::Exit;
 use browserd_proto::duration::format_millis;
 use browserd_proto::{
-    ErrorCode, LaunchResult, LeaseResult, Request, Response, SessionInfo, SessionState,
-    SessionsResult, StatusResult, TerminateResult, WireError, PROTOCOL,
+    ErrorCode, LaunchResult, LeaseResult, ReloadResult, Request, Response, SessionInfo,
+    SessionState, SessionsResult, StatusResult, TerminateResult, WireError, PROTOCOL,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -106,6 +106,9 @@ fn success_report(request: &Request, result: Value) -> Report {
             Report::out(format!("released {}\n", release.lease_id), Exit::Done)
         }
         Request::Status => typed(result, status),
+        Request::Reload => typed(result, |r: ReloadResult| {
+            Report::out(format!("reloading (reload {})\n", r.reloads), Exit::Done)
+        }),
     }
 }
 
@@ -393,6 +396,10 @@ fn error_hint(request: &Request, code: ErrorCode) -> Option<&'static str> {
              browserd and point --socket at it."
         }
         ErrorCode::ShuttingDown => "browserd is shutting down; retry once it has restarted.",
+        ErrorCode::ReloadFailed => {
+            "Nothing changed: browserd serves on as before. Fix what the message names (run \
+             `browserd --check-config` with the daemon's flags to see it), then reload again."
+        }
         ErrorCode::Internal => "This is a bug in browserd; its logs have the details.",
         ErrorCode::FrameTooLarge => "The request is over 1 MiB; split it into smaller ones.",
         ErrorCode::InvalidJson | ErrorCode::UnknownOp => {

@@ -2,10 +2,12 @@
 //! private profile and TMPDIR per session, waiting for the DevTools endpoint, and the polite
 //! CDP `Browser.close` that starts a termination.
 
+use browserd_proto::SessionId;
 use futures_util::SinkExt;
-use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -114,9 +116,43 @@ pub fn user_profile(extra: &[String]) -> Option<PathBuf> {
 /// How many bytes of the browser's stderr are kept for error messages.
 const TAIL_BYTES: usize = 4096;
 
-/// Reads the browser's stderr until the DevTools endpoint is announced, and keeps draining
-/// it afterwards (a full pipe would block the browser). Fails with the stderr tail if the
-/// browser closes stderr (dies) or `timeout` passes first.
+/// Browsers' stderr pipes (the read ends), by session. A browser keeps writing to stderr
+/// for its whole life; the daemon keeps the read end open for as long, across a reload too,
+/// so the browser never meets a closed pipe. A task drains each through a duplicate.
+#[derive(Default)]
+pub struct Pipes(Mutex<HashMap<SessionId, OwnedFd>>);
+
+impl Pipes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, OwnedFd>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps a session's pipe; returns a duplicate to read from.
+    pub fn keep(&self, id: &SessionId, pipe: OwnedFd) -> std::io::Result<OwnedFd> {
+        let reading = pipe.try_clone()?;
+        self.lock().insert(id.clone(), pipe);
+        Ok(reading)
+    }
+
+    /// Closes a session's pipe (its session is gone).
+    pub fn close(&self, id: &SessionId) {
+        self.lock().remove(id);
+    }
+
+    /// Every pipe, by number, for the handover.
+    pub fn raw(&self) -> Vec<(SessionId, RawFd)> {
+        self.lock()
+            .iter()
+            .map(|(id, fd)| (id.clone(), fd.as_raw_fd()))
+            .collect()
+    }
+}
+
+/// Reads the browser's stderr until the DevTools endpoint is announced, then keeps draining
+/// it (a full pipe would block the browser). Fails with the stderr tail if the browser
+/// closes stderr (dies) or `timeout` passes first.
 pub async fn wait_for_endpoint(stderr: OwnedFd, timeout: Duration) -> Result<String, String> {
     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr)
         .map_err(|e| format!("cannot read the browser's stderr: {e}"))?;
@@ -138,11 +174,7 @@ pub async fn wait_for_endpoint(stderr: OwnedFd, timeout: Duration) -> Result<Str
     .await;
     match found {
         Ok(Some(endpoint)) => {
-            tokio::spawn(async move {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::debug!(target: "browserd::browser_stderr", "{line}");
-                }
-            });
+            tokio::spawn(drain_lines(lines));
             Ok(endpoint)
         }
         Ok(None) => Err(format!(
@@ -154,6 +186,22 @@ pub async fn wait_for_endpoint(stderr: OwnedFd, timeout: Duration) -> Result<Str
             humantime::format_duration(timeout),
             tail.render()
         )),
+    }
+}
+
+/// Drains a browser's stderr (read through `stderr`) until it closes, logging it at debug.
+pub fn drain(stderr: OwnedFd) {
+    match tokio::net::unix::pipe::Receiver::from_owned_fd(stderr) {
+        Ok(pipe) => {
+            tokio::spawn(drain_lines(BufReader::new(pipe).lines()));
+        }
+        Err(e) => tracing::warn!("cannot drain a browser's stderr: {e}"),
+    }
+}
+
+async fn drain_lines(mut lines: tokio::io::Lines<BufReader<tokio::net::unix::pipe::Receiver>>) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(target: "browserd::browser_stderr", "{line}");
     }
 }
 

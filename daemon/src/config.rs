@@ -4,9 +4,10 @@
 //! file's schema and the settled [`Config`]. Precedence: flag or environment, then file,
 //! then default; a flag replaces the file's value, lists included.
 
+use crate::recovery::OnRestart;
 use browserd_proto::duration::parse_duration;
 use clap::Parser;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -36,7 +37,7 @@ macro_rules! settings {
         }
 
         /// The settled configuration: every layer merged over the defaults.
-        #[derive(Debug, Clone)]
+        #[derive(Debug, Clone, serde::Serialize, Deserialize)]
         pub struct Config {
             $( pub $name: settings!(@out $ty, $default), )*
         }
@@ -113,6 +114,10 @@ settings! {
     /// How long a browser may take to announce its DevTools endpoint [default: 30s]
     #[arg(long, value_name = "DURATION")]
     launch_timeout: Human = (Human::secs(30));
+    /// What to do with sessions still running from before a crash: take them up again
+    /// (adopt) or terminate them with force (kill) [default: adopt]
+    #[arg(long, value_name = "POLICY")]
+    on_restart: OnRestart = (OnRestart::Adopt);
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins
     /// when set [default: info]
     #[arg(long, value_name = "LEVEL")]
@@ -136,11 +141,15 @@ pub struct Args {
     /// TOML config file; flags and environment override it
     #[arg(long, value_name = "FILE", env = "BROWSERD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Check the flags and config file, print what the daemon would use as JSON, and exit
+    /// (0 if valid, 2 if not); a reload runs this with the new binary first
+    #[arg(long)]
+    pub check_config: bool,
     #[command(flatten)]
     pub settings: Layer,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -245,6 +254,12 @@ impl fmt::Display for Human {
     }
 }
 
+impl Serialize for Human {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for Human {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Human, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -266,6 +281,12 @@ impl FromStr for Mode {
                 "`{text}` is not an octal permission mode such as 0660"
             )),
         }
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:04o}", self.0))
     }
 }
 
@@ -293,6 +314,12 @@ impl FromStr for Gid {
             Ok(None) => Err(format!("no group named `{text}`")),
             Err(e) => Err(format!("cannot look up group `{text}`: {e}")),
         }
+    }
+}
+
+impl Serialize for Gid {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.0)
     }
 }
 
@@ -426,6 +453,16 @@ mod tests {
             let argv = std::iter::once("browserd").chain(bad.iter().copied());
             assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_settled_config_survives_a_handover() {
+        let config = Config::load(args(&["--allow-gid", "7", "--default-ttl", "5m"])).unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        let back: Config = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.allow_gid, vec![Gid(7)]);
+        assert_eq!(back.default_ttl, Some(Human::secs(300)));
+        assert_eq!(back.socket_mode, Mode(0o660));
     }
 
     #[test]

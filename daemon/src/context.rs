@@ -1,15 +1,21 @@
 //! The daemon's shared context: the state every task reads and changes, and nothing that
 //! runs. The loops that keep sessions moving live in `supervise`; the procedures that act on
-//! sessions (launch, terminate) take the context as an argument.
+//! sessions (launch, terminate, reload) take the context as an argument.
 
+use crate::browser::Pipes;
 use crate::config::Config;
 use crate::dirs::Layout;
+use crate::notify::Notifier;
 use crate::reaper::Reaper;
-use crate::registry::{Limits, Registry};
+use crate::registry::Registry;
+use crate::reload::Invocation;
 use crate::scanner::Scanner;
+use crate::server::Server;
+use crate::socket::SocketFile;
 use crate::terminate::Terminator;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::sync::Notify;
 
 pub struct Context {
@@ -20,33 +26,65 @@ pub struct Context {
     pub reaper: Reaper,
     pub scanner: Arc<Scanner>,
     pub terminator: Terminator,
+    pub server: Server,
+    pub notifier: Notifier,
+    /// Browsers' stderr pipes, kept across a reload.
+    pub pipes: Pipes,
+    /// How the daemon was started: what a reload executes again.
+    pub invocation: Invocation,
+    pub socket_file: SocketFile,
+    /// How many reloads this daemon has been through.
+    pub reloads: u64,
+    /// A reload is checked or under way.
+    pub reload_pending: AtomicBool,
+    /// When the daemon started, before any reload.
     pub started: Instant,
+    pub started_wall: SystemTime,
     /// Woken when sessions may have become gone (a reap, a sweep that found nothing alive).
     gone_check: Notify,
 }
 
+/// What a context is made of.
+pub struct Parts {
+    pub config: Config,
+    pub registry: Registry,
+    pub notifier: Notifier,
+    pub invocation: Invocation,
+    pub socket_file: SocketFile,
+    pub reloads: u64,
+    pub started_wall: SystemTime,
+}
+
 impl Context {
-    pub fn new(config: Config) -> Context {
-        let limits = Limits {
-            max_sessions: config.max_sessions,
-            keep_exited: config.keep_exited,
-            keep_exited_for: config.keep_exited_for.0,
-        };
-        let layout = Layout::new(&config.state_dir);
+    pub fn new(parts: Parts) -> Context {
+        let layout = Layout::new(&parts.config.state_dir);
         if let Some(root) = layout.tmp_root() {
             tracing::info!(
                 tmp = %root.display(),
                 "the state dir's path is too long for Chromium's singleton socket; browser sessions get their TMPDIR under a shorter root"
             );
         }
+        let up_for = SystemTime::now()
+            .duration_since(parts.started_wall)
+            .unwrap_or_default();
         Context {
             layout,
-            registry: Registry::new(limits),
-            config,
+            config: parts.config,
+            registry: parts.registry,
             reaper: Reaper::default(),
             scanner: Arc::new(Scanner::default()),
             terminator: Terminator::default(),
-            started: Instant::now(),
+            server: Server::default(),
+            notifier: parts.notifier,
+            pipes: Pipes::default(),
+            invocation: parts.invocation,
+            socket_file: parts.socket_file,
+            reloads: parts.reloads,
+            reload_pending: AtomicBool::new(false),
+            started: Instant::now()
+                .checked_sub(up_for)
+                .unwrap_or_else(Instant::now),
+            started_wall: parts.started_wall,
             gone_check: Notify::new(),
         }
     }

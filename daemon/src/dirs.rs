@@ -6,8 +6,9 @@
 //! SingletonSocket`, and a Unix socket path has at most 107 bytes. So the session's TMPDIR
 //! is `<state-dir>/sessions/<id>/tmp` only when that leaves room for the socket; with a
 //! longer state dir (any user's `~/.local/state/browserd` with a long enough name) it is
-//! `<tmp-root>/<id>` under a short root of the daemon's own: `$XDG_RUNTIME_DIR/browserd`,
-//! else `/tmp/browserd-<uid>`, created private and checked to be ours.
+//! `<tmp-root>/<id>` under a short root of the daemon's own: `$XDG_RUNTIME_DIR/browserd/<h>`,
+//! else `/tmp/browserd-<uid>/<h>`, created private and checked to be ours, where `<h>` is a
+//! hash of the state dir, so daemons with different state dirs never share (or sweep) one.
 
 use std::fs::DirBuilder;
 use std::io;
@@ -39,8 +40,13 @@ impl Layout {
         let tmp_root = if fits(id_under(&sessions) + "/tmp".len()) {
             None
         } else {
+            let scope = format!(
+                "{:08x}",
+                crc32fast::hash(state_dir.as_os_str().as_encoded_bytes())
+            );
             short_tmp_roots()
                 .into_iter()
+                .map(|root| root.join(&scope))
                 .find(|root| fits(id_under(root)))
         };
         Layout { sessions, tmp_root }
@@ -103,9 +109,16 @@ fn short_tmp_roots() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Creates `root` if missing and checks it is a real dir of ours that nobody else can write
-/// into: a shared `/tmp` could hold a planted dir or symlink at that name.
+/// Creates `root` and its parent if missing, and checks both are real dirs of ours that
+/// nobody else can write into: a shared `/tmp` could hold a planted dir or symlink there.
 fn ensure_private_root(root: &Path) -> io::Result<()> {
+    if let Some(parent) = root.parent() {
+        ensure_private_dir(parent)?;
+    }
+    ensure_private_dir(root)
+}
+
+fn ensure_private_dir(root: &Path) -> io::Result<()> {
     match DirBuilder::new().mode(0o700).create(root) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -228,10 +241,10 @@ mod tests {
         let root = base.path().join("planted");
         std::fs::create_dir(&root).unwrap();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = ensure_private_root(&root).unwrap_err();
+        let err = ensure_private_dir(&root).unwrap_err();
         assert!(err.to_string().contains("not a private dir"), "{err}");
         let link = base.path().join("link");
         std::os::unix::fs::symlink(base.path(), &link).unwrap();
-        assert!(ensure_private_root(&link).is_err());
+        assert!(ensure_private_dir(&link).is_err());
     }
 }

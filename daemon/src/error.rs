@@ -20,6 +20,8 @@ pub enum Error {
     #[error("browserd is shutting down and takes no new sessions")]
     ShuttingDown,
     #[error("{0}")]
+    ReloadFailed(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -33,6 +35,7 @@ impl Error {
             Error::NotRunning(_) => ErrorCode::NotRunning,
             Error::LaunchFailed(_) => ErrorCode::LaunchFailed,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::ReloadFailed(_) => ErrorCode::ReloadFailed,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

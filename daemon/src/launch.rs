@@ -58,7 +58,15 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
     let (id, stderr) = spawn_and_register(ctx, &request, prepared, admission)?;
     ctx.scanner.kick();
     let Some(stderr) = stderr else {
+        ctx.registry.synced().await?;
         return info(ctx, &id);
+    };
+    let stderr = match ctx.pipes.keep(&id, stderr) {
+        Ok(reading) => reading,
+        Err(e) => {
+            let reason = format!("cannot keep the browser's stderr: {e}");
+            return Err(fail(ctx, &id, reason).await);
+        }
     };
     let timeout = ctx.config.launch_timeout.0;
     let ready = match browser::wait_for_endpoint(stderr, timeout).await {
@@ -77,6 +85,7 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
     match ready {
         Ok(endpoint) => {
             let session = ctx.registry.mark_running(&id, endpoint)?;
+            ctx.registry.synced().await?;
             tracing::info!(session = %id, endpoint = session.ws_endpoint.as_deref(), ms = as_millis(started.elapsed()), "browser ready");
             Ok(session)
         }

@@ -7,17 +7,24 @@ mod config;
 mod context;
 mod dirs;
 mod error;
+mod journal;
 mod launch;
 mod notify;
 mod ops;
+mod pidfd;
 mod procs;
 mod reaper;
+mod records;
+mod recovery;
 mod registry;
+mod reload;
 mod scanner;
 mod server;
 mod shutdown;
 mod signals;
+mod socket;
 mod spawn;
+mod startup;
 mod supervise;
 mod terminate;
 mod termination;
@@ -26,26 +33,51 @@ use clap::Parser;
 use config::{Args, Config, LogFormat};
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    // A blocked mask inherited from whoever started us would hold back SIGTERM and SIGCHLD
-    // for good (threads started later inherit it); start from none blocked.
-    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+    // An earlier image of this daemon may have re-executed it: its handover is read first,
+    // while the process has a single thread (it is named in the environment).
+    let handover = reload::take();
+    if handover.is_none() {
+        // A blocked mask inherited from whoever started us would hold back SIGTERM and
+        // SIGCHLD for good (threads started later inherit it); start from none blocked. After
+        // a reload the signals the earlier image blocked stay blocked until the handlers are
+        // in place.
+        let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+    }
     spawn::reset_inherited_signals();
     // The service manager's variables are taken out of the environment first, while the
     // process has a single thread and before anything could pass them on.
     let activation = activation::Env::take();
     let notify = notify::Env::take();
-    let config = match Config::load(Args::parse()) {
-        Ok(config) => config,
-        Err(e) => {
+    let args = Args::parse();
+    if args.check_config {
+        return check_config(args);
+    }
+    let (handover, handover_error) = match handover {
+        Some(Ok(taken)) => (Some(taken), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    let config = match (Config::load(args), &handover) {
+        (Ok(config), _) => config,
+        (Err(e), Some(taken)) => {
+            eprintln!("browserd: the config is not usable after the reload ({e}); keeping the one in use before it");
+            taken.config.clone()
+        }
+        (Err(e), None) => {
             eprintln!("browserd: {e}");
             return ExitCode::from(2);
         }
     };
     init_logging(&config);
+    if let Some(e) = handover_error {
+        tracing::error!("reload: {e}; recovering from the journal instead");
+    }
+    let notify = handover
+        .as_ref()
+        .map_or(notify, |taken| taken.notify.clone());
     let notifier = notify::Notifier::new(notify);
     let inherited = match activation::inherited(activation) {
         Ok(inherited) => inherited,
@@ -70,7 +102,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, inherited, notifier.clone())) {
+    let start = startup::Start {
+        config,
+        inherited,
+        handover,
+        notifier: notifier.clone(),
+    };
+    match runtime.block_on(run(start)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -81,32 +119,41 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(
-    mut config: Config,
-    inherited: Option<activation::Inherited>,
-    notifier: notify::Notifier,
-) -> Result<(), String> {
+async fn run(start: startup::Start) -> Result<(), String> {
     let signals =
         shutdown::Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let (listener, socket_file) = server::listen(&mut config, inherited)?;
-    let socket = config.socket.clone();
-    let ctx = Arc::new(context::Context::new(config));
-    supervise::start(&ctx).map_err(|e| format!("cannot watch for child exits: {e}"))?;
-    notifier.ready(&ctx.registry.counts());
+    let (ctx, listener) = startup::bring_up(start).await?;
+    reload::unblock_signals();
     tracing::info!(
-        socket = %socket.display(),
+        socket = %ctx.config.socket.display(),
         pid = std::process::id(),
-        activated = socket_file.is_inherited(),
+        activated = ctx.socket_file.is_inherited(),
+        reloads = ctx.reloads,
         "browserd ready"
     );
-    tokio::spawn(notifier.clone().run(ctx.clone()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(server::serve(ctx.clone(), listener, stop_rx));
-    shutdown::run(ctx, signals, stop_tx, &notifier).await;
+    tokio::spawn(ctx.notifier.clone().run(ctx.clone()));
+    let server = tokio::spawn(server::serve(ctx.clone(), listener));
+    shutdown::run(ctx.clone(), signals).await;
     let _ = server.await;
-    socket_file.remove(&socket);
+    let _ = ctx.registry.synced().await;
+    ctx.socket_file.remove(&ctx.config.socket);
     tracing::info!("browserd stopped");
     Ok(())
+}
+
+/// `--check-config`: prints what the daemon would use, or why it cannot start.
+fn check_config(args: Args) -> ExitCode {
+    match Config::load(args) {
+        Ok(config) => {
+            let check = reload::Check::of(&config);
+            println!("{}", serde_json::to_string(&check).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("browserd: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn init_logging(config: &Config) {

@@ -20,7 +20,7 @@ const MIN_PERIOD: Duration = Duration::from_millis(10);
 
 /// The notification variables as found at startup, taken out of the environment so that no
 /// session can notify on the daemon's behalf.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Env {
     socket: Option<OsString>,
     watchdog_usec: Option<OsString>,
@@ -51,6 +51,8 @@ pub fn take_var(name: &str) -> Option<OsString> {
 #[derive(Clone, Default)]
 pub struct Notifier {
     inner: Option<Arc<Inner>>,
+    /// The variables it was made from, handed over to a re-executed daemon.
+    env: Arc<Env>,
 }
 
 struct Inner {
@@ -65,11 +67,15 @@ impl Notifier {
     /// A notifier for the socket `env` names, or a no-op one. Problems with the variables
     /// are logged, never fatal: the daemon works without a manager listening.
     pub fn new(env: Env) -> Notifier {
+        let kept = Arc::new(env.clone());
         let Some(socket) = env.socket.filter(|s| !s.is_empty()) else {
             if env.watchdog_usec.is_some() {
                 tracing::warn!("WATCHDOG_USEC is set without NOTIFY_SOCKET; no watchdog pings");
             }
-            return Notifier::default();
+            return Notifier {
+                inner: None,
+                env: kept,
+            };
         };
         let addr = match address(&socket) {
             Ok(addr) => addr,
@@ -87,7 +93,24 @@ impl Notifier {
                 stopping: AtomicBool::new(false),
                 last_status: Mutex::new(String::new()),
             })),
+            env: kept,
         }
+    }
+
+    /// The variables this notifier was made from.
+    pub fn env(&self) -> Env {
+        (*self.env).clone()
+    }
+
+    /// A reload begins (`RELOADING=1` with the monotonic time systemd requires); the
+    /// re-executed daemon says `READY=1` once it serves again.
+    pub fn reloading(&self) {
+        let mut states = vec![NotifyState::Reloading];
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        states.push(NotifyState::Status("reloading"));
+        self.send(&states);
     }
 
     /// The socket is listening and the daemon's loops run: clients may come.

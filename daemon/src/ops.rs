@@ -7,8 +7,9 @@ use crate::{launch, terminate};
 use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{
     format_rfc3339, BrowserStatus, BulkTerminate, EndReason, ErrorCode, Failure, Kill,
-    LaunchResult, Lease, LeaseResult, Limits, Release, Request, SessionId, SessionRef, SessionType,
-    SessionsFilter, SessionsResult, StatusResult, Target, TerminateResult, WireError, Workspace,
+    LaunchResult, Lease, LeaseResult, Limits, Release, ReloadResult, Request, SessionId,
+    SessionRef, SessionType, SessionsFilter, SessionsResult, StatusResult, Target, TerminateResult,
+    WireError, Workspace,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -31,6 +32,9 @@ pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireEr
             encode(&serde_json::json!({}))
         }
         Request::Status => encode(&status(ctx)),
+        Request::Reload => encode(&ReloadResult {
+            reloads: crate::reload::request(ctx).await?,
+        }),
     }
 }
 
@@ -177,6 +181,7 @@ fn status(ctx: &Context) -> StatusResult {
         protocol: browserd_proto::PROTOCOL,
         pid: std::process::id(),
         uptime_ms: as_millis(ctx.started.elapsed()),
+        reloads: ctx.reloads,
         sessions: ctx.registry.counts(),
         limits: Limits {
             max_sessions: config.max_sessions,

@@ -173,9 +173,9 @@ const MAX_HOLES: usize = 8192;
 type Found = HashMap<i32, (u64, ProcInfo)>;
 
 impl ProcTable {
-    /// Brings the table up to date. `root_owner` decides the owner of each new direct child
-    /// of `ancestor` (a session leader, or an orphan the daemon adopted); it is called only
-    /// after that process was read, so a leader spawned meanwhile is already registered.
+    /// Brings the table up to date. `root_owner` decides the owner of a new process at the
+    /// top of the tree the table knows (see `resolve`); it is called only after that process
+    /// was read, so a leader spawned meanwhile is already registered.
     ///
     /// A `background` refresh (nobody is waiting on it) also lists `/proc` when the last
     /// listing is older than `FULL_EVERY`, to forget exited processes; one a caller waits on
@@ -185,7 +185,7 @@ impl ProcTable {
         &mut self,
         ancestor: i32,
         background: bool,
-        root_owner: impl FnMut(&ProcInfo) -> Owner,
+        root_owner: impl FnMut(&ProcInfo, bool) -> Owner,
     ) -> io::Result<()> {
         // Read before looking, so a process started meanwhile is found next time.
         let forks = read_fork_count();
@@ -229,7 +229,7 @@ impl ProcTable {
         &mut self,
         candidates: Vec<SessionId>,
         ancestor: i32,
-        root_owner: impl FnMut(&ProcInfo) -> Owner,
+        root_owner: impl FnMut(&ProcInfo, bool) -> Owner,
     ) -> io::Result<Vec<SessionId>> {
         let nothing_known =
             |table: &ProcTable, id: &SessionId| !table.of(id).iter().any(|p| reread(p).is_some());
@@ -378,47 +378,51 @@ impl ProcTable {
     }
 
     /// Decides the owner of each new process, parent first; a chain of new processes is
-    /// walked once.
+    /// walked once. The top of a chain asks `root_owner` when its parent is the daemon
+    /// (`true`: a leader, or an orphan the daemon adopted) or a process no session owns
+    /// (`false`: the descendants of a session adopted after a restart hang there).
     fn resolve(
         &mut self,
         mut new: Found,
         ancestor: i32,
-        mut root_owner: impl FnMut(&ProcInfo) -> Owner,
+        mut root_owner: impl FnMut(&ProcInfo, bool) -> Owner,
     ) {
         let mut buf = [0u8; 1024];
         let pids: Vec<i32> = new.keys().copied().collect();
         for pid in pids {
-            let mut chain = Vec::new();
-            let mut cursor = pid;
+            if !new.contains_key(&pid) {
+                continue;
+            }
+            let mut chain = vec![pid];
             let owner = loop {
-                if let Some(entry) = self.entries.get(&cursor) {
-                    break entry.owner.clone();
-                }
-                let Some((_, info)) = new.get(&cursor) else {
-                    // The parent vanished meanwhile, so its child was re-parented; read
-                    // where it hangs now.
-                    break match chain
-                        .last()
-                        .and_then(|&child| read_stat_into(child, &mut buf))
-                    {
-                        Some(now) if now.ppid == ancestor => root_owner(&now),
-                        Some(now) => self
-                            .entries
-                            .get(&now.ppid)
-                            .map_or(Owner::Foreign, |e| e.owner.clone()),
-                        None => Owner::Foreign,
-                    };
+                let top = *chain.last().unwrap_or(&pid);
+                let Some((_, info)) = new.get(&top) else {
+                    break Owner::Foreign;
                 };
                 if info.ppid == ancestor {
-                    break root_owner(info);
+                    break root_owner(info, true);
                 }
-                if info.ppid <= 0 || chain.len() > new.len() {
-                    break Owner::Foreign;
+                if let Some(parent) = self.entries.get(&info.ppid) {
+                    break match &parent.owner {
+                        Owner::Session(id) => Owner::Session(id.clone()),
+                        Owner::Unowned | Owner::Foreign => root_owner(info, false),
+                    };
                 }
-                chain.push(cursor);
-                cursor = info.ppid;
+                if new.contains_key(&info.ppid) && chain.len() <= new.len() {
+                    chain.push(info.ppid);
+                    continue;
+                }
+                // The parent vanished meanwhile, so the process was re-parented; read where
+                // it hangs now.
+                break match read_stat_into(top, &mut buf) {
+                    Some(now) if now.ppid == ancestor => root_owner(&now, true),
+                    Some(now) => match self.entries.get(&now.ppid).map(|e| &e.owner) {
+                        Some(Owner::Session(id)) => Owner::Session(id.clone()),
+                        _ => root_owner(&now, false),
+                    },
+                    None => Owner::Foreign,
+                };
             };
-            chain.push(cursor);
             for pid in chain {
                 if let Some((ino, info)) = new.remove(&pid) {
                     let owner = owner.clone();
@@ -594,7 +598,7 @@ mod tests {
         let me = std::process::id() as i32;
         let id: SessionId = "s-2".parse().unwrap();
         let mut table = ProcTable::default();
-        table.refresh(me, false, |_| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
         assert!(table.last_listing.is_some());
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & echo $!; wait"])
@@ -611,7 +615,7 @@ mod tests {
         let pid = child.id() as i32;
         let listed_at = table.last_listing;
         table
-            .refresh(me, false, |p| {
+            .refresh(me, false, |p, _| {
                 // Other tests of this process start children of their own meanwhile.
                 if p.pid == pid {
                     Owner::Session(id.clone())
@@ -642,16 +646,16 @@ mod tests {
     fn only_background_refreshes_list_to_forget_the_dead() {
         let me = std::process::id() as i32;
         let mut table = ProcTable::default();
-        table.refresh(me, false, |_| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
         let stale = Instant::now() - FULL_EVERY * 2;
         table.last_listing = Some(stale);
-        table.refresh(me, false, |_| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
         assert_eq!(
             table.last_listing,
             Some(stale),
             "a waited-on refresh probes"
         );
-        table.refresh(me, true, |_| Owner::Unowned).unwrap();
+        table.refresh(me, true, |_, _| Owner::Unowned).unwrap();
         assert!(
             table.last_listing.unwrap() > stale,
             "a background refresh lists"
@@ -662,11 +666,11 @@ mod tests {
     fn a_pid_cycle_since_the_last_refresh_forces_a_listing() {
         let me = std::process::id() as i32;
         let mut table = ProcTable::default();
-        table.refresh(me, false, |_| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
         let listed = table.last_listing;
         // As if a whole cycle of pids was allocated since: the pid range alone cannot tell.
         table.forks = table.forks.map(|f| f - MAX_PROBE as u64 - 1);
-        table.refresh(me, false, |_| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
         assert_ne!(table.last_listing, listed, "too many forks: it must list");
         assert!(read_fork_count().is_some());
     }
@@ -683,7 +687,7 @@ mod tests {
         let id: SessionId = "s-1".parse().unwrap();
         let mut table = ProcTable::default();
         let mut asked = 0;
-        let mut owner = |p: &ProcInfo| {
+        let mut owner = |p: &ProcInfo, _: bool| {
             if p.pid == pid {
                 asked += 1;
                 Owner::Session(id.clone())

@@ -6,11 +6,15 @@
 
 use browserd_proto::ExitStatus;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use tokio::sync::oneshot;
 
 #[derive(Default)]
 pub struct Reaper {
     lock: Mutex<()>,
+    /// Children the daemon runs for itself (not sessions), whose exit someone awaits.
+    helpers: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
 }
 
 impl Reaper {
@@ -21,8 +25,20 @@ impl Reaper {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Registers a child the daemon spawned for itself (with the reap lock held, so it
+    /// cannot be reaped first) and returns where its exit status will arrive.
+    pub fn await_helper(&self, pid: i32) -> oneshot::Receiver<ExitStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.helpers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(pid, tx);
+        rx
+    }
+
     /// Reaps every child that has exited and hands the batch to `record` while the lock is
-    /// still held, so no one can observe a reaped leader as alive.
+    /// still held, so no one can observe a reaped leader as alive. Helpers' exits go to
+    /// whoever awaits them instead.
     pub fn reap_all<R>(&self, record: impl FnOnce(&[(i32, ExitStatus)]) -> R) -> R {
         let _guard = self.hold();
         let mut batch = Vec::new();
@@ -40,6 +56,19 @@ impl Reaper {
                 // ECHILD: no children at all.
                 Err(_) => break,
             }
+        }
+        if !batch.is_empty() {
+            let mut helpers = self
+                .helpers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            batch.retain(|(pid, status)| match helpers.remove(pid) {
+                Some(waiter) => {
+                    let _ = waiter.send(*status);
+                    false
+                }
+                None => true,
+            });
         }
         record(&batch)
     }

@@ -6,15 +6,21 @@
 //! set, which the expiry loop sleeps on.
 
 use crate::error::{Error, Result};
-use crate::procs::{Owner, ProcInfo};
+use crate::journal::{Journal, Line};
+use crate::procs::{Owner, ProcInfo, ProcKey};
+use crate::records::{
+    self, from_unix_ms, instant_of, unix_ms, BrowserRecord, LeaderRecord, LeaseRecord,
+    SessionRecord, Snapshot, StateRecord,
+};
 use crate::termination::{Control, Outcome, Termination};
 use browserd_proto::{
     format_rfc3339, EndReason, ExitStatus, LeaseId, SessionId, SessionInfo, SessionRef,
     SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
 };
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
@@ -83,10 +89,16 @@ struct Session {
     command: Vec<String>,
     pid: i32,
     start_time: u64,
+    /// Taken up after a restart: its processes are not the daemon's descendants.
+    adopted: bool,
+    /// An adopted leader that was alive at the restart: a pidfd opened while its identity
+    /// was proven, the only way it is watched and signalled.
+    leader_pidfd: Option<Arc<OwnedFd>>,
     started_at: SystemTime,
     expires: Option<Deadline>,
     leases: BTreeSet<LeaseId>,
-    /// Set once the leader is reaped; the session may still have other processes.
+    /// Set once the leader is reaped (or, adopted, seen to exit); the session may still have
+    /// other processes.
     leader_exit: Option<ExitStatus>,
     /// The leader exited on its own (not during a termination) and what it left behind is
     /// still to be dealt with.
@@ -218,14 +230,19 @@ struct State {
     /// Live sessions by their leader's pid number, which is also the pgid their processes
     /// carry unless they moved (the number stays pinned while any does).
     numbers: HashMap<i32, SessionId>,
-    leases: HashMap<LeaseId, (SessionId, Instant)>,
+    leases: HashMap<LeaseId, (SessionId, Deadline)>,
     /// Exited sessions, oldest first, with when they are to be forgotten.
     exited: VecDeque<(SessionId, Instant)>,
     expiries: BTreeSet<(Instant, Expiry)>,
     /// Launches admitted but not yet registered.
     reserved: usize,
+    /// Live sessions adopted after a restart.
+    adopted: usize,
     next_session: u64,
     next_lease: u64,
+    /// The counters as last written to the journal: ids below them may have been handed out.
+    persisted_session: u64,
+    persisted_lease: u64,
     shutting_down: bool,
 }
 
@@ -241,20 +258,190 @@ pub struct Registry {
     expiry_changed: Notify,
     nonce: u32,
     limits: Limits,
+    /// Where every change is written, once the daemon has one (see [`Registry::attach`]).
+    journal: OnceLock<Arc<Journal>>,
+    /// This boot's id, written with every leader's identity.
+    boot_id: String,
 }
 
+/// How many ids are reserved in the journal at a time.
+const ID_BLOCK: u64 = 1024;
+
 impl Registry {
+    #[cfg(test)]
     pub fn new(limits: Limits) -> Registry {
-        Registry {
-            state: Mutex::new(State {
+        Registry::restore(
+            limits,
+            Snapshot {
+                nonce: instance_nonce(),
                 next_session: 1,
                 next_lease: 1,
-                ..State::default()
-            }),
-            expiry_changed: Notify::new(),
-            nonce: instance_nonce(),
-            limits,
+                sessions: Vec::new(),
+            },
+            HashMap::new(),
+        )
+    }
+
+    /// A registry holding what `snapshot` describes (a reload's handover, or a journal after
+    /// recovery decided which sessions are still there). `adopted` holds a pidfd for every
+    /// leader that is not the daemon's child.
+    pub fn restore(
+        limits: Limits,
+        snapshot: Snapshot,
+        mut adopted: HashMap<SessionId, Arc<OwnedFd>>,
+    ) -> Registry {
+        let mut state = State {
+            next_session: snapshot.next_session.max(1),
+            next_lease: snapshot.next_lease.max(1),
+            persisted_session: snapshot.next_session,
+            persisted_lease: snapshot.next_lease,
+            ..State::default()
+        };
+        for record in snapshot.sessions {
+            let pidfd = adopted.remove(&record.id);
+            restore_session(&mut state, &limits, record, pidfd);
         }
+        // No counters written down (a first start, or a journal lost before them): a new
+        // nonce keeps every id new.
+        let nonce = match snapshot.nonce {
+            0 => instance_nonce(),
+            nonce => nonce,
+        };
+        Registry {
+            state: Mutex::new(state),
+            expiry_changed: Notify::new(),
+            nonce,
+            limits,
+            journal: OnceLock::new(),
+            boot_id: records::boot_id(),
+        }
+    }
+
+    /// Everything the registry holds, as records.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_locked(&self.lock())
+    }
+
+    fn snapshot_locked(&self, state: &State) -> Snapshot {
+        let mut sessions: Vec<&Session> = state.sessions.values().collect();
+        sessions.sort_by(|a, b| oldest_first(a, b));
+        Snapshot {
+            nonce: self.nonce,
+            next_session: state.next_session,
+            next_lease: state.next_lease,
+            sessions: sessions
+                .into_iter()
+                .map(|s| self.record(state, s))
+                .collect(),
+        }
+    }
+
+    fn record(&self, state: &State, session: &Session) -> SessionRecord {
+        let lease_deadline = |lease: &LeaseId| state.leases.get(lease).map(|(_, d)| d.wall);
+        SessionRecord {
+            id: session.id.clone(),
+            tracking_id: session.tracking_id.clone(),
+            session_type: session.kind,
+            workspace: session.workspace.clone(),
+            command: session.command.clone(),
+            leader: LeaderRecord {
+                pid: session.pid,
+                start_time: session.start_time,
+                boot_id: self.boot_id.clone(),
+                adopted: session.adopted,
+                exit: session.leader_exit,
+            },
+            started_at_ms: unix_ms(session.started_at),
+            expires_at_ms: session.expires.map(|d| unix_ms(d.wall)),
+            leases: session
+                .leases
+                .iter()
+                .filter_map(|lease| {
+                    Some(LeaseRecord {
+                        id: lease.clone(),
+                        expires_at_ms: unix_ms(lease_deadline(lease)?),
+                    })
+                })
+                .collect(),
+            dirs: session.owned_dirs.clone(),
+            browser: session.browser.as_ref().map(|b| BrowserRecord {
+                ws_endpoint: b.ws_endpoint.clone(),
+                profile_dir: b.profile_dir.clone(),
+            }),
+            state: match &session.phase {
+                Phase::Starting => StateRecord::Starting,
+                Phase::Running => StateRecord::Running,
+                Phase::Terminating(t) => {
+                    let control = t.control();
+                    let left = control.deadline.saturating_duration_since(Instant::now());
+                    StateRecord::Terminating {
+                        force: control.force,
+                        deadline_ms: unix_ms(SystemTime::now() + left),
+                        reason: t.reason(),
+                    }
+                }
+                Phase::Exited {
+                    exit,
+                    ended_at,
+                    reason,
+                } => StateRecord::Exited {
+                    exit: *exit,
+                    ended_at_ms: unix_ms(*ended_at),
+                    reason: *reason,
+                },
+            },
+        }
+    }
+
+    /// From now on every change is written to `journal`.
+    pub fn attach(&self, journal: Arc<Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Writes the session's current record (call with the lock held, so records reach the
+    /// journal in the order of the changes).
+    fn persist(&self, state: &State, id: &SessionId) {
+        let Some(journal) = self.journal.get() else {
+            return;
+        };
+        match state.sessions.get(id) {
+            Some(session) => journal.append(Line::Put(Box::new(self.record(state, session)))),
+            None => journal.append(Line::Forget(id.clone())),
+        };
+        if journal.wants_compaction() {
+            journal.compact(self.snapshot_locked(state));
+        }
+    }
+
+    /// Writes the id counters ahead of use, a block at a time, so no id handed out is ever
+    /// handed out again, even after a crash.
+    fn reserve_ids(&self, state: &mut State) {
+        let Some(journal) = self.journal.get() else {
+            return;
+        };
+        if state.next_session < state.persisted_session && state.next_lease < state.persisted_lease
+        {
+            return;
+        }
+        state.persisted_session = state.persisted_session.max(state.next_session + ID_BLOCK);
+        state.persisted_lease = state.persisted_lease.max(state.next_lease + ID_BLOCK);
+        journal.append(Line::Counters {
+            nonce: self.nonce,
+            next_session: state.persisted_session,
+            next_lease: state.persisted_lease,
+        });
+    }
+
+    /// Waits until every change made so far is on disk: what a `launch` or `lease` waits
+    /// for before it is acknowledged.
+    pub async fn synced(&self) -> Result<()> {
+        let Some(journal) = self.journal.get() else {
+            return Ok(());
+        };
+        journal
+            .synced(journal.last_seq())
+            .await
+            .map_err(Error::Internal)
     }
 
     /// A poisoned lock means a panic happened while the state was being changed; every
@@ -292,6 +479,7 @@ impl Registry {
         }
         let seq = state.next_session;
         state.next_session += 1;
+        self.reserve_ids(&mut state);
         let id = SessionId::generate(self.nonce, seq);
         if let Some(tracking_id) = tracking_id {
             state.tracking.insert(tracking_id.clone(), id.clone());
@@ -337,6 +525,8 @@ impl Registry {
             command: new.command,
             pid: new.pid,
             start_time: new.start_time,
+            adopted: false,
+            leader_pidfd: None,
             started_at: SystemTime::now(),
             expires: admission.expires,
             leases: BTreeSet::new(),
@@ -351,6 +541,7 @@ impl Registry {
             owned_dirs: new.owned_dirs,
         };
         state.sessions.insert(id.clone(), session);
+        self.persist(&state, &id);
         id
     }
 
@@ -369,7 +560,9 @@ impl Registry {
         if let Some(browser) = &mut session.browser {
             browser.ws_endpoint = Some(endpoint);
         }
-        Ok(session.info())
+        let info = session.info();
+        self.persist(&state, id);
+        Ok(info)
     }
 
     pub fn info(&self, id: &SessionId) -> Option<SessionInfo> {
@@ -493,8 +686,22 @@ impl Registry {
         };
         if control.force && !matches!(begin, Begin::AlreadyGone) {
             Self::drop_leases(&mut state, id);
+            self.persist(&state, id);
         }
         Some(begin)
+    }
+
+    /// Every session being terminated, with its termination.
+    pub fn terminating(&self) -> Vec<(SessionId, Arc<Termination>)> {
+        let state = self.lock();
+        state
+            .sessions
+            .values()
+            .filter_map(|s| match &s.phase {
+                Phase::Terminating(t) => Some((s.id.clone(), t.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Records how a termination ended when the session outlived it: it is running again
@@ -548,7 +755,51 @@ impl Registry {
     pub fn unreaped_leader(&self, id: &SessionId) -> Option<i32> {
         let state = self.lock();
         let session = state.sessions.get(id)?;
-        (session.leader_exit.is_none() && session.pid > 0).then_some(session.pid)
+        let child = !session.adopted;
+        (child && session.leader_exit.is_none() && session.pid > 0).then_some(session.pid)
+    }
+
+    /// The pidfd (and identity) of an adopted session's leader while it has not exited: the
+    /// only way an adopted leader is signalled.
+    pub fn adopted_leader(&self, id: &SessionId) -> Option<(Arc<OwnedFd>, ProcKey)> {
+        let state = self.lock();
+        let session = state.sessions.get(id)?;
+        let pidfd = session
+            .leader_pidfd
+            .clone()
+            .filter(|_| session.leader_exit.is_none())?;
+        Some((
+            pidfd,
+            ProcKey {
+                pid: session.pid,
+                start_time: session.start_time,
+            },
+        ))
+    }
+
+    /// Every adopted session whose leader has not exited, with its pidfd, to watch for the
+    /// exit.
+    pub fn adopted_leaders(&self) -> Vec<(SessionId, Arc<OwnedFd>)> {
+        let state = self.lock();
+        state
+            .sessions
+            .values()
+            .filter(|s| s.is_live() && s.leader_exit.is_none())
+            .filter_map(|s| Some((s.id.clone(), s.leader_pidfd.clone()?)))
+            .collect()
+    }
+
+    /// An adopted leader exited (its pidfd became readable): its exit status is unknown, only
+    /// its parent could read it.
+    pub fn record_adopted_exit(&self, id: &SessionId) {
+        let mut state = self.lock();
+        if let Some(session) = state.sessions.get_mut(id) {
+            if session.adopted && session.leader_exit.is_none() {
+                session.leader_exit = Some(ExitStatus::Unknown);
+                session.left_behind = matches!(session.phase, Phase::Starting | Phase::Running);
+                tracing::debug!(session = %id, pid = session.pid, "adopted leader exited");
+            }
+        }
     }
 
     /// Whether the session's leader exited on its own, leaving processes behind that nobody
@@ -590,6 +841,8 @@ impl Registry {
         };
         let owned_dirs = std::mem::take(&mut session.owned_dirs);
         let tracking_id = session.tracking_id.clone();
+        let was_adopted = session.adopted;
+        session.leader_pidfd = None;
         let number = session.pid;
         if state.numbers.get(&number) == Some(id) {
             state.numbers.remove(&number);
@@ -600,6 +853,9 @@ impl Registry {
             }
         }
         Self::drop_leases(&mut state, id);
+        if was_adopted {
+            state.adopted -= 1;
+        }
         let forget_at = Instant::now() + self.limits.keep_exited_for;
         state.exited.push_back((id.clone(), forget_at));
         state
@@ -608,9 +864,11 @@ impl Registry {
         while state.exited.len() > self.limits.keep_exited {
             if let Some((oldest, at)) = state.exited.pop_front() {
                 state.sessions.remove(&oldest);
-                state.expiries.remove(&(at, Expiry::Forget(oldest)));
+                state.expiries.remove(&(at, Expiry::Forget(oldest.clone())));
+                self.persist(&state, &oldest);
             }
         }
+        self.persist(&state, id);
         self.expiry_changed.notify_one();
         tracing::info!(session = %id, %exit, %reason, "session exited");
         Some(Finished {
@@ -619,23 +877,48 @@ impl Registry {
         })
     }
 
-    /// Who owns a direct child of the daemon, read from `/proc` (call with the reap lock
-    /// held, so a leader being spawned is either not forked yet or registered): a leader, by
-    /// pid and start time; an adopted orphan, by the session `marker` in its environment,
-    /// else by the session or group it still carries. An orphan none of these name is not a
-    /// session's (as PID 1, the daemon may adopt processes that never were), and is never
-    /// signalled.
-    pub fn owner_for(&self, root: &ProcInfo, marker: Option<SessionId>) -> Owner {
+    /// Who owns a process at the top of the tree the process table knows, read from
+    /// `/proc` (call with the reap lock held, so a leader being spawned is either not forked
+    /// yet or registered).
+    ///
+    /// A direct child of the daemon (`child_of_daemon`) is a leader, by pid and start time,
+    /// or an orphan the daemon adopted: the session the `marker` in its environment names,
+    /// else the session whose leader's pid is the session or group it still carries. An
+    /// orphan none of these name is not a session's (as PID 1, the daemon may adopt
+    /// processes that never were) and is never signalled.
+    ///
+    /// Anything else can only belong to a session adopted after a restart, whose processes
+    /// are not the daemon's descendants: its leader, by pid and start time, or a process
+    /// whose marker names it.
+    pub fn owner_for(
+        &self,
+        root: &ProcInfo,
+        marker: Option<SessionId>,
+        child_of_daemon: bool,
+    ) -> Owner {
         let state = self.lock();
         let live = |id: &SessionId| state.sessions.get(id).is_some_and(Session::is_live);
-        if let Some(id) = state.leaders.get(&root.pid) {
-            if state
-                .sessions
-                .get(id)
-                .is_some_and(|s| s.start_time == root.start_time)
+        let is_leader = |id: &SessionId| {
+            state.sessions.get(id).is_some_and(|s| {
+                s.pid == root.pid && s.start_time == root.start_time && s.is_live()
+            })
+        };
+        if !child_of_daemon {
+            let adopted = |id: &SessionId| state.sessions.get(id).is_some_and(|s| s.adopted);
+            if let Some(id) = state
+                .numbers
+                .get(&root.pid)
+                .filter(|id| adopted(id) && is_leader(id))
             {
                 return Owner::Session(id.clone());
             }
+            return match marker.filter(|id| live(id) && adopted(id)) {
+                Some(id) => Owner::Session(id),
+                None => Owner::Foreign,
+            };
+        }
+        if let Some(id) = state.leaders.get(&root.pid).filter(|id| is_leader(id)) {
+            return Owner::Session(id.clone());
         }
         if let Some(id) = marker.filter(|id| live(id)) {
             return Owner::Session(id);
@@ -643,7 +926,13 @@ impl Registry {
         [root.sid, root.pgid]
             .iter()
             .find_map(|number| state.numbers.get(number))
+            .filter(|id| state.sessions.get(*id).is_some_and(|s| !s.adopted))
             .map_or(Owner::Unowned, |id| Owner::Session(id.clone()))
+    }
+
+    /// Whether any live session was adopted after a restart.
+    pub fn has_adopted(&self) -> bool {
+        self.lock().adopted > 0
     }
 
     /// Takes a lease on a live session.
@@ -664,11 +953,15 @@ impl Registry {
         let lease_id = LeaseId::generate(self.nonce, seq);
         session.leases.insert(lease_id.clone());
         state.next_lease += 1;
+        self.reserve_ids(&mut state);
         let deadline = Deadline::after(ttl);
-        state.leases.insert(lease_id.clone(), (id, deadline.at));
+        state
+            .leases
+            .insert(lease_id.clone(), (id.clone(), deadline));
         state
             .expiries
             .insert((deadline.at, Expiry::Lease(lease_id.clone())));
+        self.persist(&state, &id);
         self.expiry_changed.notify_one();
         Ok((lease_id, deadline.wall))
     }
@@ -683,6 +976,7 @@ impl Registry {
         if let Some(session) = state.sessions.get_mut(&id) {
             session.leases.remove(lease_id);
         }
+        self.persist(&state, &id);
         Ok(())
     }
 
@@ -698,9 +992,10 @@ impl Registry {
                 break;
             };
             let current = match &expiry {
-                Expiry::Lease(lease) => {
-                    state.leases.get(lease).is_some_and(|(_, d)| *d == deadline)
-                }
+                Expiry::Lease(lease) => state
+                    .leases
+                    .get(lease)
+                    .is_some_and(|(_, d)| d.at == deadline),
                 Expiry::Ttl(id) => state.sessions.get(id).is_some_and(Session::is_live),
                 Expiry::Forget(id) => state.sessions.get(id).is_some_and(|s| !s.is_live()),
             };
@@ -729,6 +1024,7 @@ impl Registry {
         if state.sessions.get(id).is_some_and(|s| !s.is_live()) {
             state.sessions.remove(id);
             state.exited.retain(|(e, _)| e != id);
+            self.persist(&state, id);
         }
     }
 
@@ -738,20 +1034,124 @@ impl Registry {
     }
 }
 
+/// Rebuilds one session and its indexes from its record.
+fn restore_session(
+    state: &mut State,
+    limits: &Limits,
+    record: SessionRecord,
+    leader_pidfd: Option<Arc<OwnedFd>>,
+) {
+    let id = record.id.clone();
+    let expires = record.expires_at_ms.map(|ms| Deadline {
+        at: instant_of(ms),
+        wall: from_unix_ms(ms),
+    });
+    let phase = match record.state {
+        StateRecord::Starting => Phase::Starting,
+        StateRecord::Running => Phase::Running,
+        StateRecord::Terminating {
+            force,
+            deadline_ms,
+            reason,
+        } => Phase::Terminating(Arc::new(Termination::new(
+            Control {
+                force,
+                deadline: instant_of(deadline_ms),
+            },
+            reason,
+        ))),
+        StateRecord::Exited {
+            exit,
+            ended_at_ms,
+            reason,
+        } => Phase::Exited {
+            exit,
+            ended_at: from_unix_ms(ended_at_ms),
+            reason,
+        },
+    };
+    let session = Session {
+        id: id.clone(),
+        tracking_id: record.tracking_id,
+        kind: record.session_type,
+        workspace: record.workspace,
+        command: record.command,
+        pid: record.leader.pid,
+        start_time: record.leader.start_time,
+        adopted: record.leader.adopted,
+        leader_pidfd,
+        started_at: from_unix_ms(record.started_at_ms),
+        expires,
+        leases: record.leases.iter().map(|l| l.id.clone()).collect(),
+        leader_exit: record.leader.exit,
+        left_behind: false,
+        phase,
+        browser: record.browser.map(|b| BrowserInfo {
+            ws_endpoint: b.ws_endpoint,
+            profile_dir: b.profile_dir,
+        }),
+        owned_dirs: record.dirs,
+    };
+    if session.is_live() {
+        if session.adopted {
+            state.adopted += 1;
+        }
+        if let Some(tracking_id) = &session.tracking_id {
+            state.tracking.insert(tracking_id.clone(), id.clone());
+        }
+        if !session.adopted && session.leader_exit.is_none() {
+            state.leaders.insert(session.pid, id.clone());
+        }
+        state.numbers.insert(session.pid, id.clone());
+        if let Some(deadline) = expires {
+            state
+                .expiries
+                .insert((deadline.at, Expiry::Ttl(id.clone())));
+        }
+        for lease in record.leases {
+            let deadline = Deadline {
+                at: instant_of(lease.expires_at_ms),
+                wall: from_unix_ms(lease.expires_at_ms),
+            };
+            state
+                .expiries
+                .insert((deadline.at, Expiry::Lease(lease.id.clone())));
+            state.leases.insert(lease.id, (id.clone(), deadline));
+        }
+    } else if let Phase::Exited { ended_at, .. } = session.phase {
+        let listed_for = SystemTime::now()
+            .duration_since(ended_at)
+            .unwrap_or_default();
+        let forget_at = Instant::now() + limits.keep_exited_for.saturating_sub(listed_for);
+        state.exited.push_back((id.clone(), forget_at));
+        state
+            .expiries
+            .insert((forget_at, Expiry::Forget(id.clone())));
+    }
+    state.sessions.insert(id, session);
+}
+
 /// A value that differs between daemon instances, so that session ids are never reused
 /// across restarts either.
 fn instance_nonce() -> u32 {
     let mut bytes = [0u8; 4];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_ok()
-    {
-        return u32::from_ne_bytes(bytes);
+    loop {
+        let nonce = if std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .is_ok()
+        {
+            u32::from_ne_bytes(bytes)
+        } else {
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            nanos ^ std::process::id().rotate_left(16)
+        };
+        // 0 means "no nonce yet".
+        if nonce != 0 {
+            return nonce;
+        }
     }
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos ^ std::process::id().rotate_left(16)
 }
 
 #[cfg(test)]

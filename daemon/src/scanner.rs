@@ -35,8 +35,9 @@ enum Request {
 /// How long a kick waits for others to join it.
 const KICK_DELAY: Duration = Duration::from_millis(20);
 
-/// Decides who owns a new direct child of the daemon.
-pub type RootOwner = dyn Fn(&ProcInfo) -> Owner + Send + Sync;
+/// Decides who owns a new process at the top of the known tree: a child of the daemon
+/// (`true`), or of a process no session owns (`false`).
+pub type RootOwner = dyn Fn(&ProcInfo, bool) -> Owner + Send + Sync;
 
 #[derive(Default)]
 pub struct Scanner {
@@ -189,6 +190,6 @@ fn usage(known: &[ProcInfo]) -> Usage {
     Usage {
         processes: u32::try_from(live.len()).unwrap_or(u32::MAX),
         memory_bytes: live.iter().filter_map(|p| procs::read_pss(p.pid)).sum(),
-        cpu_seconds: live.iter().map(|p| p.cpu_ticks as f64).sum::<f64>() / ticks,
+        cpu_seconds: live.iter().map(|p| p.cpu_ticks).sum::<u64>() as f64 / ticks,
     }
 }

@@ -1,185 +1,132 @@
-//! The socket server: binding (refusing to displace a live daemon, replacing a stale socket
-//! file) or adopting a socket-activated listener, checking each peer's credentials, and one
-//! task per connection that owns its framing and answers requests in order.
+//! The socket server: the accept loop, one task per connection that owns its framing and
+//! answers requests in order, and the peer check. For a reload the server drains: it stops
+//! accepting (new clients wait in the kernel's backlog), lets every connection finish the
+//! request it is answering, and takes each connection, at a frame boundary, out of its task,
+//! so that the re-executed daemon serves it on; no client is refused or dropped.
 
-use crate::activation::Inherited;
 use crate::config::Config;
 use crate::context::Context;
 use crate::ops;
 use browserd_proto::{decode_request, ErrorCode, Frame, LineDecoder, Response, WireError};
 use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::tokio::Listener as _;
-use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
-use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
-use std::path::Path;
-use std::sync::Arc;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// Most connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 1024;
 /// Read size per syscall.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Who removes the socket file when the daemon exits.
-pub enum SocketFile {
-    /// The daemon bound it: removed if it is still the same file.
-    Ours { inode: Option<u64> },
-    /// A service manager bound it and keeps listening on it after the daemon exits.
-    Managers,
+/// What the server is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// A reload: stop accepting, finish what is being answered, hand connections over.
+    Draining,
+    /// Shutdown: stop accepting; connections are served until the daemon exits.
+    Stopping,
 }
 
-impl SocketFile {
-    pub fn is_inherited(&self) -> bool {
-        matches!(self, SocketFile::Managers)
-    }
+/// A connection taken out of its task at a frame boundary, for the next image to serve.
+#[derive(Debug)]
+pub struct Parked {
+    pub fd: OwnedFd,
+    /// Bytes read but not yet a complete request (the start of a pipelined one).
+    pub pending: Vec<u8>,
+}
 
-    /// Removes the socket file at `path` if the daemon made it and it is still that file.
-    pub fn remove(&self, path: &Path) {
-        if let SocketFile::Ours { inode } = self {
-            remove_socket(path, *inode);
+/// The server's shared state.
+pub struct Server {
+    phase: watch::Sender<Phase>,
+    slots: Arc<Semaphore>,
+    /// The listener, once the accept loop has let go of it for a reload.
+    listener: Mutex<Option<Listener>>,
+    /// Connections handed over by their tasks while draining.
+    parked: Mutex<Vec<Parked>>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            phase: watch::Sender::new(Phase::Serving),
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            listener: Mutex::new(None),
+            parked: Mutex::new(Vec::new()),
         }
     }
 }
 
-/// The listener: the one a service manager passed, else a socket of our own.
-pub fn listen(
-    config: &mut Config,
-    inherited: Option<Inherited>,
-) -> Result<(Listener, SocketFile), String> {
-    let Some(inherited) = inherited else {
-        let mut listener = bind(config)?;
-        listener.do_not_reclaim_name_on_drop();
-        let inode = std::fs::metadata(&config.socket).ok().map(|m| m.ino());
-        return Ok((listener, SocketFile::Ours { inode }));
-    };
-    match &inherited.path {
-        Some(path) if *path != config.socket => {
-            tracing::info!(
-                configured = %config.socket.display(),
-                inherited = %path.display(),
-                "serving the socket the service manager passed, not the configured path"
-            );
-            config.socket = path.clone();
-        }
-        Some(_) => {}
-        None => tracing::warn!(
-            "the inherited socket has no path; clients need its address from the service manager"
-        ),
-    }
-    tracing::info!(name = inherited.name.as_deref(), "socket-activated");
-    let listener = adopt(inherited.fd)?;
-    Ok((listener, SocketFile::Managers))
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Binds the socket. A live daemon answering on the path makes this fail; a socket file
-/// nobody answers on is stale and replaced; anything else at the path is left alone.
-fn bind(config: &Config) -> Result<Listener, String> {
-    let path = &config.socket;
-    prepare_parent(path)?;
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(format!(
-                        "another browserd is already serving {}; stop it first, or pass a different --socket",
-                        path.display()
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    tracing::info!(socket = %path.display(), "replacing stale socket file");
-                    std::fs::remove_file(path)
-                        .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
-                }
-                Err(e) => return Err(format!("cannot probe existing socket {}: {e}", path.display())),
+impl Server {
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// Stops accepting for good (shutdown).
+    pub fn stop(&self) {
+        self.phase.send_replace(Phase::Stopping);
+    }
+
+    /// Drains for a reload: returns the listener and every connection, once each has
+    /// finished the request it was answering, or once `timeout` has passed (connections
+    /// still busy then, e.g. writing to a client that does not read, are left to close).
+    pub async fn drain(&self, timeout: Duration) -> (Option<Listener>, Vec<Parked>) {
+        self.phase.send_replace(Phase::Draining);
+        let idle =
+            tokio::time::timeout(timeout, self.slots.acquire_many(MAX_CONNECTIONS as u32)).await;
+        match idle {
+            Ok(Ok(permits)) => drop(permits),
+            _ => {
+                let busy = MAX_CONNECTIONS - self.slots.available_permits();
+                tracing::warn!(
+                    busy,
+                    "connections still busy after {timeout:?}; they are closed by the reload"
+                );
             }
         }
-        Ok(_) => {
-            return Err(format!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            ))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+        let listener = lock(&self.listener).take();
+        (listener, std::mem::take(&mut *lock(&self.parked)))
     }
-    let name = path
-        .as_path()
-        .to_fs_name::<GenericFilePath>()
-        .map_err(|e| format!("invalid socket path {}: {e}", path.display()))?;
-    // The umask would strip bits from the requested mode; bind under a umask that lets
-    // exactly the mode through, so the socket is never reachable with other permissions.
-    let mode = config.socket_mode.0;
-    let mask = nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777);
-    let previous = nix::sys::stat::umask(mask);
-    let listener = ListenerOptions::new()
-        .name(name)
-        .mode(mode as libc::mode_t)
-        .create_tokio();
-    nix::sys::stat::umask(previous);
-    let listener = listener.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
-    Ok(listener)
-}
 
-/// Serves a listener a service manager bound and passed (see `activation`). Its file, mode and
-/// owner are the manager's business; the live-daemon probe of `bind` does not apply, since
-/// the one answering on that path is this very socket.
-fn adopt(fd: std::os::fd::OwnedFd) -> Result<Listener, String> {
-    use interprocess::os::unix::uds_local_socket::tokio::Listener as UdsListener;
-    UdsListener::try_from(fd)
-        .map(Listener::from)
-        .map_err(|e| format!("cannot serve the inherited socket: {e}"))
-}
-
-/// Creates the socket's directory if missing. A directory of our own making is private
-/// unless it is the system runtime dir, where group members must reach the socket.
-fn prepare_parent(path: &Path) -> Result<(), String> {
-    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    if parent.exists() {
-        return Ok(());
+    /// Serves again after a drain whose reload did not happen.
+    pub fn resume(&self) {
+        self.phase.send_replace(Phase::Serving);
     }
-    let mode = if parent.starts_with("/run") {
-        0o755
-    } else {
-        0o700
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(parent)
-        .map_err(|e| format!("cannot create socket directory {}: {e}", parent.display()))
 }
 
-/// Accepts connections until `stop` turns true.
-pub async fn serve(ctx: Arc<Context>, listener: Listener, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// Accepts connections until the server stops or drains; when draining, the listener is
+/// left in the server for the reload to take.
+pub async fn serve(ctx: Arc<Context>, listener: Listener) {
+    let server = &ctx.server;
+    let mut phase = server.phase.subscribe();
     let mut backoff = Duration::from_millis(1);
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        if *phase.borrow_and_update() != Phase::Serving {
+            break;
+        }
+        let permit = tokio::select! {
+            permit = server.slots.clone().acquire_owned() => permit,
+            _ = phase.changed() => continue,
         };
+        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => return,
+            _ = phase.changed() => continue,
         };
         match accepted {
             Ok(stream) => {
                 backoff = Duration::from_millis(1);
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle_connection(&ctx, stream).await {
-                        tracing::debug!("connection ended: {e}");
-                    }
-                    drop(permit);
-                });
+                spawn_connection(&ctx, stream, LineDecoder::default(), permit);
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
@@ -189,35 +136,104 @@ pub async fn serve(ctx: Arc<Context>, listener: Listener, mut stop: watch::Recei
             }
         }
     }
+    if server.phase() == Phase::Draining {
+        *lock(&server.listener) = Some(listener);
+    }
 }
 
-async fn handle_connection(ctx: &Arc<Context>, stream: Stream) -> io::Result<()> {
+/// Serves connections an earlier image (or a drain that did not end in a reload) handed
+/// over, from where they stopped.
+pub fn take_up(ctx: &Arc<Context>, parked: Vec<Parked>) {
+    for Parked { fd, pending } in parked {
+        let stream = match uds_stream(fd) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!("cannot serve a handed-over connection: {e}");
+                continue;
+            }
+        };
+        let Ok(permit) = ctx.server.slots.clone().try_acquire_owned() else {
+            tracing::warn!("too many connections to take up a handed-over one");
+            continue;
+        };
+        let mut decoder = LineDecoder::default();
+        decoder.push(&pending);
+        spawn_connection(ctx, stream, decoder, permit);
+    }
+}
+
+fn uds_stream(fd: OwnedFd) -> io::Result<Stream> {
+    use interprocess::os::unix::uds_local_socket::tokio::Stream as UdsStream;
+    UdsStream::try_from(fd).map(Stream::from)
+}
+
+fn spawn_connection(
+    ctx: &Arc<Context>,
+    stream: Stream,
+    decoder: LineDecoder,
+    permit: OwnedSemaphorePermit,
+) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        match handle_connection(&ctx, stream, decoder).await {
+            Ok(Some(parked)) => lock(&ctx.server.parked).push(parked),
+            Ok(None) => {}
+            Err(e) => tracing::debug!("connection ended: {e}"),
+        }
+        drop(permit);
+    });
+}
+
+/// Serves one connection. Returns it, parked at a frame boundary, if the server drains.
+async fn handle_connection(
+    ctx: &Arc<Context>,
+    stream: Stream,
+    mut decoder: LineDecoder,
+) -> io::Result<Option<Parked>> {
     if let Err(reason) = check_peer(&ctx.config, &stream) {
         tracing::warn!("refused a client: {reason}");
-        return refuse(
+        refuse(
             &stream,
             &WireError::new(ErrorCode::PermissionDenied, reason),
         )
-        .await;
+        .await?;
+        return Ok(None);
     }
-    let (mut reader, mut writer) = (&stream, &stream);
-    let mut decoder = LineDecoder::default();
+    let mut phase = ctx.server.phase.subscribe();
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
+        let (mut reader, mut writer) = (&stream, &stream);
         while let Some(frame) = decoder.next_frame() {
             let response = answer(ctx, frame).await;
             writer.write_all(response.to_line().as_bytes()).await?;
         }
-        let read = reader.read(&mut chunk).await?;
+        if *phase.borrow_and_update() == Phase::Draining {
+            return park(stream, decoder);
+        }
+        let read = tokio::select! {
+            read = reader.read(&mut chunk) => read?,
+            _ = phase.changed() => continue,
+        };
         if read == 0 {
             if let Some(frame) = decoder.finish() {
                 let response = answer(ctx, frame).await;
                 writer.write_all(response.to_line().as_bytes()).await?;
             }
-            return Ok(());
+            return Ok(None);
         }
         decoder.push(&chunk[..read]);
     }
+}
+
+/// Takes a connection out of its task, with what it has read of the next request. One in
+/// the middle of skipping an oversized line is closed instead (it could not be resumed).
+fn park(stream: Stream, decoder: LineDecoder) -> io::Result<Option<Parked>> {
+    let Some(pending) = decoder.into_pending() else {
+        return Ok(None);
+    };
+    let Stream::UdSocket(stream) = stream;
+    let fd = OwnedFd::try_from(stream)?;
+    Ok(Some(Parked { fd, pending }))
 }
 
 /// Most requests a refused client gets answered (each with the refusal) before it is
@@ -287,7 +303,7 @@ async fn answer(ctx: &Arc<Context>, frame: Frame) -> Response {
     };
     match decode_request(&line) {
         Ok(envelope) => {
-            let op = op_name(&envelope.request);
+            let op = envelope.request.name();
             tracing::debug!(op, "request");
             match ops::apply(ctx, envelope.request).await {
                 Ok(result) => Response {
@@ -306,19 +322,6 @@ async fn answer(ctx: &Arc<Context>, frame: Frame) -> Response {
             tracing::debug!(error = %rejected.error, "rejected request");
             Response::failure(rejected.req_id, rejected.error)
         }
-    }
-}
-
-fn op_name(request: &browserd_proto::Request) -> &'static str {
-    use browserd_proto::Request::*;
-    match request {
-        Launch(_) => "launch",
-        Sessions(_) => "sessions",
-        Kill(_) => "kill",
-        BulkTerminate(_) => "bulk_terminate",
-        Lease(_) => "lease",
-        Release(_) => "release",
-        Status => "status",
     }
 }
 
@@ -368,14 +371,4 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Removes the socket file if it is still ours (same inode as bound).
-fn remove_socket(path: &Path, inode: Option<u64>) {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if Some(meta.ino()) == inode || inode.is_none() => {
-            let _ = std::fs::remove_file(path);
-        }
-        _ => {}
-    }
 }

@@ -1,21 +1,20 @@
-//! Graceful shutdown on SIGTERM or SIGINT: tell the service manager, stop accepting,
-//! terminate every session with force within the grace period, and return so `main` can
-//! remove the socket and exit 0.
-//! A second signal cuts the grace period short: SIGKILL at once. The handlers are installed
+//! The daemon's own signals. SIGHUP reloads (see `reload`). SIGTERM or SIGINT shut down:
+//! tell the service manager, stop accepting, terminate every session with force within the
+//! grace period, and return so `main` can remove the socket and exit 0. A second SIGTERM or
+//! SIGINT cuts the grace period short: SIGKILL at once. The handlers are installed
 //! explicitly, so this works as PID 1 too, where default-action signals are ignored.
 
 use crate::context::Context;
-use crate::notify::Notifier;
 use crate::terminate;
 use browserd_proto::EndReason;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::watch;
 
 pub struct Signals {
     term: Signal,
     int: Signal,
+    hup: Signal,
 }
 
 impl Signals {
@@ -24,10 +23,11 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn next(&mut self) -> &'static str {
+    async fn next_stop(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
@@ -35,18 +35,27 @@ impl Signals {
     }
 }
 
-/// Waits for the first signal, then shuts down; returns once every session is gone.
-pub async fn run(
-    ctx: Arc<Context>,
-    mut signals: Signals,
-    stop_accepting: watch::Sender<bool>,
-    notifier: &Notifier,
-) {
-    let name = signals.next().await;
+/// Reloads on each SIGHUP until the first SIGTERM or SIGINT, then shuts down; returns once
+/// every session is gone.
+pub async fn run(ctx: Arc<Context>, mut signals: Signals) {
+    let name = loop {
+        tokio::select! {
+            _ = signals.term.recv() => break "SIGTERM",
+            _ = signals.int.recv() => break "SIGINT",
+            _ = signals.hup.recv() => {
+                tracing::info!("SIGHUP received: reloading");
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    // A refused reload is logged where it is refused; the daemon serves on.
+                    let _ = crate::reload::request(&ctx).await;
+                });
+            }
+        }
+    };
     tracing::info!("{name} received: shutting down");
-    notifier.stopping(&ctx.registry.counts());
+    ctx.notifier.stopping(&ctx.registry.counts());
     ctx.registry.begin_shutdown();
-    stop_accepting.send_replace(true);
+    ctx.server.stop();
     let ids = ctx.registry.live_ids(None);
     if !ids.is_empty() {
         tracing::info!(sessions = ids.len(), "terminating every session");
@@ -60,7 +69,7 @@ pub async fn run(
     );
     tokio::select! {
         results = graceful => report(results),
-        name = signals.next() => {
+        name = signals.next_stop() => {
             tracing::warn!("{name} received again: killing every session now");
             let now = terminate::terminate_all(&ctx, ids, true, Duration::ZERO, EndReason::Shutdown);
             report(now.await);

@@ -4,10 +4,11 @@
 //! scan that found it. Nothing else is ever signalled: never pid or pgid 0 or 1, never the
 //! daemon itself or its own group.
 
+use crate::pidfd;
 use crate::procs::{self, ProcInfo};
 use nix::sys::signal::Signal;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Whether a pid or pgid may be signalled at all.
 fn is_signallable(id: i32) -> bool {
@@ -40,7 +41,7 @@ pub fn kill_process(process: &ProcInfo, signal: Signal) -> io::Result<bool> {
             format!("refusing to signal pid {}", process.pid),
         ));
     }
-    let pidfd = match pidfd_open(process.pid) {
+    let pidfd = match pidfd::open(process.pid) {
         Ok(fd) => Some(fd),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => None,
@@ -65,14 +66,15 @@ pub fn kill_process(process: &ProcInfo, signal: Signal) -> io::Result<bool> {
     }
 }
 
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// Signals an adopted leader through the pidfd opened when its identity was proven (a pidfd
+/// names one process for good, whatever happens to its pid). Returns whether it was
+/// delivered (false: the process is gone).
+pub fn kill_pidfd(pidfd: &OwnedFd, signal: Signal) -> io::Result<bool> {
+    match pidfd_send_signal(pidfd, signal) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(e),
     }
-    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn pidfd_send_signal(pidfd: &OwnedFd, signal: Signal) -> io::Result<()> {

@@ -16,22 +16,104 @@ use tokio::signal::unix::{signal, SignalKind};
 /// Starts every loop. The SIGCHLD stream is registered before this returns, so no child's
 /// exit can be missed.
 pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
-    let sigchld = signal(SignalKind::child())?;
-    tokio::spawn(reap(ctx.clone(), sigchld));
-    tokio::spawn(check_gone(ctx.clone()));
+    // Registered here, before any child can exit unnoticed; a restarted reaper registers
+    // its own.
+    let mut sigchld = Some(signal(SignalKind::child())?);
+    let reaper_ctx = ctx.clone();
+    keep_running("the reaper", move || {
+        let ctx = reaper_ctx.clone();
+        let sigchld = sigchld.take();
+        async move {
+            let sigchld = match sigchld {
+                Some(sigchld) => sigchld,
+                None => match signal(SignalKind::child()) {
+                    Ok(sigchld) => sigchld,
+                    Err(e) => return tracing::error!("cannot watch for child exits: {e}"),
+                },
+            };
+            reap(ctx, sigchld).await
+        }
+    });
+    let gone_ctx = ctx.clone();
+    keep_running("the gone checker", move || check_gone(gone_ctx.clone()));
     let owner_ctx = ctx.clone();
-    let root_owner: Arc<RootOwner> = Arc::new(move |root| {
+    let root_owner: Arc<RootOwner> = Arc::new(move |root, child_of_daemon| {
+        // Outside the daemon's own tree only adopted sessions can have processes; without
+        // any, nothing there is read.
+        if !child_of_daemon && !owner_ctx.registry.has_adopted() {
+            return procs::Owner::Foreign;
+        }
         let marker = procs::read_env_var(root.pid, browserd_proto::SESSION_ENV)
             .and_then(|value| value.parse().ok());
         let _reap = owner_ctx.reaper.hold();
-        owner_ctx.registry.owner_for(root, marker)
+        owner_ctx.registry.owner_for(root, marker, child_of_daemon)
     });
-    tokio::spawn(ctx.scanner.clone().run(root_owner));
+    let scanner = ctx.scanner.clone();
+    keep_running("the process scanner", move || {
+        scanner.clone().run(root_owner.clone())
+    });
     // A first refresh lists /proc once, so later ones only meet newcomers.
     ctx.scanner.kick();
-    tokio::spawn(expire(ctx.clone()));
-    tokio::spawn(terminate::drive(ctx.clone()));
+    let expiry_ctx = ctx.clone();
+    keep_running("the expiry loop", move || expire(expiry_ctx.clone()));
+    let driver_ctx = ctx.clone();
+    keep_running("the termination driver", move || {
+        terminate::drive(driver_ctx.clone())
+    });
+    for (id, pidfd) in ctx.registry.adopted_leaders() {
+        tokio::spawn(watch_adopted(ctx.clone(), id, pidfd));
+    }
     Ok(())
+}
+
+/// Waits for an adopted leader (not the daemon's child, so no SIGCHLD) to exit: its pidfd
+/// becomes readable then.
+async fn watch_adopted(ctx: Arc<Context>, id: SessionId, pidfd: Arc<std::os::fd::OwnedFd>) {
+    // SAFETY: the Arc keeps the pidfd open, and the same fd, for the AsyncFd's whole life.
+    let watched = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            SharedFd(pidfd),
+            tokio::io::Interest::READABLE,
+        )
+    };
+    match watched {
+        Ok(watched) => {
+            let _ = watched.readable().await;
+        }
+        Err(e) => tracing::warn!(session = %id, "cannot watch the adopted leader: {e}"),
+    }
+    ctx.registry.record_adopted_exit(&id);
+    ctx.check_gone();
+}
+
+/// Runs a loop for the daemon's life, starting it again if it panics: a bug met in one pass
+/// must not leave sessions unwatched (or requests unanswered) for good. A loop that keeps
+/// state rebuilds it when it starts (the termination driver takes up every session that is
+/// terminating).
+fn keep_running<F, Fut>(name: &'static str, mut make: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(make()).await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!("{name} panicked; starting it again");
+                }
+                Ok(()) | Err(_) => return,
+            }
+        }
+    });
+}
+
+/// A shared descriptor, as tokio's readiness wants it.
+struct SharedFd(Arc<std::os::fd::OwnedFd>);
+
+impl std::os::fd::AsRawFd for SharedFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
 }
 
 /// Reaps every exited child on each SIGCHLD and records leaders' exits.
@@ -78,6 +160,7 @@ async fn finish(ctx: &Arc<Context>, id: &SessionId) {
     let Some(finished) = ctx.registry.finish(id) else {
         return;
     };
+    ctx.pipes.close(id);
     ctx.scanner.kick();
     if !finished.owned_dirs.is_empty() {
         let dirs = finished.owned_dirs;

@@ -20,7 +20,7 @@ use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{EndReason, ErrorCode, Failure, SessionId};
 use nix::sys::signal::Signal;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -41,7 +41,8 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The driver's inbox, and the handle requests use to reach it.
 pub struct Terminator {
     tx: mpsc::UnboundedSender<Message>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
+    /// Held by the driver while it runs; a driver started again takes it up.
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>,
 }
 
 impl Default for Terminator {
@@ -49,7 +50,7 @@ impl Default for Terminator {
         let (tx, rx) = mpsc::unbounded_channel();
         Terminator {
             tx,
-            rx: Mutex::new(Some(rx)),
+            rx: tokio::sync::Mutex::new(rx),
         }
     }
 }
@@ -219,8 +220,20 @@ fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>) {
 }
 
 /// Signals the session's process group, if its leader is unreaped (which pins the pgid).
-/// Call with the reap lock held.
+/// An adopted leader is not the daemon's child, so its group is not pinned: only the
+/// leader itself is signalled, through its pidfd; sweeps reach the rest. Call with the reap
+/// lock held.
 fn signal_group(ctx: &Context, flight: &mut Flight, signal: Signal) {
+    if let Some((pidfd, leader)) = ctx.registry.adopted_leader(&flight.id) {
+        match signals::kill_pidfd(&pidfd, signal) {
+            // Sweeps do not send it SIGTERM again.
+            Ok(_) => {
+                flight.signalled.insert(leader);
+            }
+            Err(e) => tracing::warn!(session = %flight.id, "cannot signal the adopted leader: {e}"),
+        }
+        return;
+    }
     let Some(pgid) = ctx.registry.unreaped_leader(&flight.id) else {
         return;
     };
@@ -234,18 +247,28 @@ fn signal_group(ctx: &Context, flight: &mut Flight, signal: Signal) {
     }
 }
 
-/// The driver: advances every termination in flight. Runs for the daemon's life.
+/// The driver: advances every termination in flight. Runs for the daemon's life. It starts
+/// by taking up every session the registry says is terminating (none at first start; after
+/// a restart of the driver, the ones it was advancing), and sweeps them at once.
 pub async fn drive(ctx: Arc<Context>) {
-    let Some(mut inbox) = ctx
-        .terminator
-        .rx
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take()
-    else {
-        return;
-    };
-    let mut flights: HashMap<SessionId, Flight> = HashMap::new();
+    let mut inbox = ctx.terminator.rx.lock().await;
+    let now = Instant::now();
+    let mut flights: HashMap<SessionId, Flight> = ctx
+        .registry
+        .terminating()
+        .into_iter()
+        .map(|(id, termination)| {
+            let flight = Flight {
+                id: id.clone(),
+                termination,
+                stage: Stage::Term,
+                signalled: HashSet::new(),
+                group_signalled_at: Some(procs::boot_ticks()),
+                next_sweep: now,
+            };
+            (id, flight)
+        })
+        .collect();
     loop {
         flights.retain(|_, f| !f.termination.is_settled());
         let wake = advance(&ctx, &mut flights).await;

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     PermissionDenied,
     /// The daemon is shutting down and takes no new work.
     ShuttingDown,
+    /// A reload was refused: the new binary or config is not usable (nothing changed).
+    ReloadFailed,
     /// A daemon-side failure that is not the client's fault.
     Internal,
 }
@@ -58,6 +60,7 @@ impl ErrorCode {
             ErrorCode::LaunchFailed => "launch_failed",
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ReloadFailed => "reload_failed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -114,6 +117,7 @@ mod tests {
             ErrorCode::LaunchFailed,
             ErrorCode::PermissionDenied,
             ErrorCode::ShuttingDown,
+            ErrorCode::ReloadFailed,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

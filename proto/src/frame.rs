@@ -77,6 +77,15 @@ impl LineDecoder {
         }
     }
 
+    /// The bytes of an incomplete line buffered so far, to resume decoding elsewhere
+    /// (`push` them into a new decoder); `None` while an oversized line is being skipped.
+    pub fn into_pending(self) -> Option<Vec<u8>> {
+        match self.discarded {
+            Some(_) => None,
+            None => Some(self.buf),
+        }
+    }
+
     /// Called at end of input: an unterminated last line still counts as a frame, so that
     /// `printf '{"op":"status"}' | nc -U` works.
     pub fn finish(&mut self) -> Option<Frame> {

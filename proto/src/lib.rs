@@ -20,8 +20,8 @@ pub use request::{
     SessionsFilter,
 };
 pub use response::{
-    BrowserStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult, Limits, Response,
-    SessionInfo, SessionState, SessionType, SessionsResult, StateCounts, StatusResult,
+    BrowserStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult, Limits, ReloadResult,
+    Response, SessionInfo, SessionState, SessionType, SessionsResult, StateCounts, StatusResult,
     TerminateResult,
 };
 pub use time::format_rfc3339;

@@ -227,6 +227,24 @@ pub enum Request {
     Lease(Lease),
     Release(Release),
     Status,
+    /// Re-execute the daemon's binary in place, keeping every session (see `reload`).
+    Reload,
+}
+
+impl Request {
+    /// The operation's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Launch(_) => "launch",
+            Request::Sessions(_) => "sessions",
+            Request::Kill(_) => "kill",
+            Request::BulkTerminate(_) => "bulk_terminate",
+            Request::Lease(_) => "lease",
+            Request::Release(_) => "release",
+            Request::Status => "status",
+            Request::Reload => "reload",
+        }
+    }
 }
 
 /// The operation names, for error messages.
@@ -238,6 +256,7 @@ pub const OPS: &[&str] = &[
     "lease",
     "release",
     "status",
+    "reload",
 ];
 
 /// A decoded request and the `req_id` to answer it under.
@@ -319,10 +338,8 @@ pub fn decode_request(line: &[u8]) -> Result<Envelope, Rejected> {
             Ok(Request::Lease(l))
         }),
         "release" => fields_of(fields).map(Request::Release),
-        "status" => match fields.keys().next() {
-            None => Ok(Request::Status),
-            Some(key) => Err(format!("unknown field `{key}`: `status` takes no fields")),
-        },
+        "status" => no_fields(&fields, "status").map(|()| Request::Status),
+        "reload" => no_fields(&fields, "reload").map(|()| Request::Reload),
         _ => {
             let shown: String = op.chars().take(64).collect();
             return Err(reject(
@@ -343,6 +360,13 @@ pub fn decode_request(line: &[u8]) -> Result<Envelope, Rejected> {
             ErrorCode::InvalidRequest,
             format!("invalid `{op}` request: {message}"),
         )),
+    }
+}
+
+fn no_fields(fields: &Map<String, Value>, op: &str) -> Result<(), String> {
+    match fields.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(format!("unknown field `{key}`: `{op}` takes no fields")),
     }
 }
 
@@ -408,6 +432,7 @@ mod tests {
                 lease_id: "lease-1".parse().unwrap(),
             }),
             Request::Status,
+            Request::Reload,
         ];
         for request in requests {
             let id = json!({"n": 7});
@@ -416,6 +441,7 @@ mod tests {
             let envelope = decode_request(line.trim_end().as_bytes()).unwrap();
             assert_eq!(envelope.request, request);
             assert_eq!(envelope.req_id, Some(id));
+            assert!(OPS.contains(&request.name()));
         }
     }
 

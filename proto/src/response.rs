@@ -60,12 +60,67 @@ macro_rules! display_as_str {
 }
 display_as_str!(SessionType, SessionState, EndReason);
 
-/// How a session's leader ended: `{"code": N}` or `{"signal": N}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// How a session's leader ended: `{"code": N}`, `{"signal": N}`, or `{"unknown": true}` for
+/// a leader the daemon adopted after a restart (only a process's parent can read its exit
+/// status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     Code(i32),
     Signal(i32),
+    Unknown,
+}
+
+/// The wire shape of [`ExitStatus`]: an object with exactly one of its keys.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExitObject {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unknown: Option<bool>,
+}
+
+impl Serialize for ExitStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut object = ExitObject {
+            code: None,
+            signal: None,
+            unknown: None,
+        };
+        match *self {
+            ExitStatus::Code(code) => object.code = Some(code),
+            ExitStatus::Signal(signal) => object.signal = Some(signal),
+            ExitStatus::Unknown => object.unknown = Some(true),
+        }
+        object.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ExitStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match ExitObject::deserialize(deserializer)? {
+            ExitObject {
+                code: Some(code),
+                signal: None,
+                unknown: None,
+            } => Ok(ExitStatus::Code(code)),
+            ExitObject {
+                code: None,
+                signal: Some(signal),
+                unknown: None,
+            } => Ok(ExitStatus::Signal(signal)),
+            ExitObject {
+                code: None,
+                signal: None,
+                unknown: Some(true),
+            } => Ok(ExitStatus::Unknown),
+            _ => Err(serde::de::Error::custom(
+                "an exit status is {\"code\": N}, {\"signal\": N} or {\"unknown\": true}",
+            )),
+        }
+    }
 }
 
 impl fmt::Display for ExitStatus {
@@ -73,6 +128,7 @@ impl fmt::Display for ExitStatus {
         match self {
             ExitStatus::Code(code) => write!(f, "exit {code}"),
             ExitStatus::Signal(signal) => write!(f, "signal {signal}"),
+            ExitStatus::Unknown => f.write_str("exit unknown"),
         }
     }
 }
@@ -245,11 +301,23 @@ pub struct StatusResult {
     pub protocol: u32,
     pub pid: u32,
     pub uptime_ms: u64,
+    /// How many times this daemon has re-executed itself in place (`reload`); the pid and
+    /// the uptime carry on across a reload.
+    #[serde(default)]
+    pub reloads: u64,
     pub sessions: StateCounts,
     pub limits: Limits,
     pub socket: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser: Option<BrowserStatus>,
+}
+
+/// `reload` result: the daemon has checked its new binary and config and is about to
+/// re-execute itself; `status` answers with `reloads` one higher once it serves again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadResult {
+    /// The `reloads` count `status` will report once the reload is done.
+    pub reloads: u64,
 }
 
 /// One response line.
@@ -326,6 +394,25 @@ mod tests {
             serde_json::to_value(ExitStatus::Signal(9)).unwrap(),
             json!({"signal": 9})
         );
+        assert_eq!(
+            serde_json::to_value(ExitStatus::Unknown).unwrap(),
+            json!({"unknown": true})
+        );
+        for status in [
+            ExitStatus::Code(-1),
+            ExitStatus::Signal(15),
+            ExitStatus::Unknown,
+        ] {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(serde_json::from_str::<ExitStatus>(&json).unwrap(), status);
+        }
+        for bad in [
+            json!({}),
+            json!({"code": 1, "signal": 2}),
+            json!({"unknown": false}),
+        ] {
+            assert!(serde_json::from_value::<ExitStatus>(bad).is_err());
+        }
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! How the daemon comes up: fresh, after a crash (the journal says which sessions to take
+//! up again; see `recovery`), or re-executed by a reload (the handover says everything).
+//! Either way it ends with a context whose registry holds every session it should, a
+//! journal that starts from that state, the loops running, and a listener to serve.
+
+use crate::activation::Inherited;
+use crate::config::Config;
+use crate::context::{Context, Parts};
+use crate::dirs::Layout;
+use crate::journal::{self, Journal};
+use crate::notify::Notifier;
+use crate::records::from_unix_ms;
+use crate::registry::{Limits, Registry};
+use crate::reload::{Invocation, TakenOver};
+use crate::{browser, recovery, server, socket, supervise, terminate};
+use browserd_proto::{EndReason, SessionId};
+use interprocess::local_socket::tokio::Listener;
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// What `main` hands over to the runtime.
+pub struct Start {
+    pub config: Config,
+    pub inherited: Option<Inherited>,
+    pub handover: Option<TakenOver>,
+    pub notifier: Notifier,
+}
+
+/// Builds the context and starts every loop; returns the listener to serve.
+pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> {
+    let Start {
+        mut config,
+        inherited,
+        handover,
+        notifier,
+    } = start;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.state_dir)
+        .map_err(|e| {
+            format!(
+                "cannot create the state dir {}: {e}",
+                config.state_dir.display()
+            )
+        })?;
+    let limits = Limits {
+        max_sessions: config.max_sessions,
+        keep_exited: config.keep_exited,
+        keep_exited_for: config.keep_exited_for.0,
+    };
+    let journal_path = config.state_dir.join("journal");
+    let (listener, parts, handed) = match handover {
+        Some(taken) => {
+            let listener = socket::adopt(taken.listener)?;
+            if taken.socket_file == socket::SocketFile::Managers {
+                tracing::info!(
+                    "serving the socket the service manager passed, as before the reload"
+                );
+            }
+            let adopted = taken
+                .adopted
+                .into_iter()
+                .map(|(id, fd)| (id, Arc::new(fd)))
+                .collect();
+            let registry = Registry::restore(limits, taken.registry, adopted);
+            tracing::info!(reloads = taken.reloads, "reloaded: took over every session");
+            let parts = Parts {
+                registry,
+                notifier,
+                invocation: Invocation::current(),
+                socket_file: taken.socket_file,
+                reloads: taken.reloads,
+                started_wall: from_unix_ms(taken.started_unix_ms),
+                config: config.clone(),
+            };
+            let handed = Handed {
+                connections: taken.connections,
+                pipes: taken.pipes,
+                terminate: Vec::new(),
+            };
+            (listener, parts, handed)
+        }
+        None => {
+            let (listener, socket_file) = socket::listen(&mut config, inherited)?;
+            let replayed = journal::read(&journal_path);
+            if let Some(problem) = &replayed.problem {
+                tracing::error!("journal: {problem}");
+            }
+            let found = replayed.found;
+            let recovered = recovery::recover(replayed, config.on_restart);
+            if found {
+                tracing::info!("{}", recovered.summary);
+            }
+            let layout = Layout::new(&config.state_dir);
+            let snapshot = recovered.snapshot.clone();
+            let swept =
+                tokio::task::spawn_blocking(move || recovery::sweep_dirs(&layout, &snapshot))
+                    .await
+                    .unwrap_or(0);
+            if swept > 0 {
+                tracing::info!(swept, "removed session dirs no live session owns");
+            }
+            let registry = Registry::restore(limits, recovered.snapshot, recovered.adopted);
+            let parts = Parts {
+                registry,
+                notifier,
+                invocation: Invocation::current(),
+                socket_file,
+                reloads: 0,
+                started_wall: SystemTime::now(),
+                config: config.clone(),
+            };
+            let handed = Handed {
+                connections: Vec::new(),
+                pipes: Vec::new(),
+                terminate: recovered.terminate,
+            };
+            (listener, parts, handed)
+        }
+    };
+    let journal = Journal::start(journal_path.clone(), parts.registry.snapshot())
+        .map_err(|e| format!("cannot start the journal {}: {e}", journal_path.display()))?;
+    parts.registry.attach(Arc::new(journal));
+    parts
+        .registry
+        .synced()
+        .await
+        .map_err(|e| format!("cannot write the journal: {e}"))?;
+    let ctx = Arc::new(Context::new(parts));
+    supervise::start(&ctx).map_err(|e| format!("cannot watch for child exits: {e}"))?;
+    take_up(&ctx, handed);
+    ctx.notifier.ready(&ctx.registry.counts());
+    Ok((ctx, listener))
+}
+
+/// What came with the start besides the registry.
+struct Handed {
+    connections: Vec<server::Parked>,
+    pipes: Vec<(SessionId, std::os::fd::OwnedFd)>,
+    terminate: Vec<SessionId>,
+}
+
+fn take_up(ctx: &Arc<Context>, handed: Handed) {
+    let mut reading = HashMap::new();
+    for (id, pipe) in handed.pipes {
+        match ctx.pipes.keep(&id, pipe) {
+            Ok(dup) => {
+                reading.insert(id, dup);
+            }
+            Err(e) => tracing::warn!(session = %id, "cannot keep the browser's stderr: {e}"),
+        }
+    }
+    for (_, dup) in reading {
+        browser::drain(dup);
+    }
+    for id in handed.terminate {
+        terminate::start_forced(ctx, &id, ctx.config.grace(), EndReason::Lost);
+    }
+    server::take_up(ctx, handed.connections);
+}
