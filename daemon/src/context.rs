@@ -35,8 +35,10 @@ pub struct Context {
     pub socket_file: SocketFile,
     /// How many reloads this daemon has been through.
     pub reloads: u64,
-    /// A reload is checked or under way.
+    /// A reload is scheduled or under way.
     pub reload_pending: AtomicBool,
+    /// Held while a reload request checks the new binary.
+    pub reload_check: tokio::sync::Mutex<()>,
     /// When the daemon started, before any reload.
     pub started: Instant,
     pub started_wall: SystemTime,
@@ -81,6 +83,7 @@ impl Context {
             socket_file: parts.socket_file,
             reloads: parts.reloads,
             reload_pending: AtomicBool::new(false),
+            reload_check: tokio::sync::Mutex::new(()),
             started: Instant::now()
                 .checked_sub(up_for)
                 .unwrap_or_else(Instant::now),

@@ -114,17 +114,19 @@ pub struct Handover {
 }
 
 /// Checks the binary on disk and schedules the reload; returns the `reloads` count the
-/// daemon will report once it serves again. A reload already scheduled is joined.
+/// daemon will report once it serves again. Requests are checked one at a time, so each is
+/// answered by its own check; one that comes once a reload is scheduled joins it.
 pub async fn request(ctx: &Arc<Context>) -> Result<u64, Error> {
     let next = ctx.reloads + 1;
-    if ctx.reload_pending.swap(true, Ordering::AcqRel) {
+    let _checking = ctx.reload_check.lock().await;
+    if ctx.reload_pending.load(Ordering::Acquire) {
         return Ok(next);
     }
     if let Err(why) = check_new_binary(ctx).await {
-        ctx.reload_pending.store(false, Ordering::Release);
         tracing::error!("reload refused: {why}");
         return Err(Error::ReloadFailed(why));
     }
+    ctx.reload_pending.store(true, Ordering::Release);
     tokio::spawn(run(ctx.clone()));
     Ok(next)
 }

@@ -155,6 +155,8 @@ impl DaemonBuilder {
             socket,
             log_path,
             tracked: Arc::new(Tracked::default()),
+            args: self.args,
+            env: self.env,
             dir: Some(dir),
         };
         guard.wait_ready();
@@ -252,6 +254,9 @@ pub struct DaemonGuard {
     socket: PathBuf,
     log_path: PathBuf,
     tracked: Arc<Tracked>,
+    /// The daemon's own flags and environment, for a restart.
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -313,6 +318,60 @@ impl DaemonGuard {
     /// The daemon's pid.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The daemon's state dir.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join("state")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Kills the daemon the way a crash or the OOM killer would (SIGKILL), and reaps it.
+    /// Its sessions keep running, re-parented away from it.
+    #[track_caller]
+    pub fn crash(&self) {
+        self.send_signal(nix::sys::signal::Signal::SIGKILL);
+        let status = self.wait_exit(EXIT_TIMEOUT);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "browserd died of SIGKILL"
+        );
+    }
+
+    /// Starts the daemon again after it exited, on the same socket, state dir and log, with
+    /// its flags and `extra` ones; waits until it accepts connections.
+    #[track_caller]
+    pub fn restart(&mut self, extra: &[&str]) {
+        assert!(
+            self.try_exit().is_some(),
+            "restart a daemon that has exited"
+        );
+        let mut args = self.args.clone();
+        args.extend(extra.iter().map(OsString::from));
+        let child = spawn_browserd(
+            &self.socket,
+            &self.state_dir(),
+            &self.log_path,
+            &args,
+            &self.env,
+            None,
+        );
+        self.pid = child.id() as i32;
+        *lock(&self.child) = child;
+        *lock(&self.exit) = None;
+        self.wait_ready();
+        // The socket accepts before the daemon has taken its sessions up; an answer means
+        // it has.
+        let mut client = self.client();
+        client.set_timeout(READY_TIMEOUT);
+        client
+            .try_request(&Request::Status)
+            .expect("the restarted daemon answers");
     }
 
     #[track_caller]

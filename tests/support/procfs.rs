@@ -192,3 +192,55 @@ pub fn signal_exact(id: ProcId, signal: i32) -> bool {
     unsafe { libc::close(pidfd) };
     sent
 }
+
+/// Starts `/bin/sleep SECONDS` as a child of the calling process with exactly the pid
+/// `pid`, through `clone3`'s `set_tid` (root only: it needs CAP_SYS_ADMIN in the pid
+/// namespace). `None` if the kernel refused (the pid is taken, or not permitted). The caller
+/// must kill and reap the child.
+pub fn spawn_sleep_with_pid(pid: i32, seconds: &str) -> Option<i32> {
+    use std::ffi::CString;
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let path = CString::new("/bin/sleep").ok()?;
+    let arg0 = CString::new("sleep").ok()?;
+    let arg1 = CString::new(seconds).ok()?;
+    let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let wanted = [pid as libc::pid_t];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: wanted.as_ptr() as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack); the child only calls execve
+    // and _exit, both async-signal-safe, on memory prepared before the call.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match got {
+        0 => unsafe {
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127);
+        },
+        n if n > 0 => Some(n as i32),
+        _ => None,
+    }
+}
