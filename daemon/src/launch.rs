@@ -58,8 +58,10 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
     let (id, stderr) = spawn_and_register(ctx, &request, prepared, admission)?;
     ctx.scanner.kick();
     let Some(stderr) = stderr else {
+        // The session as it started, answered once its record is on disk.
+        let session = info(ctx, &id)?;
         ctx.registry.synced().await?;
-        return info(ctx, &id);
+        return Ok(session);
     };
     let stderr = match ctx.pipes.keep(&id, stderr) {
         Ok(reading) => reading,

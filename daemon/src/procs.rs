@@ -116,6 +116,10 @@ pub enum Owner {
     Unowned,
     /// Not a descendant of the daemon.
     Foreign,
+    /// Not known yet: an orphan read while its environment could not be (in the middle of
+    /// `execve`, the kernel shows an empty one). It is not kept; later refreshes read it
+    /// again, and no session is proven gone while such a process is undecided.
+    Undecided,
 }
 
 struct Entry {
@@ -151,6 +155,8 @@ pub struct ProcTable {
     sessions: HashMap<SessionId, HashSet<i32>>,
     /// Probed pids that had no process yet, with when they were first missed.
     holes: HashMap<i32, Instant>,
+    /// Processes whose owner could not be decided yet, with when they were first read.
+    undecided: HashMap<i32, Instant>,
     /// The last pid allocated when the previous refresh began.
     last_pid: Option<i32>,
     /// How many tasks the kernel had created when the previous refresh began.
@@ -168,6 +174,9 @@ const FULL_EVERY: Duration = Duration::from_secs(1);
 const HOLE_TTL: Duration = Duration::from_secs(2);
 /// Most holes kept; beyond it the next refresh lists instead.
 const MAX_HOLES: usize = 8192;
+/// How long an orphan whose environment cannot be read stays undecided: an `execve` takes
+/// far less; a process that really has no environment is then decided without it.
+pub const UNDECIDED_FOR: Duration = Duration::from_secs(1);
 
 /// New processes found by a refresh: pid → (inode of `/proc/PID`, stat).
 type Found = HashMap<i32, (u64, ProcInfo)>;
@@ -185,7 +194,7 @@ impl ProcTable {
         &mut self,
         ancestor: i32,
         background: bool,
-        root_owner: impl FnMut(&ProcInfo, bool) -> Owner,
+        root_owner: impl FnMut(&ProcInfo, Root) -> Owner,
     ) -> io::Result<()> {
         // Read before looking, so a process started meanwhile is found next time.
         let forks = read_fork_count();
@@ -225,12 +234,15 @@ impl ProcTable {
     /// that, finds no process of the session either. A process can only be born of a live
     /// one, so once all of a session's known processes are dead the session gains no new
     /// ones, and the listing sees every one it still has (it may have been missed before).
+    ///
+    /// While a process whose owner cannot be decided yet exists, nothing is confirmed: it
+    /// could be any session's. `Confirmed::retry` then says to ask again shortly.
     pub fn confirm_gone(
         &mut self,
         candidates: Vec<SessionId>,
         ancestor: i32,
-        root_owner: impl FnMut(&ProcInfo, bool) -> Owner,
-    ) -> io::Result<Vec<SessionId>> {
+        root_owner: impl FnMut(&ProcInfo, Root) -> Owner,
+    ) -> io::Result<Confirmed> {
         let nothing_known =
             |table: &ProcTable, id: &SessionId| !table.of(id).iter().any(|p| reread(p).is_some());
         let pending: Vec<SessionId> = candidates
@@ -238,7 +250,7 @@ impl ProcTable {
             .filter(|id| nothing_known(self, id))
             .collect();
         if pending.is_empty() {
-            return Ok(pending);
+            return Ok(Confirmed::default());
         }
         let forks = read_fork_count();
         let last_pid = read_last_pid();
@@ -248,10 +260,24 @@ impl ProcTable {
         }
         self.last_pid = last_pid;
         self.forks = forks;
-        Ok(pending
-            .into_iter()
-            .filter(|id| nothing_known(self, id))
-            .collect())
+        if !self.undecided.is_empty() {
+            return Ok(Confirmed {
+                gone: Vec::new(),
+                retry: true,
+            });
+        }
+        Ok(Confirmed {
+            gone: pending
+                .into_iter()
+                .filter(|id| nothing_known(self, id))
+                .collect(),
+            retry: false,
+        })
+    }
+
+    /// Whether some process's owner is not decided yet (a later refresh decides it).
+    pub fn has_undecided(&self) -> bool {
+        !self.undecided.is_empty()
     }
 
     /// The processes of one session, as the table knows them (some may have exited since:
@@ -295,7 +321,13 @@ impl ProcTable {
         let probed_at = Instant::now();
         self.holes
             .retain(|_, missed| probed_at.duration_since(*missed) < HOLE_TTL);
-        let mut pids: Vec<i32> = self.holes.keys().copied().filter(|&p| p <= prev).collect();
+        let mut pids: Vec<i32> = self
+            .holes
+            .keys()
+            .chain(self.undecided.keys())
+            .copied()
+            .filter(|&p| p <= prev)
+            .collect();
         pids.extend(prev + 1..=now);
         for pid in pids {
             match self.read_new(pid, &mut buf) {
@@ -304,6 +336,7 @@ impl ProcTable {
                 }
                 Probe::Missing => {
                     self.holes.entry(pid).or_insert(probed_at);
+                    self.undecided.remove(&pid);
                 }
                 Probe::New(ino, info) => {
                     self.holes.remove(&pid);
@@ -372,22 +405,25 @@ impl ProcTable {
         for pid in gone {
             self.remove(pid);
         }
+        self.undecided.retain(|pid, _| listed.contains(pid));
         self.holes.clear();
         self.last_listing = Some(Instant::now());
         Ok(new)
     }
 
     /// Decides the owner of each new process, parent first; a chain of new processes is
-    /// walked once. The top of a chain asks `root_owner` when its parent is the daemon
-    /// (`true`: a leader, or an orphan the daemon adopted) or a process no session owns
-    /// (`false`: the descendants of a session adopted after a restart hang there).
+    /// walked once. The top of a chain asks `root_owner` when its parent is the daemon (a
+    /// leader, or an orphan the daemon adopted) or a process no session owns (the
+    /// descendants of a session adopted after a restart hang there). A parent no refresh has
+    /// read yet is read now, so a child is never judged without its parent.
     fn resolve(
         &mut self,
         mut new: Found,
         ancestor: i32,
-        mut root_owner: impl FnMut(&ProcInfo, bool) -> Owner,
+        mut root_owner: impl FnMut(&ProcInfo, Root) -> Owner,
     ) {
         let mut buf = [0u8; 1024];
+        let now = Instant::now();
         let pids: Vec<i32> = new.keys().copied().collect();
         for pid in pids {
             if !new.contains_key(&pid) {
@@ -396,41 +432,86 @@ impl ProcTable {
             let mut chain = vec![pid];
             let owner = loop {
                 let top = *chain.last().unwrap_or(&pid);
-                let Some((_, info)) = new.get(&top) else {
+                let Some((_, info)) = new.get(&top).copied() else {
                     break Owner::Foreign;
                 };
+                let root = |child_of_daemon| Root {
+                    child_of_daemon,
+                    may_wait: self
+                        .undecided
+                        .get(&top)
+                        .is_none_or(|first| now.duration_since(*first) < UNDECIDED_FOR),
+                };
                 if info.ppid == ancestor {
-                    break root_owner(info, true);
+                    break root_owner(&info, root(true));
                 }
                 if let Some(parent) = self.entries.get(&info.ppid) {
                     break match &parent.owner {
                         Owner::Session(id) => Owner::Session(id.clone()),
-                        Owner::Unowned | Owner::Foreign => root_owner(info, false),
+                        _ => root_owner(&info, root(false)),
                     };
                 }
-                if new.contains_key(&info.ppid) && chain.len() <= new.len() {
+                if chain.len() > new.len() + 1 {
+                    break Owner::Foreign;
+                }
+                if new.contains_key(&info.ppid) {
                     chain.push(info.ppid);
                     continue;
                 }
-                // The parent vanished meanwhile, so the process was re-parented; read where
-                // it hangs now.
+                // A parent no refresh has met (or one that died meanwhile): read it.
+                if info.ppid > 0 {
+                    if let Some(parent) = read_stat_into(info.ppid, &mut buf).filter(|p| !p.is_thread) {
+                        let ino = fs::symlink_metadata(format!("/proc/{}", parent.pid)).map_or(0, |m| m.ino());
+                        new.insert(parent.pid, (ino, parent));
+                        chain.push(parent.pid);
+                        continue;
+                    }
+                }
+                // The parent is gone, so the process was re-parented; read where it hangs.
                 break match read_stat_into(top, &mut buf) {
-                    Some(now) if now.ppid == ancestor => root_owner(&now, true),
+                    Some(now) if now.ppid == ancestor => root_owner(&now, root(true)),
                     Some(now) => match self.entries.get(&now.ppid).map(|e| &e.owner) {
                         Some(Owner::Session(id)) => Owner::Session(id.clone()),
-                        _ => root_owner(&now, false),
+                        _ => root_owner(&now, root(false)),
                     },
                     None => Owner::Foreign,
                 };
             };
+            if owner == Owner::Undecided {
+                for pid in chain {
+                    if new.remove(&pid).is_some() {
+                        self.undecided.entry(pid).or_insert(now);
+                    }
+                }
+                continue;
+            }
             for pid in chain {
                 if let Some((ino, info)) = new.remove(&pid) {
+                    self.undecided.remove(&pid);
                     let owner = owner.clone();
                     self.insert(pid, Entry { ino, info, owner });
                 }
             }
         }
     }
+}
+
+/// Where a new process at the top of the known tree hangs, for the owner decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Root {
+    /// Its parent is the daemon (else a process no session owns).
+    pub child_of_daemon: bool,
+    /// It may still be left undecided: it was first read less than `UNDECIDED_FOR` ago.
+    pub may_wait: bool,
+}
+
+/// What a gone check found.
+#[derive(Debug, Default)]
+pub struct Confirmed {
+    /// The sessions proven gone.
+    pub gone: Vec<SessionId>,
+    /// Nothing could be proven because some process is undecided: ask again shortly.
+    pub retry: bool,
 }
 
 /// What one probed pid turned out to be.
@@ -522,18 +603,54 @@ pub fn ticks_per_second() -> u64 {
     u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
-/// The value of `name` in a process's initial environment, if readable.
+/// What a process's environment says about its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    /// It carries `BROWSERD_SESSION=<value>`.
+    Marked(String),
+    /// It has an environment without the marker.
+    Unmarked,
+    /// Its environment reads as empty or not at all: in the middle of `execve`, a zombie,
+    /// a process that cleared it, or one that is gone.
+    Unreadable,
+}
+
+/// The most of an environment read; a larger one is taken as unreadable.
+const MAX_ENVIRON: usize = 256 * 1024;
+
+/// Reads `name` from a process's initial environment.
+///
+/// The environment is read with one `read` call: the kernel pins the process's memory for
+/// one call at a time, so a process that executes a new program between two calls would
+/// answer the second with nothing, leaving a truncated old environment (a marker lost in
+/// the part not read). One call returns the whole environment of one program image, or
+/// nothing at all in the middle of `execve`.
 ///
 /// A process may rewrite that memory (Chromium does, for its process titles), so this is one
 /// attribution signal among several, never the only one.
-pub fn read_env_var(pid: i32, name: &str) -> Option<String> {
-    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+pub fn read_marker(pid: i32, name: &str) -> Marker {
+    let Ok(mut file) = fs::File::open(format!("/proc/{pid}/environ")) else {
+        return Marker::Unreadable;
+    };
+    let mut environ = vec![0u8; MAX_ENVIRON];
+    let len = loop {
+        match file.read(&mut environ) {
+            Ok(len) => break len,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Marker::Unreadable,
+        }
+    };
+    let environ = &environ[..len];
+    // Empty (mid-`execve`, a zombie), too large to be whole, or cut short.
+    if environ.is_empty() || len == MAX_ENVIRON || environ.last() != Some(&0) {
+        return Marker::Unreadable;
+    }
     let prefix = format!("{name}=");
     environ
         .split(|&b| b == 0)
         .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
         .and_then(|value| std::str::from_utf8(value).ok())
-        .map(str::to_owned)
+        .map_or(Marker::Unmarked, |value| Marker::Marked(value.to_owned()))
 }
 
 #[cfg(test)]
@@ -598,7 +715,7 @@ mod tests {
         let me = std::process::id() as i32;
         let id: SessionId = "s-2".parse().unwrap();
         let mut table = ProcTable::default();
-        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
         assert!(table.last_listing.is_some());
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & echo $!; wait"])
@@ -615,7 +732,7 @@ mod tests {
         let pid = child.id() as i32;
         let listed_at = table.last_listing;
         table
-            .refresh(me, false, |p, _| {
+            .refresh(me, false, |p, _: Root| {
                 // Other tests of this process start children of their own meanwhile.
                 if p.pid == pid {
                     Owner::Session(id.clone())
@@ -646,16 +763,16 @@ mod tests {
     fn only_background_refreshes_list_to_forget_the_dead() {
         let me = std::process::id() as i32;
         let mut table = ProcTable::default();
-        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
         let stale = Instant::now() - FULL_EVERY * 2;
         table.last_listing = Some(stale);
-        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
         assert_eq!(
             table.last_listing,
             Some(stale),
             "a waited-on refresh probes"
         );
-        table.refresh(me, true, |_, _| Owner::Unowned).unwrap();
+        table.refresh(me, true, |_, _: Root| Owner::Unowned).unwrap();
         assert!(
             table.last_listing.unwrap() > stale,
             "a background refresh lists"
@@ -666,11 +783,11 @@ mod tests {
     fn a_pid_cycle_since_the_last_refresh_forces_a_listing() {
         let me = std::process::id() as i32;
         let mut table = ProcTable::default();
-        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
         let listed = table.last_listing;
         // As if a whole cycle of pids was allocated since: the pid range alone cannot tell.
         table.forks = table.forks.map(|f| f - MAX_PROBE as u64 - 1);
-        table.refresh(me, false, |_, _| Owner::Unowned).unwrap();
+        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
         assert_ne!(table.last_listing, listed, "too many forks: it must list");
         assert!(read_fork_count().is_some());
     }
@@ -687,7 +804,7 @@ mod tests {
         let id: SessionId = "s-1".parse().unwrap();
         let mut table = ProcTable::default();
         let mut asked = 0;
-        let mut owner = |p: &ProcInfo, _: bool| {
+        let mut owner = |p: &ProcInfo, _: Root| {
             if p.pid == pid {
                 asked += 1;
                 Owner::Session(id.clone())
@@ -700,9 +817,10 @@ mod tests {
         table.refresh(me, false, &mut owner).unwrap();
         assert_eq!(asked, 1, "a known process is not resolved again");
         assert_eq!(
-            read_env_var(pid, "BROWSERD_TEST_MARK").as_deref(),
-            Some("m-1")
+            read_marker(pid, "BROWSERD_TEST_MARK"),
+            Marker::Marked("m-1".into())
         );
+        assert_eq!(read_marker(pid, "BROWSERD_NO_SUCH_VAR"), Marker::Unmarked);
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Line};
-use crate::procs::{Owner, ProcInfo, ProcKey};
+use crate::procs::{Marker, Owner, ProcInfo, ProcKey, Root};
 use crate::records::{
     self, from_unix_ms, instant_of, unix_ms, BrowserRecord, LeaderRecord, LeaseRecord,
     SessionRecord, Snapshot, StateRecord,
@@ -890,43 +890,40 @@ impl Registry {
     /// Anything else can only belong to a session adopted after a restart, whose processes
     /// are not the daemon's descendants: its leader, by pid and start time, or a process
     /// whose marker names it.
-    pub fn owner_for(
-        &self,
-        root: &ProcInfo,
-        marker: Option<SessionId>,
-        child_of_daemon: bool,
-    ) -> Owner {
+    pub fn owner_for(&self, process: &ProcInfo, marker: &Marker, root: Root) -> Owner {
         let state = self.lock();
-        let live = |id: &SessionId| state.sessions.get(id).is_some_and(Session::is_live);
-        let is_leader = |id: &SessionId| {
-            state.sessions.get(id).is_some_and(|s| {
-                s.pid == root.pid && s.start_time == root.start_time && s.is_live()
-            })
+        let marked = match marker {
+            Marker::Marked(value) => value
+                .parse::<SessionId>()
+                .ok()
+                .filter(|id| state.sessions.get(id).is_some_and(Session::is_live)),
+            Marker::Unmarked | Marker::Unreadable => None,
         };
-        if !child_of_daemon {
-            let adopted = |id: &SessionId| state.sessions.get(id).is_some_and(|s| s.adopted);
-            if let Some(id) = state
-                .numbers
-                .get(&root.pid)
-                .filter(|id| adopted(id) && is_leader(id))
-            {
-                return Owner::Session(id.clone());
-            }
-            return match marker.filter(|id| live(id) && adopted(id)) {
+        // A session's leader, by pid and start time, even once reaped while its session
+        // lives (a refresh may read it a moment before its reap).
+        let led = state.numbers.get(&process.pid).filter(|id| {
+            state
+                .sessions
+                .get(*id)
+                .is_some_and(|s| s.start_time == process.start_time)
+        });
+        let adopted = |id: &SessionId| state.sessions.get(id).is_some_and(|s| s.adopted);
+        if !root.child_of_daemon {
+            return match led.cloned().or(marked).filter(|id| adopted(id)) {
                 Some(id) => Owner::Session(id),
                 None => Owner::Foreign,
             };
         }
-        if let Some(id) = state.leaders.get(&root.pid).filter(|id| is_leader(id)) {
-            return Owner::Session(id.clone());
-        }
-        if let Some(id) = marker.filter(|id| live(id)) {
+        if let Some(id) = led.cloned().or(marked) {
             return Owner::Session(id);
         }
-        [root.sid, root.pgid]
+        if *marker == Marker::Unreadable && root.may_wait && !process.is_zombie() {
+            return Owner::Undecided;
+        }
+        [process.sid, process.pgid]
             .iter()
             .find_map(|number| state.numbers.get(number))
-            .filter(|id| state.sessions.get(*id).is_some_and(|s| !s.adopted))
+            .filter(|id| !adopted(id))
             .map_or(Owner::Unowned, |id| Owner::Session(id.clone()))
     }
 

@@ -3,7 +3,7 @@
 //! refresh that starts after its request, and every request waiting when a refresh starts is
 //! answered by that one refresh. Refreshes run on the blocking pool.
 
-use crate::procs::{self, Owner, ProcInfo, ProcTable};
+use crate::procs::{self, Confirmed, Owner, ProcInfo, ProcTable, Root};
 use browserd_proto::SessionId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,16 +28,15 @@ enum Request {
         Vec<SessionId>,
         oneshot::Sender<HashMap<SessionId, Vec<ProcInfo>>>,
     ),
-    ConfirmGone(Vec<SessionId>, oneshot::Sender<Vec<SessionId>>),
+    ConfirmGone(Vec<SessionId>, oneshot::Sender<Confirmed>),
     Usage(Vec<SessionId>, oneshot::Sender<HashMap<SessionId, Usage>>),
 }
 
 /// How long a kick waits for others to join it.
 const KICK_DELAY: Duration = Duration::from_millis(20);
 
-/// Decides who owns a new process at the top of the known tree: a child of the daemon
-/// (`true`), or of a process no session owns (`false`).
-pub type RootOwner = dyn Fn(&ProcInfo, bool) -> Owner + Send + Sync;
+/// Decides who owns a new process at the top of the known tree.
+pub type RootOwner = dyn Fn(&ProcInfo, Root) -> Owner + Send + Sync;
 
 #[derive(Default)]
 pub struct Scanner {
@@ -59,7 +58,7 @@ impl Scanner {
 
     /// Of `candidates` (sessions whose leader is reaped), those proven gone: see
     /// [`ProcTable::confirm_gone`].
-    pub async fn confirm_gone(&self, candidates: Vec<SessionId>) -> Vec<SessionId> {
+    pub async fn confirm_gone(&self, candidates: Vec<SessionId>) -> Confirmed {
         let (reply, answer) = oneshot::channel();
         self.enqueue(Request::ConfirmGone(candidates, reply));
         answer.await.unwrap_or_default()
@@ -123,6 +122,10 @@ impl Scanner {
                     ProcTable::default()
                 }
             };
+            // A process caught in the middle of `execve` is decided by the next refresh.
+            if table.has_undecided() {
+                self.kick();
+            }
         }
     }
 }
@@ -135,7 +138,7 @@ fn answer(table: &mut ProcTable, requests: Vec<Request>, root_owner: &RootOwner)
     if let Err(e) = table.refresh(me, background, root_owner) {
         tracing::error!("cannot read /proc: {e}");
     }
-    let mut confirm: Vec<(Vec<SessionId>, oneshot::Sender<Vec<SessionId>>)> = Vec::new();
+    let mut confirm: Vec<(Vec<SessionId>, oneshot::Sender<Confirmed>)> = Vec::new();
     for request in requests {
         match request {
             Request::Background => {}
@@ -167,17 +170,21 @@ fn answer(table: &mut ProcTable, requests: Vec<Request>, root_owner: &RootOwner)
             .iter()
             .flat_map(|(c, _)| c.iter().cloned())
             .collect();
-        let gone = table.confirm_gone(all, me, root_owner).unwrap_or_else(|e| {
+        let confirmed = table.confirm_gone(all, me, root_owner).unwrap_or_else(|e| {
             tracing::error!("cannot list /proc to confirm sessions gone: {e}");
-            Vec::new()
+            Confirmed {
+                gone: Vec::new(),
+                retry: true,
+            }
         });
         for (candidates, reply) in confirm {
-            let _ = reply.send(
-                candidates
+            let _ = reply.send(Confirmed {
+                gone: candidates
                     .into_iter()
-                    .filter(|id| gone.contains(id))
+                    .filter(|id| confirmed.gone.contains(id))
                     .collect(),
-            );
+                retry: confirmed.retry,
+            });
         }
     }
     tracing::trace!(background, took = ?started.elapsed(), "process table refreshed");

@@ -10,7 +10,10 @@ use crate::scanner::RootOwner;
 use crate::terminate;
 use browserd_proto::{EndReason, SessionId};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How soon a gone check that met an undecided process looks again.
+const UNDECIDED_RETRY: Duration = Duration::from_millis(10);
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Starts every loop. The SIGCHLD stream is registered before this returns, so no child's
@@ -37,16 +40,17 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
     let gone_ctx = ctx.clone();
     keep_running("the gone checker", move || check_gone(gone_ctx.clone()));
     let owner_ctx = ctx.clone();
-    let root_owner: Arc<RootOwner> = Arc::new(move |root, child_of_daemon| {
+    let root_owner: Arc<RootOwner> = Arc::new(move |process, root| {
         // Outside the daemon's own tree only adopted sessions can have processes; without
         // any, nothing there is read.
-        if !child_of_daemon && !owner_ctx.registry.has_adopted() {
+        if !root.child_of_daemon && !owner_ctx.registry.has_adopted() {
             return procs::Owner::Foreign;
         }
-        let marker = procs::read_env_var(root.pid, browserd_proto::SESSION_ENV)
-            .and_then(|value| value.parse().ok());
+        let marker = procs::read_marker(process.pid, browserd_proto::SESSION_ENV);
         let _reap = owner_ctx.reaper.hold();
-        owner_ctx.registry.owner_for(root, marker, child_of_daemon)
+        let owner = owner_ctx.registry.owner_for(process, &marker, root);
+        tracing::debug!(pid = process.pid, ppid = process.ppid, pgid = process.pgid, ?marker, ?root, ?owner, "attributed");
+        owner
     });
     let scanner = ctx.scanner.clone();
     keep_running("the process scanner", move || {
@@ -142,9 +146,17 @@ async fn check_gone(ctx: Arc<Context>) {
         if candidates.is_empty() {
             continue;
         }
-        let gone = ctx.scanner.confirm_gone(candidates.clone()).await;
+        let confirmed = ctx.scanner.confirm_gone(candidates.clone()).await;
+        if confirmed.retry {
+            // A process was caught in the middle of `execve`; it is readable in a moment.
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(UNDECIDED_RETRY).await;
+                ctx.check_gone();
+            });
+        }
         for id in candidates {
-            if gone.contains(&id) {
+            if confirmed.gone.contains(&id) {
                 finish(&ctx, &id).await;
             } else if ctx.registry.take_left_behind(&id) {
                 tracing::info!(session = %id, "leader exited; terminating what it left behind");

@@ -459,6 +459,18 @@ fn sweep(ctx: &Context, flight: &mut Flight, live: &[ProcInfo], signal: Signal) 
 /// The grace of a termination that was not forced is over: with processes still alive it
 /// timed out; with none alive it is waited for until proven gone (it is not a failure).
 fn grace_over(ctx: &Context, flight: &mut Flight, live: Vec<i32>) {
+    if flight.termination.control().force {
+        // A forced request joined while the grace ran out: this is a forced termination
+        // now, so SIGKILL rather than report a timeout.
+        let _reap = ctx.reaper.hold();
+        tracing::info!(session = %flight.id, "grace period over; SIGKILL");
+        signal_group(ctx, flight, Signal::SIGKILL);
+        flight.stage = Stage::Kill {
+            give_up: Instant::now() + KILL_WAIT,
+        };
+        flight.next_sweep = Instant::now();
+        return;
+    }
     if !live.is_empty() {
         tracing::warn!(session = %flight.id, pids = ?live, "grace period over; not forced");
         settle(ctx, flight, Outcome::Timeout(live));

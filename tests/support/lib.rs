@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod fixtures;
 pub mod peer;
 pub mod procfs;
+pub mod rng;
 pub mod service;
 pub mod tracked;
 pub mod wait;
