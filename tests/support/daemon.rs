@@ -42,6 +42,8 @@ type Prepare = Box<dyn FnOnce(&Path)>;
 /// like the command line it exercises.
 pub struct DaemonBuilder {
     args: Vec<OsString>,
+    log_level: &'static str,
+    state_dir_name: String,
     env: Vec<(OsString, OsString)>,
     dir_mode: Option<u32>,
     prepare: Vec<Prepare>,
@@ -74,6 +76,20 @@ impl DaemonBuilder {
     /// `--max-grace DUR`.
     pub fn max_grace(self, duration: &str) -> Self {
         self.flag("--max-grace", duration)
+    }
+
+    /// `--log-level LEVEL` instead of the default `debug` (whose line per request costs a
+    /// debug build more than answering the request).
+    pub fn log_level(mut self, level: &'static str) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    /// Names the state dir (inside the guard's temp dir; `state` by default), e.g. to give it
+    /// a path as long as a real user's.
+    pub fn state_dir_name(mut self, name: &str) -> Self {
+        self.state_dir_name = name.to_owned();
+        self
     }
 
     /// `--max-sessions N`.
@@ -129,7 +145,7 @@ impl DaemonBuilder {
                 .expect("chmod the temp dir");
         }
         let socket = dir.path().join("d.sock");
-        let state_dir = dir.path().join("state");
+        let state_dir = dir.path().join(&self.state_dir_name);
         fs::create_dir(&state_dir).expect("create the state dir");
         let log_path = dir.path().join("browserd.log");
         for prepare in self.prepare {
@@ -142,6 +158,7 @@ impl DaemonBuilder {
             &socket,
             &state_dir,
             &log_path,
+            self.log_level,
             &self.args,
             &self.env,
             inherited.as_ref(),
@@ -154,6 +171,7 @@ impl DaemonBuilder {
             exit: Mutex::new(None),
             socket,
             log_path,
+            state_dir,
             tracked: Arc::new(Tracked::default()),
             dir: Some(dir),
         };
@@ -178,6 +196,7 @@ fn spawn_browserd(
     socket: &Path,
     state_dir: &Path,
     log: &Path,
+    log_level: &str,
     extra: &[OsString],
     env: &[(OsString, OsString)],
     inherited: Option<&UnixListener>,
@@ -203,7 +222,7 @@ fn spawn_browserd(
         .arg(socket)
         .arg("--state-dir")
         .arg(state_dir)
-        .args(["--log-level", "debug"])
+        .args(["--log-level", log_level])
         .args(extra)
         .env_remove("BROWSERD_SOCKET")
         .env_remove(SESSION_ENV)
@@ -251,6 +270,7 @@ pub struct DaemonGuard {
     exit: Mutex<Option<ExitStatus>>,
     socket: PathBuf,
     log_path: PathBuf,
+    state_dir: PathBuf,
     tracked: Arc<Tracked>,
     dir: Option<tempfile::TempDir>,
 }
@@ -287,6 +307,8 @@ impl DaemonGuard {
     pub fn builder() -> DaemonBuilder {
         DaemonBuilder {
             args: Vec::new(),
+            log_level: "debug",
+            state_dir_name: "state".to_owned(),
             env: Vec::new(),
             dir_mode: None,
             prepare: Vec::new(),
@@ -304,6 +326,11 @@ impl DaemonGuard {
             .as_ref()
             .expect("temp dir exists while the guard lives")
             .path()
+    }
+
+    /// The daemon's `--state-dir` (session dirs live in its `sessions/`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     pub fn log_path(&self) -> &Path {
@@ -377,6 +404,7 @@ impl DaemonGuard {
             &self.socket,
             &state_dir,
             &log,
+            "debug",
             &[],
             &[],
             None,
