@@ -2,7 +2,7 @@
 //! workspaces and durations are parsed with the protocol's own validated types, so bad input
 //! is refused here, before anything is sent, with clap's usage error (exit status 2).
 
-use browserd_proto::duration::{as_millis, parse_duration};
+use crate::duration::{check_millis, parse_millis, parse_positive_millis};
 use browserd_proto::{
     BulkTerminate, Kill, Launch, Lease, LeaseId, Release, Request, SessionRef, SessionState,
     SessionType, SessionsFilter, Target, TrackingId, Workspace,
@@ -28,7 +28,14 @@ Exit status:
   0  everything asked for was done
   1  the daemon answered, but some target failed (not found, leased, timed out, ...)
   2  bad usage or a request the daemon refused as invalid
-  3  browserd is unreachable, or refused this user (permission denied)";
+  3  browserd is unreachable, or refused this user (permission denied)
+
+With --json, every run prints exactly one JSON document on stdout: the daemon's result, or
+an error object {\"code\", \"message\"}. Its code is the daemon's (not_found, invalid_request,
+permission_denied, ...), or one browserctl uses for what it finds itself: invalid_request for
+bad usage (exit 2), permission_denied when the socket's permissions keep you out, and
+unreachable when no answer came from browserd: nothing listens on the socket, the connection
+was lost, or what answered is not browserd (exit 3).";
 
 /// `browserctl`: the everyday client of browserd.
 #[derive(Debug, Parser)]
@@ -51,8 +58,8 @@ pub struct Cli {
     )]
     pub socket: Option<PathBuf>,
 
-    /// Print the daemon's answer as one line of JSON on stdout: the result on success, the
-    /// `{code, message}` error object on failure
+    /// Print the outcome as one line of JSON on stdout: the result on success, the
+    /// `{code, message}` error object on failure (see the end of --help for the codes)
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
@@ -158,7 +165,7 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "T")]
     pub tracking_id: Option<TrackingId>,
 
-    /// Terminate the session (with force) after this long, e.g. 30s, 10m, 2h
+    /// Terminate the session (with force) after this long, e.g. 30s, 10m, 2h (at most 100y)
     #[arg(long, value_name = "DUR", value_parser = parse_positive_millis)]
     pub ttl: Option<u64>,
 
@@ -396,8 +403,12 @@ impl TerminateArgs {
                 grace_ms: self.grace,
             },
         };
-        body.validate()
-            .map_err(|e| UsageError(format!("cannot terminate: {e}")))?;
+        let refused = |e| UsageError(format!("cannot terminate: {e}"));
+        body.validate().map_err(refused)?;
+        // The flags are bounded as they are parsed; a `--request` body is checked here.
+        if let Some(ms) = body.grace_ms {
+            check_millis("grace_ms", ms).map_err(refused)?;
+        }
         Ok(body)
     }
 }
@@ -440,19 +451,6 @@ fn parse_bulk_terminate(text: &str) -> Result<BulkTerminate, String> {
     }
 }
 
-/// A duration flag (`500ms`, `5s`, `2m`) as the milliseconds the wire uses.
-fn parse_millis(text: &str) -> Result<u64, String> {
-    parse_duration(text).map(as_millis)
-}
-
-/// Like [`parse_millis`], for lifetimes, where zero would mean "already expired".
-fn parse_positive_millis(text: &str) -> Result<u64, String> {
-    match parse_millis(text)? {
-        0 => Err("must be longer than zero".to_owned()),
-        ms => Ok(ms),
-    }
-}
-
 /// `--env K=V`: split at the first `=`, so values may contain `=`.
 fn parse_env_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -469,6 +467,7 @@ mod tests {
     use super::*;
     use clap::error::ErrorKind;
     use clap::CommandFactory;
+    use proptest::prelude::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("browserctl").chain(args.iter().copied()))
@@ -652,6 +651,127 @@ mod tests {
         usage_error(&["launch", "--env", "NOVALUE"]);
         usage_error(&["launch", "--env", "=x"]);
         assert!(request(&["launch", "--env", "BROWSERD_SESSION=x"]).is_err());
+    }
+
+    /// The id grammars of the SPEC, written out independently of the protocol crate.
+    fn is_token(text: &str, max: usize) -> bool {
+        (1..=max).contains(&text.chars().count())
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }
+
+    fn is_workspace(text: &str) -> bool {
+        (1..=64).contains(&text.chars().count()) && !text.chars().any(char::is_control)
+    }
+
+    /// Ids near the grammar: tokens around the length limits, `all`, and stray characters.
+    fn id_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9_-]{0,70}",
+            "[A-Za-z0-9_ ./;é\\-]{0,40}",
+            Just("all".to_owned()),
+            any::<String>(),
+        ]
+    }
+
+    /// Parses `args` with `value` in place of `{}`: the command, or `None` after checking
+    /// that clap refused it as a usage error (exit 2).
+    fn parse_with(args: &[&str], value: &str) -> Option<Command> {
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "{}" { value } else { a })
+            .collect();
+        match parse(&args) {
+            Ok(cli) => Some(cli.command),
+            Err(error) => {
+                // `-h…` and `-V…` ask for help or the version, which is no value either.
+                let help = matches!(
+                    error.kind(),
+                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+                );
+                assert!(help || error.exit_code() == 2, "{args:?}: {error}");
+                None
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn generated_ids_are_accepted_exactly_when_the_grammar_allows(text in id_text()) {
+            let kill = parse_with(&["kill", "{}"], &text);
+            let lease = parse_with(&["lease", "{}"], &text);
+            let release = parse_with(&["release", "{}"], &text);
+            let tracking = parse_with(&["launch", "--tracking-id", "{}"], &text);
+            let workspace = parse_with(&["ls", "--workspace", "{}"], &text);
+            let accepted = [
+                ("kill", kill.is_some(), text == "all" || is_token(&text, 64)),
+                ("lease", lease.is_some(), is_token(&text, 64)),
+                ("release", release.is_some(), is_token(&text, 64)),
+                ("tracking id", tracking.is_some(), text != "all" && is_token(&text, 32)),
+                ("workspace", workspace.is_some(), is_workspace(&text)),
+            ];
+            for (what, accepted, valid) in accepted {
+                // A value starting with `-` reads as a flag: clap may refuse even a valid one.
+                if text.starts_with('-') {
+                    prop_assert!(!accepted || valid, "{} {:?} accepted", what, text);
+                } else {
+                    prop_assert_eq!(accepted, valid, "{} {:?}", what, text);
+                }
+            }
+        }
+
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn generated_durations_on_every_flag_are_bounded_or_usage_errors(
+            text in "[0-9]{1,22}(ns|ms|s|m|h|d|w|y| y|years)|[0-9 a-z.-]{0,12}",
+        ) {
+            for args in [
+                &["launch", "--ttl", "{}"][..],
+                &["lease", "abc", "--ttl", "{}"],
+                &["kill", "all", "--grace", "{}"],
+                &["terminate", "--all", "--grace", "{}"],
+            ] {
+                let ms = match parse_with(args, &text) {
+                    None => continue,
+                    Some(Command::Launch(launch)) => launch.ttl,
+                    Some(Command::Lease(lease)) => lease.ttl,
+                    Some(Command::Kill(kill)) => kill.grace,
+                    Some(Command::Terminate(terminate)) => terminate.grace,
+                    Some(other) => panic!("{other:?}"),
+                };
+                let ms = ms.expect("the flag was given");
+                prop_assert!(ms <= crate::duration::MAX_DURATION_MS, "{:?} gave {}", args, ms);
+            }
+        }
+    }
+
+    #[test]
+    fn huge_durations_are_refused_before_anything_is_sent() {
+        for args in [
+            &["launch", "--ttl", "10000y"][..],
+            &["lease", "abc", "--ttl", "1000000000h"],
+            &["kill", "all", "--grace", "200y"],
+            &["terminate", "--all", "--grace", "5000000d"],
+        ] {
+            let error = usage_error(args);
+            assert!(error.to_string().contains("100years"), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_request_body_with_a_huge_grace_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = dir.path().join("body.json");
+        std::fs::write(&body, r#"{"all": true, "grace_ms": 18446744073709551615}"#).unwrap();
+        let error = request(&["terminate", "--request", body.to_str().unwrap()]).unwrap_err();
+        assert!(error.0.contains("grace_ms"), "{error}");
     }
 
     #[test]

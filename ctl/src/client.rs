@@ -2,11 +2,12 @@
 //! purpose: the CLI sends exactly one line and reads exactly one back, so a runtime would only
 //! add start-up time.
 
+use crate::exit::LocalFailure;
 use browserd_proto::{encode_request, Request, Response};
 use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
 use serde_json::json;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Why no response could be had. Every variant means "the daemon did not answer" (exit 3);
@@ -66,6 +67,18 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+impl ClientError {
+    /// How `--json` and the exit status report it.
+    pub fn failure(&self) -> LocalFailure {
+        match self {
+            ClientError::Connect { error, .. } if is_permission_error(error) => {
+                LocalFailure::PermissionDenied
+            }
+            _ => LocalFailure::Unreachable,
+        }
+    }
+}
+
 fn is_permission_error(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::PermissionDenied
 }
@@ -85,13 +98,11 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
         socket: socket.to_owned(),
         error,
     })?;
-    let io_error = |error| ClientError::Io {
+    let line = encode_request(Some(&json!(1)), request);
+    let answer = exchange(&stream, line.as_bytes()).map_err(|error| ClientError::Io {
         socket: socket.to_owned(),
         error,
-    };
-    let line = encode_request(Some(&json!(1)), request);
-    (&stream).write_all(line.as_bytes()).map_err(io_error)?;
-    let answer = read_line(&stream).map_err(io_error)?;
+    })?;
     decode_response(socket, &answer)
 }
 
@@ -100,8 +111,37 @@ fn connect(socket: &Path) -> io::Result<Stream> {
     Stream::connect(name)
 }
 
+/// Writes `line` and reads the one line that answers it. A daemon may answer and hang up
+/// without reading the request (it refuses a peer it does not serve), so a write that
+/// finds the connection closed is not the end: the answer may already be waiting.
+fn exchange<S>(stream: &S, line: &[u8]) -> io::Result<Vec<u8>>
+where
+    for<'a> &'a S: Read + Write,
+{
+    let mut writer = stream;
+    match writer.write_all(line) {
+        Ok(()) => read_line(stream),
+        Err(error) if is_hang_up(&error) => match read_line(stream) {
+            Ok(answer) if !answer.iter().all(u8::is_ascii_whitespace) => Ok(answer),
+            _ => Err(error),
+        },
+        Err(error) => Err(error),
+    }
+}
+
+/// The errors a write gets when the peer closed the connection.
+fn is_hang_up(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
+}
+
 /// Reads one response line, however long: a `sessions` listing is not capped.
-fn read_line(stream: &Stream) -> io::Result<Vec<u8>> {
+fn read_line<S>(stream: &S) -> io::Result<Vec<u8>>
+where
+    for<'a> &'a S: Read,
+{
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut line = Vec::new();
     reader.read_until(b'\n', &mut line)?;
@@ -151,6 +191,43 @@ mod tests {
             error: io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32),
         };
         assert!(error.to_string().contains("group"), "{error}");
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_peer_hung_up_is_read_even_when_the_write_fails() {
+        let (client, daemon) = std::os::unix::net::UnixStream::pair().unwrap();
+        let denied = br#"{"ok":false,"error":{"code":"permission_denied","message":"uid 5"}}"#;
+        (&daemon).write_all(denied).unwrap();
+        (&daemon).write_all(b"\n").unwrap();
+        // Closed without reading anything: the write below fails with EPIPE.
+        drop(daemon);
+        let request = encode_request(Some(&json!(1)), &Request::Status);
+
+        let answer = exchange(&client, request.as_bytes()).expect("the answer is read");
+
+        let response = decode_response(Path::new("/s"), &answer).unwrap();
+        assert_eq!(response.error.unwrap().code, ErrorCode::PermissionDenied);
+    }
+
+    #[test]
+    fn a_peer_that_hangs_up_without_answering_is_a_lost_connection() {
+        let (client, daemon) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(daemon);
+        let error = exchange(&client, b"{\"op\":\"status\"}\n").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn connection_problems_map_to_json_codes() {
+        let denied = ClientError::Connect {
+            socket: PathBuf::from("/s"),
+            error: io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32),
+        };
+        assert_eq!(denied.failure(), LocalFailure::PermissionDenied);
+        let lost = ClientError::NoAnswer {
+            socket: PathBuf::from("/s"),
+        };
+        assert_eq!(lost.failure(), LocalFailure::Unreachable);
     }
 
     #[test]

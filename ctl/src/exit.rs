@@ -43,6 +43,39 @@ impl Exit {
     }
 }
 
+/// A failure browserctl finds itself, so there is no daemon answer to show. `--json` reports
+/// it in the shape of the daemon's error object, `{"code", "message"}`, with one of these
+/// codes; the first two are the protocol's own, `unreachable` exists only in browserctl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalFailure {
+    /// The command line cannot make a valid request (a clap error, an unreadable
+    /// `--request` file, a sandbox without a command, an out-of-range duration).
+    Usage,
+    /// The socket's file permissions keep this user out.
+    PermissionDenied,
+    /// No answer from browserd: nothing listens on the socket, the connection broke, or
+    /// what answered is not browserd.
+    Unreachable,
+}
+
+impl LocalFailure {
+    /// The `code` of the JSON error object.
+    pub fn code(self) -> &'static str {
+        match self {
+            LocalFailure::Usage => ErrorCode::InvalidRequest.as_str(),
+            LocalFailure::PermissionDenied => ErrorCode::PermissionDenied.as_str(),
+            LocalFailure::Unreachable => "unreachable",
+        }
+    }
+
+    pub fn exit(self) -> Exit {
+        match self {
+            LocalFailure::Usage => Exit::Usage,
+            LocalFailure::PermissionDenied | LocalFailure::Unreachable => Exit::Unreachable,
+        }
+    }
+}
+
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> ExitCode {
         ExitCode::from(exit as u8)
@@ -63,5 +96,20 @@ mod tests {
         );
         assert_eq!(Exit::for_error(ErrorCode::NotFound), Exit::TargetFailed);
         assert_eq!(Exit::for_error(ErrorCode::Capacity), Exit::TargetFailed);
+    }
+
+    #[test]
+    fn local_failures_exit_like_the_daemon_errors_they_resemble() {
+        assert_eq!(
+            LocalFailure::Usage.exit(),
+            Exit::for_error(ErrorCode::InvalidRequest)
+        );
+        assert_eq!(
+            LocalFailure::PermissionDenied.exit(),
+            Exit::for_error(ErrorCode::PermissionDenied)
+        );
+        assert_eq!(LocalFailure::Unreachable.exit(), Exit::Unreachable);
+        assert_eq!(LocalFailure::Usage.code(), "invalid_request");
+        assert_eq!(LocalFailure::Unreachable.code(), "unreachable");
     }
 }

@@ -4,35 +4,78 @@
 mod cli;
 mod client;
 mod clock;
+mod duration;
 mod exit;
 mod render;
 
 use clap::Parser;
-use exit::Exit;
-use std::io::Write;
+use exit::LocalFailure;
+use render::Report;
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // Clap prints its own usage errors and exits 2 (0 for --help / --version).
-    let cli = cli::Cli::parse();
-    let socket = cli.socket_path();
-    let request = match cli.command.into_request() {
-        Ok(request) => request,
-        Err(error) => return fail(&format!("browserctl: {error}\n"), Exit::Usage),
-    };
-    let response = match client::call(&socket, &request) {
-        Ok(response) => response,
-        Err(error) => return fail(&format!("browserctl: {error}\n"), Exit::Unreachable),
-    };
-    let report = render::report(&request, response, cli.json);
+    let report = run(std::env::args_os().collect());
     emit(&mut std::io::stdout().lock(), &report.stdout);
     emit(&mut std::io::stderr().lock(), &report.stderr);
     report.exit.into()
 }
 
-fn fail(message: &str, exit: Exit) -> ExitCode {
-    emit(&mut std::io::stderr().lock(), message);
-    exit.into()
+/// Everything one invocation prints, and how it exits. With `--json`, whatever happens is
+/// exactly one JSON document on stdout.
+fn run(args: Vec<OsString>) -> Report {
+    let json = asks_for_json(&args);
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => return clap_report(&error, json),
+    };
+    let socket = cli.socket_path();
+    let request = match cli.command.into_request() {
+        Ok(request) => request,
+        Err(error) => return render::local_failure(LocalFailure::Usage, &error.0, cli.json),
+    };
+    match client::call(&socket, &request) {
+        Ok(response) => render::report(&request, response, cli.json),
+        Err(error) => render::local_failure(error.failure(), &error.to_string(), cli.json),
+    }
+}
+
+/// Whether `--json` was given, judged from the raw arguments, for when clap could not parse
+/// them: anything before a lone `--` that is exactly `--json`.
+fn asks_for_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "--json")
+}
+
+/// Clap's own outcome: `--help` and `--version` print as usual; a usage error becomes an
+/// `invalid_request` object with `--json`, and clap's usual message otherwise.
+fn clap_report(error: &clap::Error, json: bool) -> Report {
+    let rendered = error.render();
+    // Clap colours its text for a terminal, and only for one.
+    let styled = |terminal: bool| match terminal {
+        true => rendered.ansi().to_string(),
+        false => rendered.to_string(),
+    };
+    if error.exit_code() == 0 {
+        return Report {
+            stdout: styled(std::io::stdout().is_terminal()),
+            stderr: String::new(),
+            exit: exit::Exit::Done,
+        };
+    }
+    if json {
+        let text = rendered.to_string();
+        let message = text.trim().trim_start_matches("error: ");
+        return render::local_failure(LocalFailure::Usage, message, true);
+    }
+    Report {
+        stdout: String::new(),
+        stderr: styled(std::io::stderr().is_terminal()),
+        exit: exit::Exit::Usage,
+    }
 }
 
 /// Writes without panicking when the reader went away (`browserctl ls | head -1`): the
@@ -41,4 +84,91 @@ fn emit(stream: &mut impl Write, text: &str) {
     let _ = stream
         .write_all(text.as_bytes())
         .and_then(|()| stream.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        std::iter::once("browserctl")
+            .chain(list.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    /// Runs browserctl in-process and parses its stdout as the one JSON document it must be.
+    #[track_caller]
+    fn json_run(list: &[&str]) -> (serde_json::Value, exit::Exit) {
+        let report = run(args(list));
+        assert!(report.stderr.is_empty(), "{report:?}");
+        assert_eq!(report.stdout.matches('\n').count(), 1, "{report:?}");
+        let value = serde_json::from_str(&report.stdout)
+            .unwrap_or_else(|e| panic!("not one JSON document ({e}): {report:?}"));
+        (value, report.exit)
+    }
+
+    #[test]
+    fn json_is_detected_before_a_double_dash_only() {
+        assert!(asks_for_json(&args(&["--json", "status"])));
+        assert!(asks_for_json(&args(&["ls", "--json", "--bogus"])));
+        assert!(!asks_for_json(&args(&["launch", "--", "echo", "--json"])));
+        assert!(!asks_for_json(&args(&["--jsonx"])));
+    }
+
+    #[test]
+    fn clap_errors_are_one_invalid_request_object_with_json() {
+        let (value, exit) = json_run(&["--json", "--no-such-flag", "status"]);
+        assert_eq!(exit, exit::Exit::Usage);
+        assert_eq!(value["code"], "invalid_request");
+        let message = value["message"].as_str().unwrap();
+        assert!(message.contains("--no-such-flag"), "{message}");
+        assert!(!message.starts_with("error:"), "{message}");
+
+        let (value, exit) = json_run(&["--json", "launch", "--ttl", "10000y"]);
+        assert_eq!(exit, exit::Exit::Usage);
+        assert!(
+            value["message"].as_str().unwrap().contains("100years"),
+            "{value}"
+        );
+    }
+
+    #[test]
+    fn clap_errors_without_json_go_to_stderr() {
+        let report = run(args(&["--no-such-flag"]));
+        assert!(report.stdout.is_empty());
+        assert!(report.stderr.contains("--no-such-flag"), "{report:?}");
+        assert_eq!(report.exit, exit::Exit::Usage);
+    }
+
+    #[test]
+    fn help_and_version_are_not_errors() {
+        let report = run(args(&["--json", "--version"]));
+        assert_eq!(report.exit, exit::Exit::Done);
+        assert!(report.stdout.starts_with("browserctl "), "{report:?}");
+    }
+
+    #[test]
+    fn usage_problems_found_after_parsing_are_json_objects() {
+        let (value, exit) = json_run(&["--json", "launch", "--type", "sandbox"]);
+        assert_eq!(exit, exit::Exit::Usage);
+        assert_eq!(value["code"], "invalid_request");
+        let (value, exit) = json_run(&["--json", "terminate", "--request", "/nonexistent/b.json"]);
+        assert_eq!(exit, exit::Exit::Usage);
+        assert!(value["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/b.json"));
+    }
+
+    #[test]
+    fn an_unreachable_daemon_is_a_json_object_with_its_own_code() {
+        let (value, exit) = json_run(&["--json", "--socket", "/nonexistent/d.sock", "status"]);
+        assert_eq!(exit, exit::Exit::Unreachable);
+        assert_eq!(value["code"], "unreachable");
+        assert!(value["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/d.sock"));
+    }
 }

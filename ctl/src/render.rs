@@ -3,7 +3,7 @@
 //! text, so every format is tested without a daemon.
 
 use crate::clock::{format_age, format_bytes, now, parse_rfc3339};
-use crate::exit::Exit;
+use crate::exit::{Exit, LocalFailure};
 use browserd_proto::duration::format_millis;
 use browserd_proto::{
     ErrorCode, LaunchResult, LeaseResult, ReloadResult, Request, Response, SessionInfo,
@@ -48,6 +48,16 @@ pub fn report(request: &Request, response: Response, json: bool) -> Report {
         (false, Some(error)) => error_report(request, &error),
         _ => success_report(request, response.result.unwrap_or(Value::Null)),
     }
+}
+
+/// A failure browserctl found itself: with `--json`, one error object shaped like the
+/// daemon's (`{"code", "message"}`) on stdout; otherwise the message on stderr.
+pub fn local_failure(failure: LocalFailure, message: &str, json: bool) -> Report {
+    if json {
+        let error = serde_json::json!({"code": failure.code(), "message": message});
+        return Report::out(json_line(&error), failure.exit());
+    }
+    Report::err(format!("browserctl: {message}\n"), failure.exit())
 }
 
 /// `--json`: exactly one compact JSON document, the result or the error object.
@@ -514,6 +524,22 @@ aaaaaaaa-000002  -         sandbox  ci β       exited       42  signal 9      -
         );
         assert!(report.stderr.is_empty());
         assert_eq!(report.exit, Exit::Usage);
+    }
+
+    #[test]
+    fn local_failures_are_error_objects_in_json_mode_and_sentences_otherwise() {
+        let json = local_failure(LocalFailure::Unreachable, "cannot reach \"x\"", true);
+        assert_eq!(
+            json.stdout,
+            "{\"code\":\"unreachable\",\"message\":\"cannot reach \\\"x\\\"\"}\n"
+        );
+        assert!(json.stderr.is_empty());
+        assert_eq!(json.exit, Exit::Unreachable);
+
+        let text = local_failure(LocalFailure::Usage, "bad", false);
+        assert_eq!(text.stderr, "browserctl: bad\n");
+        assert!(text.stdout.is_empty());
+        assert_eq!(text.exit, Exit::Usage);
     }
 
     #[test]

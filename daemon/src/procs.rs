@@ -460,8 +460,11 @@ impl ProcTable {
                 }
                 // A parent no refresh has met (or one that died meanwhile): read it.
                 if info.ppid > 0 {
-                    if let Some(parent) = read_stat_into(info.ppid, &mut buf).filter(|p| !p.is_thread) {
-                        let ino = fs::symlink_metadata(format!("/proc/{}", parent.pid)).map_or(0, |m| m.ino());
+                    if let Some(parent) =
+                        read_stat_into(info.ppid, &mut buf).filter(|p| !p.is_thread)
+                    {
+                        let ino = fs::symlink_metadata(format!("/proc/{}", parent.pid))
+                            .map_or(0, |m| m.ino());
                         new.insert(parent.pid, (ino, parent));
                         chain.push(parent.pid);
                         continue;
@@ -485,12 +488,34 @@ impl ProcTable {
                 }
                 continue;
             }
-            for pid in chain {
-                if let Some((ino, info)) = new.remove(&pid) {
-                    self.undecided.remove(&pid);
-                    let owner = owner.clone();
-                    self.insert(pid, Entry { ino, info, owner });
+            // Top down: a process below one no session owns is judged on its own (an
+            // adopted session's processes hang below init); below a session's process,
+            // everything is that session's.
+            let top = chain.last().copied();
+            let mut owner = owner;
+            for pid in chain.into_iter().rev() {
+                let Some((ino, info)) = new.remove(&pid) else {
+                    continue;
+                };
+                if Some(pid) != top && matches!(owner, Owner::Foreign | Owner::Unowned) {
+                    let root = Root {
+                        child_of_daemon: info.ppid == ancestor,
+                        may_wait: false,
+                    };
+                    owner = match root_owner(&info, root) {
+                        Owner::Undecided => Owner::Unowned,
+                        decided => decided,
+                    };
                 }
+                self.undecided.remove(&pid);
+                self.insert(
+                    pid,
+                    Entry {
+                        ino,
+                        info,
+                        owner: owner.clone(),
+                    },
+                );
             }
         }
     }
@@ -715,7 +740,9 @@ mod tests {
         let me = std::process::id() as i32;
         let id: SessionId = "s-2".parse().unwrap();
         let mut table = ProcTable::default();
-        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
+        table
+            .refresh(me, false, |_, _: Root| Owner::Unowned)
+            .unwrap();
         assert!(table.last_listing.is_some());
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & echo $!; wait"])
@@ -763,16 +790,22 @@ mod tests {
     fn only_background_refreshes_list_to_forget_the_dead() {
         let me = std::process::id() as i32;
         let mut table = ProcTable::default();
-        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
+        table
+            .refresh(me, false, |_, _: Root| Owner::Unowned)
+            .unwrap();
         let stale = Instant::now() - FULL_EVERY * 2;
         table.last_listing = Some(stale);
-        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
+        table
+            .refresh(me, false, |_, _: Root| Owner::Unowned)
+            .unwrap();
         assert_eq!(
             table.last_listing,
             Some(stale),
             "a waited-on refresh probes"
         );
-        table.refresh(me, true, |_, _: Root| Owner::Unowned).unwrap();
+        table
+            .refresh(me, true, |_, _: Root| Owner::Unowned)
+            .unwrap();
         assert!(
             table.last_listing.unwrap() > stale,
             "a background refresh lists"
@@ -783,11 +816,15 @@ mod tests {
     fn a_pid_cycle_since_the_last_refresh_forces_a_listing() {
         let me = std::process::id() as i32;
         let mut table = ProcTable::default();
-        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
+        table
+            .refresh(me, false, |_, _: Root| Owner::Unowned)
+            .unwrap();
         let listed = table.last_listing;
         // As if a whole cycle of pids was allocated since: the pid range alone cannot tell.
         table.forks = table.forks.map(|f| f - MAX_PROBE as u64 - 1);
-        table.refresh(me, false, |_, _: Root| Owner::Unowned).unwrap();
+        table
+            .refresh(me, false, |_, _: Root| Owner::Unowned)
+            .unwrap();
         assert_ne!(table.last_listing, listed, "too many forks: it must list");
         assert!(read_fork_count().is_some());
     }

@@ -49,7 +49,15 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
         let marker = procs::read_marker(process.pid, browserd_proto::SESSION_ENV);
         let _reap = owner_ctx.reaper.hold();
         let owner = owner_ctx.registry.owner_for(process, &marker, root);
-        tracing::debug!(pid = process.pid, ppid = process.ppid, pgid = process.pgid, ?marker, ?root, ?owner, "attributed");
+        tracing::debug!(
+            pid = process.pid,
+            ppid = process.ppid,
+            pgid = process.pgid,
+            ?marker,
+            ?root,
+            ?owner,
+            "attributed"
+        );
         owner
     });
     let scanner = ctx.scanner.clone();

@@ -14,6 +14,11 @@ pub fn browserctl_bin() -> PathBuf {
     locate("browserctl", "BROWSERD_TEST_BROWSERCTL")
 }
 
+/// The fixture binary that runs one process with many threads (`tests/fixtures/threads.rs`).
+pub fn threads_bin() -> PathBuf {
+    locate("browserd-test-threads", "BROWSERD_TEST_THREADS")
+}
+
 /// Finds `name` in the profile dir of the running test executable, unless `override_var`
 /// names a path explicitly (useful to test an installed build).
 fn locate(name: &str, override_var: &str) -> PathBuf {

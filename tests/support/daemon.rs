@@ -42,6 +42,8 @@ type Prepare = Box<dyn FnOnce(&Path)>;
 /// like the command line it exercises.
 pub struct DaemonBuilder {
     args: Vec<OsString>,
+    log_level: &'static str,
+    state_dir_name: String,
     env: Vec<(OsString, OsString)>,
     dir_mode: Option<u32>,
     prepare: Vec<Prepare>,
@@ -74,6 +76,20 @@ impl DaemonBuilder {
     /// `--max-grace DUR`.
     pub fn max_grace(self, duration: &str) -> Self {
         self.flag("--max-grace", duration)
+    }
+
+    /// `--log-level LEVEL` instead of the default `debug` (whose line per request costs a
+    /// debug build more than answering the request).
+    pub fn log_level(mut self, level: &'static str) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    /// Names the state dir (inside the guard's temp dir; `state` by default), e.g. to give it
+    /// a path as long as a real user's.
+    pub fn state_dir_name(mut self, name: &str) -> Self {
+        self.state_dir_name = name.to_owned();
+        self
     }
 
     /// `--max-sessions N`.
@@ -129,7 +145,7 @@ impl DaemonBuilder {
                 .expect("chmod the temp dir");
         }
         let socket = dir.path().join("d.sock");
-        let state_dir = dir.path().join("state");
+        let state_dir = dir.path().join(&self.state_dir_name);
         fs::create_dir(&state_dir).expect("create the state dir");
         let log_path = dir.path().join("browserd.log");
         for prepare in self.prepare {
@@ -142,6 +158,7 @@ impl DaemonBuilder {
             &socket,
             &state_dir,
             &log_path,
+            self.log_level,
             &self.args,
             &self.env,
             inherited.as_ref(),
@@ -154,7 +171,9 @@ impl DaemonBuilder {
             exit: Mutex::new(None),
             socket,
             log_path,
+            state_dir,
             tracked: Arc::new(Tracked::default()),
+            log_level: self.log_level,
             args: self.args,
             env: self.env,
             dir: Some(dir),
@@ -180,6 +199,7 @@ fn spawn_browserd(
     socket: &Path,
     state_dir: &Path,
     log: &Path,
+    log_level: &str,
     extra: &[OsString],
     env: &[(OsString, OsString)],
     inherited: Option<&UnixListener>,
@@ -205,7 +225,7 @@ fn spawn_browserd(
         .arg(socket)
         .arg("--state-dir")
         .arg(state_dir)
-        .args(["--log-level", "debug"])
+        .args(["--log-level", log_level])
         .args(extra)
         .env_remove("BROWSERD_SOCKET")
         .env_remove(SESSION_ENV)
@@ -253,8 +273,10 @@ pub struct DaemonGuard {
     exit: Mutex<Option<ExitStatus>>,
     socket: PathBuf,
     log_path: PathBuf,
+    state_dir: PathBuf,
     tracked: Arc<Tracked>,
-    /// The daemon's own flags and environment, for a restart.
+    /// The daemon's own log level, flags and environment, for a restart.
+    log_level: &'static str,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     dir: Option<tempfile::TempDir>,
@@ -292,6 +314,8 @@ impl DaemonGuard {
     pub fn builder() -> DaemonBuilder {
         DaemonBuilder {
             args: Vec::new(),
+            log_level: "debug",
+            state_dir_name: "state".to_owned(),
             env: Vec::new(),
             dir_mode: None,
             prepare: Vec::new(),
@@ -311,6 +335,11 @@ impl DaemonGuard {
             .path()
     }
 
+    /// The daemon's `--state-dir` (session dirs live in its `sessions/`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
@@ -318,11 +347,6 @@ impl DaemonGuard {
     /// The daemon's pid.
     pub fn pid(&self) -> i32 {
         self.pid
-    }
-
-    /// The daemon's state dir.
-    pub fn state_dir(&self) -> PathBuf {
-        self.dir().join("state")
     }
 
     /// The daemon's log so far.
@@ -355,8 +379,9 @@ impl DaemonGuard {
         args.extend(extra.iter().map(OsString::from));
         let child = spawn_browserd(
             &self.socket,
-            &self.state_dir(),
+            &self.state_dir,
             &self.log_path,
+            self.log_level,
             &args,
             &self.env,
             None,
@@ -436,6 +461,7 @@ impl DaemonGuard {
             &self.socket,
             &state_dir,
             &log,
+            "debug",
             &[],
             &[],
             None,

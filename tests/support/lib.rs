@@ -14,6 +14,7 @@
 
 pub mod bins;
 pub mod cdp;
+pub mod chromium;
 pub mod client;
 pub mod ctl;
 pub mod daemon;
@@ -25,7 +26,7 @@ pub mod service;
 pub mod tracked;
 pub mod wait;
 
-pub use bins::{browserctl_bin, browserd_bin};
+pub use bins::{browserctl_bin, browserd_bin, threads_bin};
 pub use client::Client;
 pub use ctl::run_ctl;
 pub use daemon::{DaemonBuilder, DaemonGuard, Tree};

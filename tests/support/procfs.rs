@@ -167,6 +167,30 @@ pub fn zombie_children_of(ppid: i32) -> Vec<ProcInfo> {
         .collect()
 }
 
+/// A process's resident memory (`VmRSS`), in bytes.
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    status_field(pid, "VmRSS:")?
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|kib| kib * 1024)
+}
+
+/// How many threads a process has (`Threads`), itself included.
+pub fn thread_count(pid: i32) -> Option<usize> {
+    status_field(pid, "Threads:")?.parse().ok()
+}
+
+/// The value of one `/proc/PID/status` line, trimmed.
+fn status_field(pid: i32, name: &str) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name))
+        .map(|value| value.trim().to_owned())
+}
+
 /// Sends `signal` to the process `id` names, and only to it: the pid is pinned with a pidfd
 /// and the start time re-checked, so a pid reused since `id` was taken is never signalled.
 /// Returns whether the signal was sent.

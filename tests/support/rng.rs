@@ -59,6 +59,29 @@ impl Rng {
         items.get(self.below(items.len() as u64) as usize)
     }
 
+    /// An index in `0..n` (`n` > 0).
+    pub fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+
+    /// One of `items` (not empty), chosen uniformly.
+    pub fn choose<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.index(items.len())]
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn byte(&mut self) -> u8 {
+        self.next_u64() as u8
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.byte()).collect()
+    }
+
     /// An index into `weights`, each chosen in proportion to its weight.
     pub fn weighted(&mut self, weights: &[u32]) -> usize {
         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
@@ -71,6 +94,17 @@ impl Rng {
         }
         unreachable!("the roll is below the total weight")
     }
+}
+
+/// The variable that fixes the seed of the randomized tests that have no knob of their own.
+pub const SEED_ENV: &str = "BROWSERD_TEST_SEED";
+
+/// The seed of randomized test `test`: `BROWSERD_TEST_SEED` if set, else a fresh one;
+/// printed either way, so a failure's output says how to replay it.
+pub fn seed(test: &str) -> u64 {
+    let seed = seed_from_env(SEED_ENV);
+    eprintln!("{test}: seed {seed:#x} (replay with {SEED_ENV}={seed:#x})");
+    seed
 }
 
 /// The seed named by environment variable `var` (decimal, or hex with `0x`), else one taken
