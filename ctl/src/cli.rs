@@ -110,6 +110,27 @@ Examples:
 
     /// Show the daemon's version, uptime, session counts and limits
     Status,
+
+    /// Manage the daemon itself
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+}
+
+/// `browserctl daemon ...`
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Re-execute browserd in place, keeping every session (also how an upgrade is
+    /// installed: replace the binary, then reload)
+    ///
+    /// The daemon first checks the binary on disk and its config file; if either is not
+    /// usable, nothing changes and the reload fails with the reason. Otherwise this waits
+    /// until the re-executed daemon serves again, and prints its pid and sessions. This is
+    /// what `systemctl reload browserd` runs.
+    Reload {
+        /// How long to wait for the re-executed daemon to serve again
+        #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_positive_millis)]
+        timeout: u64,
+    },
 }
 
 /// The two kinds of session, as spelled on the command line.
@@ -339,7 +360,18 @@ impl Command {
                 lease_id: args.lease_id,
             }),
             Command::Status => Request::Status,
+            Command::Daemon(DaemonCommand::Reload { .. }) => Request::Reload,
         })
+    }
+
+    /// How long to wait for a reload this command asks for to be done, if it asks for one.
+    pub fn reload_timeout(&self) -> Option<std::time::Duration> {
+        match self {
+            Command::Daemon(DaemonCommand::Reload { timeout }) => {
+                Some(std::time::Duration::from_millis(*timeout))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -3,12 +3,13 @@
 //! add start-up time.
 
 use crate::exit::LocalFailure;
-use browserd_proto::{encode_request, Request, Response};
+use browserd_proto::{encode_request, Request, Response, StatusResult};
 use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
 use serde_json::json;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Why no response could be had. Every variant means "the daemon did not answer" (exit 3);
 /// an answer that reports an error is a [`Response`], not a `ClientError`.
@@ -22,6 +23,12 @@ pub enum ClientError {
     NoAnswer { socket: PathBuf },
     /// The answer is not a browserd response; something else may be listening there.
     BadAnswer { socket: PathBuf, detail: String },
+    /// A reload was accepted, but the re-executed daemon did not answer in time.
+    NotReloaded {
+        socket: PathBuf,
+        timeout: Duration,
+        last: String,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -34,6 +41,18 @@ impl fmt::Display for ClientError {
                  (browserd --allow-uid), or use a daemon of your own with --socket.",
                 socket.display(),
                 describe_io(error)
+            ),
+            ClientError::NotReloaded {
+                socket,
+                timeout,
+                last,
+            } => write!(
+                f,
+                "browserd at {} accepted the reload but did not serve again within {} ({last}). \
+                 Check its logs (journalctl -u browserd); if it is gone, start it: it takes \
+                 its sessions up again from its journal.",
+                socket.display(),
+                humantime::format_duration(*timeout)
             ),
             ClientError::Connect { socket, error } => write!(
                 f,
@@ -104,6 +123,36 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
         error,
     })?;
     decode_response(socket, &answer)
+}
+
+/// How often a reload's end is checked for (the new daemon answers a connection queued
+/// meanwhile as soon as it serves; this only bounds retries after a refused one).
+const RELOAD_POLL: Duration = Duration::from_millis(20);
+
+/// Waits until the daemon at `socket` reports `reloads` reloads, i.e. the re-executed
+/// daemon serves. Returns its status.
+pub fn wait_reloaded(
+    socket: &Path,
+    reloads: u64,
+    timeout: Duration,
+) -> Result<StatusResult, ClientError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match call(socket, &Request::Status).map(|r| r.into_result::<StatusResult>()) {
+            Ok(Ok(status)) if status.reloads >= reloads => return Ok(status),
+            Ok(Ok(status)) => format!("it still reports {} reload(s)", status.reloads),
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => error.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(ClientError::NotReloaded {
+                socket: socket.to_owned(),
+                timeout,
+                last,
+            });
+        }
+        std::thread::sleep(RELOAD_POLL);
+    }
 }
 
 fn connect(socket: &Path) -> io::Result<Stream> {

@@ -31,14 +31,30 @@ fn run(args: Vec<OsString>) -> Report {
         Err(error) => return clap_report(&error, json),
     };
     let socket = cli.socket_path();
+    let reload_timeout = cli.command.reload_timeout();
     let request = match cli.command.into_request() {
         Ok(request) => request,
         Err(error) => return render::local_failure(LocalFailure::Usage, &error.0, cli.json),
     };
-    match client::call(&socket, &request) {
-        Ok(response) => render::report(&request, response, cli.json),
+    let response = match client::call(&socket, &request) {
+        Ok(response) => response,
+        Err(error) => return render::local_failure(error.failure(), &error.to_string(), cli.json),
+    };
+    let (Some(timeout), Some(reloads)) = (reload_timeout, accepted_reload(&response)) else {
+        return render::report(&request, response, cli.json);
+    };
+    match client::wait_reloaded(&socket, reloads, timeout) {
+        Ok(status) => render::reloaded(&status, cli.json),
         Err(error) => render::local_failure(error.failure(), &error.to_string(), cli.json),
     }
+}
+
+/// The `reloads` count a successful `reload` answer promises.
+fn accepted_reload(response: &browserd_proto::Response) -> Option<u64> {
+    let result = response.result.as_ref().filter(|_| response.ok)?;
+    serde_json::from_value::<browserd_proto::ReloadResult>(result.clone())
+        .ok()
+        .map(|r| r.reloads)
 }
 
 /// Whether `--json` was given, judged from the raw arguments, for when clap could not parse

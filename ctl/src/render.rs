@@ -60,6 +60,26 @@ pub fn local_failure(failure: LocalFailure, message: &str, json: bool) -> Report
     Report::err(format!("browserctl: {message}\n"), failure.exit())
 }
 
+/// The end of `browserctl daemon reload`: the re-executed daemon's status, or one line.
+pub fn reloaded(status: &StatusResult, json: bool) -> Report {
+    if json {
+        return Report::out(json_line(status), Exit::Done);
+    }
+    let counts = &status.sessions;
+    Report::out(
+        format!(
+            "reloaded: browserd {} (pid {}, reload {}) serves {} running, {} starting, {} terminating session(s)\n",
+            status.version,
+            status.pid,
+            status.reloads,
+            counts.running,
+            counts.starting,
+            counts.terminating
+        ),
+        Exit::Done,
+    )
+}
+
 /// `--json`: exactly one compact JSON document, the result or the error object.
 fn json_report(response: Response) -> Report {
     match (response.ok, response.error) {
@@ -325,6 +345,7 @@ fn status(status: StatusResult) -> Report {
             "uptime".into(),
             format_millis(status.uptime_ms / 1000 * 1000),
         ],
+        ["reloads".into(), status.reloads.to_string()],
         ["socket".into(), status.socket],
         [
             "sessions".into(),

@@ -96,13 +96,18 @@ fn request_on(stream: UnixStream, request: &Request) -> Response {
 #[test]
 fn unit_files_verify_clean() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // verify checks that ExecStart= names an executable; point it at the binary under test
-    // instead of the install path. Nothing else changes.
-    let bin = browserd_tests::browserd_bin();
-    let service = read_unit("browserd.service").replace(
-        "/usr/local/bin/browserd",
-        bin.to_str().expect("a UTF-8 path"),
-    );
+    // verify checks that ExecStart= and ExecReload= name executables; point them at the
+    // binaries under test instead of the install paths. Nothing else changes.
+    let path = |bin: PathBuf| bin.to_str().expect("a UTF-8 path").to_owned();
+    let service = read_unit("browserd.service")
+        .replace(
+            "/usr/local/bin/browserctl",
+            &path(browserd_tests::browserctl_bin()),
+        )
+        .replace(
+            "/usr/local/bin/browserd",
+            &path(browserd_tests::browserd_bin()),
+        );
     std::fs::write(dir.path().join("browserd.service"), service).unwrap();
     std::fs::write(
         dir.path().join("browserd.socket"),
@@ -148,6 +153,11 @@ fn service_unit_states_the_contract() {
     assert_eq!(one(&service, "User"), "browserd");
     assert_eq!(one(&service, "Group"), "browserd");
     assert!(service.contains_key("WatchdogSec"));
+    let reload = one(&service, "ExecReload");
+    assert!(
+        reload.ends_with("browserctl --socket %t/browserd/browserd.sock daemon reload"),
+        "systemctl reload must re-execute browserd in place and wait for it: {reload}"
+    );
     let exec = one(&service, "ExecStart");
     assert!(
         exec.contains("--socket %t/browserd/browserd.sock")
@@ -286,6 +296,48 @@ fn notify_ready_after_the_socket_accepts_then_status_watchdog_and_stopping() {
     );
     let exit = d.wait_exit(EXIT_TIMEOUT);
     assert!(exit.success(), "browserd exited with {exit}");
+    d.assert_all_sessions_gone();
+}
+
+#[test]
+fn a_reload_says_reloading_then_ready_and_keeps_the_watchdog_and_sessions() {
+    let notify = NotifySocket::bind();
+    let d = DaemonGuard::builder()
+        .env("NOTIFY_SOCKET", notify.path())
+        .env("WATCHDOG_USEC", WATCHDOG_USEC)
+        .start();
+    notify.wait_for(READY_TIMEOUT, "READY=1", |n| n.has("READY", "1"));
+    let (session, tree) = d.spawn(&Fixture::polite());
+    let reload = d.ctl(&["daemon", "reload"]);
+    assert!(
+        reload.status.success(),
+        "browserctl daemon reload: {}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    let (reloading, _) = notify.wait_for(READY_TIMEOUT, "RELOADING=1", |n| n.has("RELOADING", "1"));
+    let usec: u64 = reloading
+        .get("MONOTONIC_USEC")
+        .expect("RELOADING=1 comes with MONOTONIC_USEC, as systemd requires")
+        .parse()
+        .expect("a number");
+    assert!(usec > 0);
+    notify.wait_for(READY_TIMEOUT, "READY=1 from the re-executed daemon", |n| {
+        n.has("READY", "1")
+    });
+    // The re-executed daemon pings the watchdog, from the same pid systemd knows.
+    notify.drain();
+    notify.wait_for(Duration::from_secs(5), "WATCHDOG=1 after the reload", |n| {
+        n.has("WATCHDOG", "1")
+    });
+    let status = d.status();
+    assert_eq!((status.pid as i32, status.reloads), (d.pid(), 1));
+    assert_eq!(d.session(&session.id).pid, session.pid);
+    d.assert_tree_alive(&tree);
+    let leaked = env_of(session.pid, &["BROWSERD_HANDOVER"]);
+    assert!(leaked.is_empty(), "a session inherited {leaked:?}");
+    d.send_signal(Signal::SIGTERM);
+    notify.wait_for(EXIT_TIMEOUT, "STOPPING=1", |n| n.has("STOPPING", "1"));
+    assert!(d.wait_exit(EXIT_TIMEOUT).success());
     d.assert_all_sessions_gone();
 }
 
