@@ -111,6 +111,10 @@ Examples:
     /// Show the daemon's version, uptime, session counts and limits
     Status,
 
+    /// Print the daemon's metrics in the Prometheus text format (what `GET /metrics`
+    /// serves, for hosts without the HTTP listener)
+    Metrics,
+
     /// Manage the daemon itself
     #[command(subcommand)]
     Daemon(DaemonCommand),
@@ -360,6 +364,7 @@ impl Command {
                 lease_id: args.lease_id,
             }),
             Command::Status => Request::Status,
+            Command::Metrics => Request::Metrics,
             Command::Daemon(DaemonCommand::Reload { .. }) => Request::Reload,
         })
     }

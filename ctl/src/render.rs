@@ -6,8 +6,8 @@ use crate::clock::{format_age, format_bytes, now, parse_rfc3339};
 use crate::exit::{Exit, LocalFailure};
 use browserd_proto::duration::format_millis;
 use browserd_proto::{
-    ErrorCode, LaunchResult, LeaseResult, ReloadResult, Request, Response, SessionInfo,
-    SessionState, SessionsResult, StatusResult, TerminateResult, WireError, PROTOCOL,
+    ErrorCode, LaunchResult, LeaseResult, MetricsResult, ReloadResult, Request, Response,
+    SessionInfo, SessionState, SessionsResult, StatusResult, TerminateResult, WireError, PROTOCOL,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -136,6 +136,7 @@ fn success_report(request: &Request, result: Value) -> Report {
             Report::out(format!("released {}\n", release.lease_id), Exit::Done)
         }
         Request::Status => typed(result, status),
+        Request::Metrics => typed(result, |r: MetricsResult| Report::out(r.text, Exit::Done)),
         Request::Reload => typed(result, |r: ReloadResult| {
             Report::out(format!("reloading (reload {})\n", r.reloads), Exit::Done)
         }),

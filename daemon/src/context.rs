@@ -5,6 +5,7 @@
 use crate::browser::Pipes;
 use crate::config::Config;
 use crate::dirs::Layout;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::reaper::Reaper;
 use crate::registry::Registry;
@@ -28,6 +29,7 @@ pub struct Context {
     pub terminator: Terminator,
     pub server: Server,
     pub notifier: Notifier,
+    pub metrics: Metrics,
     /// Browsers' stderr pipes, kept across a reload.
     pub pipes: Pipes,
     /// How the daemon was started: what a reload executes again.
@@ -69,7 +71,10 @@ impl Context {
         let up_for = SystemTime::now()
             .duration_since(parts.started_wall)
             .unwrap_or_default();
+        let metrics = Metrics::default();
+        metrics.set_reloads(parts.reloads);
         Context {
+            metrics,
             layout,
             config: parts.config,
             registry: parts.registry,

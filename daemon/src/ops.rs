@@ -7,9 +7,9 @@ use crate::{launch, terminate};
 use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{
     format_rfc3339, BrowserStatus, BulkTerminate, EndReason, ErrorCode, Failure, Kill,
-    LaunchResult, Lease, LeaseResult, Limits, Release, ReloadResult, Request, SessionId,
-    SessionRef, SessionType, SessionsFilter, SessionsResult, StatusResult, Target, TerminateResult,
-    WireError, Workspace,
+    LaunchResult, Lease, LeaseResult, Limits, MetricsResult, Release, ReloadResult, Request,
+    SessionId, SessionRef, SessionType, SessionsFilter, SessionsResult, StatusResult, Target,
+    TerminateResult, WireError, Workspace,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -20,8 +20,13 @@ use std::time::Duration;
 pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireError> {
     match request {
         Request::Launch(request) => {
-            let session = launch::launch(ctx, request).await?;
-            encode(&LaunchResult { session })
+            let started = std::time::Instant::now();
+            let launched = launch::launch(ctx, request).await;
+            match &launched {
+                Ok(_) => ctx.metrics.launched(Ok(started.elapsed())),
+                Err(e) => ctx.metrics.launched(Err(e.code().as_str())),
+            }
+            encode(&LaunchResult { session: launched? })
         }
         Request::Sessions(filter) => encode(&sessions(ctx, &filter).await),
         Request::Kill(kill) => encode(&kill_op(ctx, kill).await?),
@@ -32,6 +37,9 @@ pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireEr
             encode(&serde_json::json!({}))
         }
         Request::Status => encode(&status(ctx)),
+        Request::Metrics => encode(&MetricsResult {
+            text: ctx.metrics.encode(&ctx.registry.counts_by_type()),
+        }),
         Request::Reload => encode(&ReloadResult {
             reloads: crate::reload::request(ctx).await?,
         }),
@@ -103,6 +111,12 @@ async fn bulk_terminate(ctx: &Arc<Context>, body: BulkTerminate) -> Result<Termi
         match result {
             Ok(id) => terminated.push(id.to_string()),
             Err(failure) => failed.push(failure),
+        }
+    }
+    for failure in &failed {
+        // Timeouts and kill failures are counted where the termination ends.
+        if matches!(failure.code, ErrorCode::Leased | ErrorCode::NotFound) {
+            ctx.metrics.terminated(Err(failure.code.as_str()));
         }
     }
     Ok(TerminateResult { terminated, failed })

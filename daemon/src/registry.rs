@@ -6,6 +6,7 @@
 //! set, which the expiry loop sleeps on.
 
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::journal::{Journal, Line};
 use crate::procs::{Marker, Owner, ProcInfo, ProcKey, Root};
 use crate::records::{
@@ -14,8 +15,8 @@ use crate::records::{
 };
 use crate::termination::{Control, Outcome, Termination};
 use browserd_proto::{
-    format_rfc3339, EndReason, ExitStatus, LeaseId, SessionId, SessionInfo, SessionRef,
-    SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
+    format_rfc3339, EndReason, Event, EventKind, ExitStatus, LeaseId, SessionId, SessionInfo,
+    SessionRef, SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
 };
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -262,6 +263,8 @@ pub struct Registry {
     journal: OnceLock<Arc<Journal>>,
     /// This boot's id, written with every leader's identity.
     boot_id: String,
+    /// Where every state change is announced, in order per session.
+    events: Events,
 }
 
 /// How many ids are reserved in the journal at a time.
@@ -314,7 +317,26 @@ impl Registry {
             limits,
             journal: OnceLock::new(),
             boot_id: records::boot_id(),
+            events: Events::default(),
         }
+    }
+
+    /// The event bus, to subscribe to.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Announces a change of `session` (call with the lock held: events of one session
+    /// are emitted in the order its changes happen).
+    fn emit(&self, kind: EventKind, session: &Session, extra: impl FnOnce(&mut Event)) {
+        self.events.emit(kind, |event| {
+            event.session = Some(session.id.clone());
+            event.tracking_id = session.tracking_id.clone();
+            event.session_type = Some(session.kind);
+            event.workspace = Some(session.workspace.clone());
+            event.pid = Some(session.pid);
+            extra(event);
+        });
     }
 
     /// Everything the registry holds, as records.
@@ -540,6 +562,10 @@ impl Registry {
             browser: new.browser,
             owned_dirs: new.owned_dirs,
         };
+        self.emit(EventKind::Launched, &session, |_| {});
+        if matches!(session.phase, Phase::Running) {
+            self.emit(EventKind::Running, &session, |_| {});
+        }
         state.sessions.insert(id.clone(), session);
         self.persist(&state, &id);
         id
@@ -561,6 +587,7 @@ impl Registry {
             browser.ws_endpoint = Some(endpoint);
         }
         let info = session.info();
+        self.emit(EventKind::Running, session, |_| {});
         self.persist(&state, id);
         Ok(info)
     }
@@ -589,6 +616,28 @@ impl Registry {
             .collect();
         found.sort_by(|a, b| oldest_first(a, b));
         found.into_iter().map(Session::info).collect()
+    }
+
+    /// Sessions by state and type, every pair listed.
+    pub fn counts_by_type(&self) -> Vec<(SessionState, SessionType, u64)> {
+        let state = self.lock();
+        let mut counts = Vec::with_capacity(8);
+        for kind in [SessionType::Browser, SessionType::Sandbox] {
+            for phase in [
+                SessionState::Starting,
+                SessionState::Running,
+                SessionState::Terminating,
+                SessionState::Exited,
+            ] {
+                let n = state
+                    .sessions
+                    .values()
+                    .filter(|s| s.kind == kind && s.state() == phase)
+                    .count();
+                counts.push((phase, kind, n as u64));
+            }
+        }
+        counts
     }
 
     pub fn counts(&self) -> StateCounts {
@@ -681,6 +730,7 @@ impl Registry {
                 }
                 let termination = Arc::new(Termination::new(control, reason));
                 session.phase = Phase::Terminating(termination.clone());
+                self.emit(EventKind::Terminating, session, |_| {});
                 Begin::Started(termination)
             }
         };
@@ -719,6 +769,7 @@ impl Registry {
         if let Some(session) = state.sessions.get_mut(id) {
             if matches!(&session.phase, Phase::Terminating(t) if Arc::ptr_eq(t, termination)) {
                 session.phase = Phase::Running;
+                self.emit(EventKind::Running, session, |_| {});
             }
         }
     }
@@ -731,11 +782,11 @@ impl Registry {
         }
     }
 
-    /// Records reaped children; called by the reaper with the reap lock held. Returns
-    /// whether any of them was a session leader.
-    pub fn record_reaped(&self, batch: &[(i32, ExitStatus)]) -> bool {
+    /// Records reaped children; called by the reaper with the reap lock held. Returns how
+    /// many of them were session leaders.
+    pub fn record_reaped(&self, batch: &[(i32, ExitStatus)]) -> usize {
         let mut state = self.lock();
-        let mut any_leader = false;
+        let mut leaders = 0;
         for (pid, status) in batch {
             let Some(id) = state.leaders.remove(pid) else {
                 continue;
@@ -744,10 +795,10 @@ impl Registry {
                 session.leader_exit = Some(*status);
                 session.left_behind = matches!(session.phase, Phase::Starting | Phase::Running);
                 tracing::debug!(session = %id, pid, %status, "leader exited");
-                any_leader = true;
+                leaders += 1;
             }
         }
-        any_leader
+        leaders
     }
 
     /// The session's pgid while its leader is unreaped (only then is the pgid pinned).
@@ -839,6 +890,10 @@ impl Registry {
             ended_at: SystemTime::now(),
             reason,
         };
+        self.emit(EventKind::Exited, session, |event| {
+            event.exit = Some(exit);
+            event.reason = Some(reason);
+        });
         let owned_dirs = std::mem::take(&mut session.owned_dirs);
         let tracking_id = session.tracking_id.clone();
         let was_adopted = session.adopted;
@@ -997,6 +1052,11 @@ impl Registry {
                 Expiry::Forget(id) => state.sessions.get(id).is_some_and(|s| !s.is_live()),
             };
             if current {
+                if let Expiry::Ttl(id) = &expiry {
+                    if let Some(session) = state.sessions.get(id) {
+                        self.emit(EventKind::TtlExpired, session, |_| {});
+                    }
+                }
                 due.push(expiry);
             }
         }
@@ -1010,9 +1070,18 @@ impl Registry {
 
     /// Drops an expired lease.
     pub fn expire_lease(&self, lease_id: &LeaseId) {
-        if self.release(lease_id).is_ok() {
-            tracing::info!(lease = %lease_id, "lease expired");
+        let mut state = self.lock();
+        let Some((id, _)) = state.leases.remove(lease_id) else {
+            return;
+        };
+        if let Some(session) = state.sessions.get_mut(&id) {
+            session.leases.remove(lease_id);
+            self.emit(EventKind::LeaseExpired, session, |event| {
+                event.lease_id = Some(lease_id.clone());
+            });
         }
+        self.persist(&state, &id);
+        tracing::info!(lease = %lease_id, "lease expired");
     }
 
     /// Forgets an exited session that has been listed long enough.
@@ -1191,7 +1260,7 @@ mod tests {
 
     /// The leader is reaped with `code` and the session finishes.
     fn exit(registry: &Registry, id: &SessionId, pid: i32, code: i32) {
-        assert!(registry.record_reaped(&[(pid, ExitStatus::Code(code))]));
+        assert_eq!(registry.record_reaped(&[(pid, ExitStatus::Code(code))]), 1);
         registry.finish(id).expect("finishes");
     }
 
@@ -1302,7 +1371,7 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &termination) && upgraded);
         assert!(first.control().force);
         // It ends the session with the first termination's reason.
-        assert!(r.record_reaped(&[(400, ExitStatus::Signal(9))]));
+        assert_eq!(r.record_reaped(&[(400, ExitStatus::Signal(9))]), 1);
         let finished = r.finish(&id).unwrap();
         assert!(finished.termination.is_some());
         assert_eq!(r.info(&id).unwrap().reason, Some(EndReason::Terminated));
@@ -1330,8 +1399,9 @@ mod tests {
         let r = registry(10);
         let id = launch(&r, 600, None);
         assert!(r.finish(&id).is_none());
-        assert!(
-            !r.record_reaped(&[(9999, ExitStatus::Code(0))]),
+        assert_eq!(
+            r.record_reaped(&[(9999, ExitStatus::Code(0))]),
+            0,
             "not a leader"
         );
         assert_eq!(r.unreaped_leader(&id), Some(600));

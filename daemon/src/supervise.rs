@@ -132,7 +132,8 @@ impl std::os::fd::AsRawFd for SharedFd {
 async fn reap(ctx: Arc<Context>, mut sigchld: tokio::signal::unix::Signal) {
     loop {
         let reaped = ctx.reaper.reap_all(|batch| {
-            ctx.registry.record_reaped(batch);
+            let leaders = ctx.registry.record_reaped(batch);
+            ctx.metrics.orphans_reaped((batch.len() - leaders) as u64);
             !batch.is_empty()
         });
         if reaped {
@@ -192,7 +193,9 @@ async fn finish(ctx: &Arc<Context>, id: &SessionId) {
         let _ = removal.await;
     }
     if let Some(termination) = finished.termination {
-        termination.settle(crate::termination::Outcome::Terminated);
+        if termination.settle(crate::termination::Outcome::Terminated) {
+            ctx.metrics.terminated(Ok(termination.age()));
+        }
     }
 }
 

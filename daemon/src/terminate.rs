@@ -448,6 +448,9 @@ fn sweep(ctx: &Context, flight: &mut Flight, live: &[ProcInfo], signal: Signal) 
         }
         match signals::kill_process(process, signal) {
             Ok(true) => {
+                if !in_group {
+                    ctx.metrics.stray_signalled();
+                }
                 tracing::debug!(session = %flight.id, pid = process.pid, ?signal, "signalled")
             }
             Ok(false) => {}
@@ -494,9 +497,16 @@ fn settle(ctx: &Context, flight: &Flight, outcome: Outcome) {
     if let Outcome::KillFailed(pids) = &outcome {
         tracing::error!(session = %flight.id, ?pids, "processes survived SIGKILL");
     }
+    let code = match &outcome {
+        Outcome::Terminated => ErrorCode::Internal,
+        Outcome::Timeout(_) => ErrorCode::Timeout,
+        Outcome::KillFailed(_) => ErrorCode::KillFailed,
+    };
     ctx.registry
         .end_termination(&flight.id, &flight.termination, &outcome);
-    flight.termination.settle(outcome);
+    if flight.termination.settle(outcome) {
+        ctx.metrics.terminated(Err(code.as_str()));
+    }
 }
 
 fn report(id: SessionId, outcome: Outcome) -> Result<SessionId, Failure> {

@@ -33,6 +33,8 @@ pub struct Termination {
     outcome: watch::Sender<Option<Outcome>>,
     /// Why the session is being terminated; becomes its exit reason if it ends.
     reason: EndReason,
+    /// When it began, for the kill-duration metric.
+    started: Instant,
 }
 
 impl Termination {
@@ -41,6 +43,7 @@ impl Termination {
             control: watch::Sender::new(control),
             outcome: watch::Sender::new(None),
             reason,
+            started: Instant::now(),
         }
     }
 
@@ -50,6 +53,11 @@ impl Termination {
 
     pub fn reason(&self) -> EndReason {
         self.reason
+    }
+
+    /// How long ago it began.
+    pub fn age(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// Joins with `force` and `deadline`: force only ever upgrades, the deadline only ever

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod event;
 pub mod frame;
 pub mod ids;
 pub mod paths;
@@ -12,6 +13,7 @@ pub mod response;
 pub mod time;
 
 pub use error::{ErrorCode, WireError};
+pub use event::{Event, EventKind};
 pub use frame::{Frame, LineDecoder, MAX_FRAME};
 pub use ids::{IdError, LeaseId, SessionId, SessionRef, Target, TrackingId, Workspace};
 pub use paths::default_socket_path;
@@ -20,9 +22,9 @@ pub use request::{
     SessionsFilter,
 };
 pub use response::{
-    BrowserStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult, Limits, ReloadResult,
-    Response, SessionInfo, SessionState, SessionType, SessionsResult, StateCounts, StatusResult,
-    TerminateResult,
+    BrowserStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult, Limits,
+    MetricsResult, ReloadResult, Response, SessionInfo, SessionState, SessionType, SessionsResult,
+    StateCounts, StatusResult, TerminateResult,
 };
 pub use time::format_rfc3339;
 

@@ -229,6 +229,8 @@ pub enum Request {
     Status,
     /// Re-execute the daemon's binary in place, keeping every session (see `reload`).
     Reload,
+    /// The daemon's metrics, in the Prometheus text format.
+    Metrics,
 }
 
 impl Request {
@@ -243,6 +245,7 @@ impl Request {
             Request::Release(_) => "release",
             Request::Status => "status",
             Request::Reload => "reload",
+            Request::Metrics => "metrics",
         }
     }
 }
@@ -257,6 +260,7 @@ pub const OPS: &[&str] = &[
     "release",
     "status",
     "reload",
+    "metrics",
 ];
 
 /// A decoded request and the `req_id` to answer it under.
@@ -340,6 +344,7 @@ pub fn decode_request(line: &[u8]) -> Result<Envelope, Rejected> {
         "release" => fields_of(fields).map(Request::Release),
         "status" => no_fields(&fields, "status").map(|()| Request::Status),
         "reload" => no_fields(&fields, "reload").map(|()| Request::Reload),
+        "metrics" => no_fields(&fields, "metrics").map(|()| Request::Metrics),
         _ => {
             let shown: String = op.chars().take(64).collect();
             return Err(reject(
@@ -433,6 +438,7 @@ mod tests {
             }),
             Request::Status,
             Request::Reload,
+            Request::Metrics,
         ];
         for request in requests {
             let id = json!({"n": 7});

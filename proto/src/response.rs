@@ -320,6 +320,13 @@ pub struct ReloadResult {
     pub reloads: u64,
 }
 
+/// `metrics` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsResult {
+    /// The Prometheus text exposition (OpenMetrics flavour, ending in `# EOF`).
+    pub text: String,
+}
+
 /// One response line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {

@@ -45,6 +45,7 @@ pub const FIELDS: &[(&str, &[&str])] = &[
     ("release", &["lease_id"]),
     ("status", &[]),
     ("reload", &[]),
+    ("metrics", &[]),
 ];
 
 /// Field names of no operation, and near misses of real ones.

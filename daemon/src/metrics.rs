@@ -1,0 +1,232 @@
+//! Metrics in the Prometheus text format, with the Prometheus org's client: one registry
+//! built at startup, typed families with label structs, names in base units with the
+//! `browserd_` prefix, and no session ids as labels. Counters move where things happen
+//! (launch, termination, reaping); the session gauges are read from the registry when
+//! scraped.
+
+use browserd_proto::{SessionState, SessionType};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    /// `ok`, or the error code that ended it.
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionLabels {
+    state: StateLabel,
+    r#type: TypeLabel,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum StateLabel {
+    starting,
+    running,
+    terminating,
+    exited,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum TypeLabel {
+    browser,
+    sandbox,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    sessions: Family<SessionLabels, Gauge>,
+    launches: Family<ResultLabel, Counter>,
+    terminations: Family<ResultLabel, Counter>,
+    launch_seconds: Histogram,
+    kill_seconds: Histogram,
+    orphans_reaped: Counter,
+    strays_signalled: Counter,
+    queue_depth: Gauge,
+    reloads: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("browserd");
+        let sessions = Family::<SessionLabels, Gauge>::default();
+        registry.register(
+            "sessions",
+            "Sessions by state and type (exited ones while still listed)",
+            sessions.clone(),
+        );
+        let launches = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "launches",
+            "Launch requests, by result (ok, or the error code)",
+            launches.clone(),
+        );
+        let terminations = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "terminations",
+            "Sessions a termination ended or failed to end, by result (ok, or the failure code)",
+            terminations.clone(),
+        );
+        // 1 ms .. ~65 s.
+        let launch_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register(
+            "launch_duration_seconds",
+            "Time from a launch request to its session running (a browser: its endpoint answers)",
+            launch_seconds.clone(),
+        );
+        let kill_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register(
+            "kill_duration_seconds",
+            "Time from a termination's start to every process of the session gone and reaped",
+            kill_seconds.clone(),
+        );
+        let orphans_reaped = Counter::default();
+        registry.register(
+            "orphans_reaped",
+            "Processes the daemon reaped that were not session leaders (re-parented to it)",
+            orphans_reaped.clone(),
+        );
+        let strays_signalled = Counter::default();
+        registry.register(
+            "strays_signalled",
+            "Signals sent to single processes outside their session's process group",
+            strays_signalled.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Launches waiting for a free slot",
+            queue_depth.clone(),
+        );
+        let reloads = Gauge::default();
+        registry.register(
+            "reloads",
+            "Times this daemon has re-executed itself in place",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            sessions,
+            launches,
+            terminations,
+            launch_seconds,
+            kill_seconds,
+            orphans_reaped,
+            strays_signalled,
+            queue_depth,
+            reloads,
+        }
+    }
+}
+
+impl Metrics {
+    /// A launch ended: `Ok(took)` once running, or the error code.
+    pub fn launched(&self, outcome: Result<Duration, &str>) {
+        let result = match outcome {
+            Ok(took) => {
+                self.launch_seconds.observe(took.as_secs_f64());
+                "ok"
+            }
+            Err(code) => code,
+        };
+        self.launches
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A termination ended a session (`Ok(took)`) or failed for one with `code`.
+    pub fn terminated(&self, outcome: Result<Duration, &str>) {
+        let result = match outcome {
+            Ok(took) => {
+                self.kill_seconds.observe(took.as_secs_f64());
+                "ok"
+            }
+            Err(code) => code,
+        };
+        self.terminations
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn orphans_reaped(&self, count: u64) {
+        self.orphans_reaped.inc_by(count);
+    }
+
+    pub fn stray_signalled(&self) {
+        self.strays_signalled.inc();
+    }
+
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_reloads(&self, reloads: u64) {
+        self.reloads.set(i64::try_from(reloads).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition, with the session gauges set from `counts`.
+    pub fn encode(&self, counts: &[(SessionState, SessionType, u64)]) -> String {
+        self.sessions.clear();
+        for &(state, kind, count) in counts {
+            let labels = SessionLabels {
+                state: match state {
+                    SessionState::Starting => StateLabel::starting,
+                    SessionState::Running => StateLabel::running,
+                    SessionState::Terminating => StateLabel::terminating,
+                    SessionState::Exited => StateLabel::exited,
+                },
+                r#type: match kind {
+                    SessionType::Browser => TypeLabel::browser,
+                    SessionType::Sandbox => TypeLabel::sandbox,
+                },
+            };
+            self.sessions
+                .get_or_create(&labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_base_units_and_counts_what_happened() {
+        let metrics = Metrics::default();
+        metrics.launched(Ok(Duration::from_millis(3)));
+        metrics.launched(Err("capacity"));
+        metrics.terminated(Ok(Duration::from_millis(20)));
+        metrics.terminated(Err("timeout"));
+        metrics.orphans_reaped(2);
+        let text = metrics.encode(&[(SessionState::Running, SessionType::Browser, 3)]);
+        for line in [
+            "browserd_launches_total{result=\"ok\"} 1",
+            "browserd_launches_total{result=\"capacity\"} 1",
+            "browserd_terminations_total{result=\"timeout\"} 1",
+            "browserd_orphans_reaped_total 2",
+            "browserd_sessions{state=\"running\",type=\"browser\"} 3",
+            "browserd_launch_duration_seconds_count 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+    }
+}
