@@ -369,6 +369,24 @@ fn status(status: StatusResult) -> Report {
             limit(Some(limits.lease_ttl_ms), Some(limits.max_lease_ttl_ms)),
         ],
     ];
+    if let Some(containment) = &status.containment {
+        let value = match (&containment.cgroup_root, &containment.reason) {
+            (Some(root), _) if containment.controllers.is_empty() => {
+                format!(
+                    "{} in {root} (no controllers: limits refused)",
+                    containment.mode
+                )
+            }
+            (Some(root), _) => format!(
+                "{} in {root} ({})",
+                containment.mode,
+                containment.controllers.join(" ")
+            ),
+            (None, Some(reason)) => format!("{}: {reason}", containment.mode),
+            (None, None) => containment.mode.clone(),
+        };
+        pairs.push(["containment".into(), value]);
+    }
     if let Some(browser) = &status.browser {
         let value = match (&browser.path, &browser.error) {
             (Some(path), _) => path.clone(),
@@ -679,6 +697,7 @@ version       0.1.0
 protocol      1
 pid           10
 uptime        1h 2m 3s
+reloads       0
 socket        /run/browserd/browserd.sock
 sessions      2 running, 0 starting, 0 terminating, 1 exited
 max sessions  64

@@ -463,6 +463,7 @@ mod tests {
             leases: Vec::new(),
             dirs: Vec::new(),
             browser: None,
+            cgroup: None,
             state: StateRecord::Running,
         }
     }

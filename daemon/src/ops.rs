@@ -6,8 +6,8 @@ use crate::error::Error;
 use crate::{launch, terminate};
 use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{
-    format_rfc3339, BrowserStatus, BulkTerminate, EndReason, ErrorCode, Failure, Kill,
-    LaunchResult, Lease, LeaseResult, Limits, MetricsResult, Release, ReloadResult, Request,
+    format_rfc3339, BrowserStatus, BulkTerminate, ContainmentStatus, EndReason, ErrorCode, Failure,
+    Kill, LaunchResult, Lease, LeaseResult, Limits, MetricsResult, Release, ReloadResult, Request,
     SessionId, SessionRef, SessionType, SessionsFilter, SessionsResult, StatusResult, Target,
     TerminateResult, WireError, Workspace,
 };
@@ -61,7 +61,7 @@ async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult
         .map(|s| s.id.clone())
         .collect();
     if !live.is_empty() {
-        let mut usage = ctx.scanner.usage(live).await;
+        let mut usage = ctx.members.usage(&ctx.scanner, live).await;
         for session in sessions.iter_mut().filter(|s| s.state.is_live()) {
             let used = usage.remove(&session.id).unwrap_or_default();
             session.processes = Some(used.processes);
@@ -207,6 +207,15 @@ fn status(ctx: &Context) -> StatusResult {
             max_lease_ttl_ms: as_millis(config.max_lease_ttl.0),
         },
         socket: config.socket.display().to_string(),
+        containment: Some({
+            let c = ctx.members.containment();
+            ContainmentStatus {
+                mode: c.mode.to_owned(),
+                reason: c.reason,
+                cgroup_root: c.cgroup_root,
+                controllers: c.controllers,
+            }
+        }),
         browser: Some(match crate::browser::detect(config.browser.as_deref()) {
             Ok(path) => BrowserStatus {
                 path: Some(path.display().to_string()),

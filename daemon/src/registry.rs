@@ -79,6 +79,8 @@ pub struct NewSession {
     pub browser: Option<BrowserInfo>,
     /// Dirs the daemon created for the session, removed once it is gone.
     pub owned_dirs: Vec<PathBuf>,
+    /// Its own cgroup, where browserd contains sessions in cgroups.
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -107,6 +109,7 @@ struct Session {
     phase: Phase,
     browser: Option<BrowserInfo>,
     owned_dirs: Vec<PathBuf>,
+    cgroup: Option<PathBuf>,
 }
 
 impl Session {
@@ -386,6 +389,7 @@ impl Registry {
                 })
                 .collect(),
             dirs: session.owned_dirs.clone(),
+            cgroup: session.cgroup.clone(),
             browser: session.browser.as_ref().map(|b| BrowserRecord {
                 ws_endpoint: b.ws_endpoint.clone(),
                 profile_dir: b.profile_dir.clone(),
@@ -561,6 +565,7 @@ impl Registry {
             },
             browser: new.browser,
             owned_dirs: new.owned_dirs,
+            cgroup: new.cgroup,
         };
         self.emit(EventKind::Launched, &session, |_| {});
         if matches!(session.phase, Phase::Running) {
@@ -876,13 +881,14 @@ impl Registry {
 
     /// Marks a session exited: it leaves live listings and its tracking id is free again.
     /// Only a session whose leader is reaped can finish.
-    pub fn finish(&self, id: &SessionId) -> Option<Finished> {
+    pub fn finish(&self, id: &SessionId, oom_killed: bool) -> Option<Finished> {
         let mut state = self.lock();
         let session = state.sessions.get_mut(id)?;
         let exit = session.leader_exit?;
         let (termination, reason) = match &session.phase {
             Phase::Exited { .. } => return None,
             Phase::Terminating(termination) => (Some(termination.clone()), termination.reason()),
+            Phase::Starting | Phase::Running if oom_killed => (None, EndReason::OutOfMemory),
             Phase::Starting | Phase::Running => (None, EndReason::Exited),
         };
         session.phase = Phase::Exited {
@@ -980,6 +986,17 @@ impl Registry {
             .find_map(|number| state.numbers.get(number))
             .filter(|id| !adopted(id))
             .map_or(Owner::Unowned, |id| Owner::Session(id.clone()))
+    }
+
+    /// The cgroup of every live session that has one.
+    pub fn cgroups(&self) -> Vec<(SessionId, PathBuf)> {
+        let state = self.lock();
+        state
+            .sessions
+            .values()
+            .filter(|s| s.is_live())
+            .filter_map(|s| Some((s.id.clone(), s.cgroup.clone()?)))
+            .collect()
     }
 
     /// Whether any live session was adopted after a restart.
@@ -1157,6 +1174,7 @@ fn restore_session(
             profile_dir: b.profile_dir,
         }),
         owned_dirs: record.dirs,
+        cgroup: record.cgroup,
     };
     if session.is_live() {
         if session.adopted {
@@ -1247,6 +1265,7 @@ mod tests {
             starting: false,
             browser: None,
             owned_dirs: Vec::new(),
+            cgroup: None,
         }
     }
 
@@ -1261,7 +1280,7 @@ mod tests {
     /// The leader is reaped with `code` and the session finishes.
     fn exit(registry: &Registry, id: &SessionId, pid: i32, code: i32) {
         assert_eq!(registry.record_reaped(&[(pid, ExitStatus::Code(code))]), 1);
-        registry.finish(id).expect("finishes");
+        registry.finish(id, false).expect("finishes");
     }
 
     fn control(force: bool) -> Control {
@@ -1372,7 +1391,7 @@ mod tests {
         assert!(first.control().force);
         // It ends the session with the first termination's reason.
         assert_eq!(r.record_reaped(&[(400, ExitStatus::Signal(9))]), 1);
-        let finished = r.finish(&id).unwrap();
+        let finished = r.finish(&id, false).unwrap();
         assert!(finished.termination.is_some());
         assert_eq!(r.info(&id).unwrap().reason, Some(EndReason::Terminated));
         assert!(matches!(
@@ -1398,7 +1417,7 @@ mod tests {
     fn only_a_reaped_leader_lets_a_session_finish() {
         let r = registry(10);
         let id = launch(&r, 600, None);
-        assert!(r.finish(&id).is_none());
+        assert!(r.finish(&id, false).is_none());
         assert_eq!(
             r.record_reaped(&[(9999, ExitStatus::Code(0))]),
             0,
@@ -1410,7 +1429,7 @@ mod tests {
         assert_eq!(r.gone_candidates(), vec![id.clone()]);
         assert!(r.take_left_behind(&id), "it exited on its own");
         assert!(!r.take_left_behind(&id), "the mark is taken once");
-        assert!(r.finish(&id).is_some());
+        assert!(r.finish(&id, false).is_some());
         assert!(r.gone_candidates().is_empty());
     }
 

@@ -130,6 +130,9 @@ pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> 
         .await
         .map_err(|e| format!("cannot write the journal: {e}"))?;
     let ctx = Arc::new(Context::new(parts));
+    for (id, cgroup) in ctx.registry.cgroups() {
+        ctx.members.take_up(&id, &cgroup);
+    }
     supervise::start(&ctx).map_err(|e| format!("cannot watch for child exits: {e}"))?;
     take_up(&ctx, handed);
     ctx.notifier.ready(&ctx.registry.counts());

@@ -155,7 +155,10 @@ async fn check_gone(ctx: Arc<Context>) {
         if candidates.is_empty() {
             continue;
         }
-        let confirmed = ctx.scanner.confirm_gone(candidates.clone()).await;
+        let confirmed = ctx
+            .members
+            .confirm_gone(&ctx.scanner, candidates.clone())
+            .await;
         if confirmed.retry {
             // A process was caught in the middle of `execve`; it is readable in a moment.
             let ctx = ctx.clone();
@@ -178,20 +181,22 @@ async fn check_gone(ctx: Arc<Context>) {
 /// Marks a session exited, removes its dirs, then settles its termination (if any), so a
 /// kill's response is only sent once nothing of the session is left.
 async fn finish(ctx: &Arc<Context>, id: &SessionId) {
-    let Some(finished) = ctx.registry.finish(id) else {
+    let oom_killed = ctx.members.oom_killed(id);
+    let Some(finished) = ctx.registry.finish(id, oom_killed) else {
         return;
     };
     ctx.pipes.close(id);
     ctx.scanner.kick();
-    if !finished.owned_dirs.is_empty() {
-        let dirs = finished.owned_dirs;
-        let removal = tokio::task::spawn_blocking(move || {
-            for dir in dirs {
-                crate::dirs::remove_dir(&dir);
-            }
-        });
-        let _ = removal.await;
-    }
+    let cleanup_ctx = ctx.clone();
+    let cleanup_id = id.clone();
+    let dirs = finished.owned_dirs;
+    let cleanup = tokio::task::spawn_blocking(move || {
+        cleanup_ctx.members.release(&cleanup_id);
+        for dir in dirs {
+            crate::dirs::remove_dir(&dir);
+        }
+    });
+    let _ = cleanup.await;
     if let Some(termination) = finished.termination {
         if termination.settle(crate::termination::Outcome::Terminated) {
             ctx.metrics.terminated(Ok(termination.age()));

@@ -234,6 +234,10 @@ fn signal_group(ctx: &Context, flight: &mut Flight, signal: Signal) {
         }
         return;
     }
+    // A cgroup is killed whole, at once, whatever its processes' groups.
+    if signal == Signal::SIGKILL && ctx.members.kill_all(&flight.id) {
+        return;
+    }
     let Some(pgid) = ctx.registry.unreaped_leader(&flight.id) else {
         return;
     };
@@ -337,7 +341,7 @@ async fn advance(ctx: &Arc<Context>, flights: &mut HashMap<SessionId, Flight>) -
             .chain(plan.deadline.iter().cloned())
             .chain(plan.give_up.iter().cloned())
             .collect();
-        let mut found = ctx.scanner.processes(ids).await;
+        let mut found = ctx.members.of(&ctx.scanner, ids).await;
         let mut any_empty = false;
         for (id, signal) in plan.sweep {
             if let Some(flight) = flights.get_mut(&id) {

@@ -310,6 +310,23 @@ pub struct StatusResult {
     pub socket: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser: Option<BrowserStatus>,
+    /// How sessions are contained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<ContainmentStatus>,
+}
+
+/// How sessions are contained: each in its own cgroup, or by process group and the process
+/// table (where browserd has no cgroup subtree to use, and why).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainmentStatus {
+    /// `cgroup` or `process-group`.
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_root: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<String>,
 }
 
 /// `reload` result: the daemon has checked its new binary and config and is about to
