@@ -14,6 +14,7 @@
 
 pub mod bins;
 pub mod cdp;
+pub mod cgroups;
 pub mod chromium;
 pub mod client;
 pub mod ctl;
