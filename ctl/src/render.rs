@@ -200,7 +200,17 @@ pub fn sessions_table(sessions: &[SessionInfo], now: i64) -> String {
         .chain(sessions.iter().map(|s| session_row(s, now)))
         .collect();
     let aligns = COLUMNS.map(|(_, align)| align);
-    align_columns(&rows, &aligns)
+    let mut table = align_columns(&rows, &aligns);
+    // The daemon answers from its last measurement; say so once it is not a fresh one.
+    if let Some(oldest) = sessions.iter().filter_map(|s| s.usage_age_ms).max() {
+        if oldest >= 1000 {
+            table.push_str(&format!(
+                "PROCS and MEM as measured up to {:.1}s ago\n",
+                oldest as f64 / 1000.0
+            ));
+        }
+    }
+    table
 }
 
 fn session_row(session: &SessionInfo, now: i64) -> [String; 10] {
@@ -488,6 +498,7 @@ mod tests {
             processes: None,
             memory_bytes: None,
             cpu_seconds: None,
+            usage_age_ms: None,
             reason: None,
         }
     }
@@ -534,6 +545,23 @@ aaaaaaaa-000001  job-42    browser  default    running  123456  2m           12 
 aaaaaaaa-000002  -         sandbox  ci β       exited       42  signal 9      -     -  -
 ";
         assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn figures_measured_a_while_ago_say_so_under_the_table() {
+        let mut fresh = session("aaaaaaaa-000001");
+        fresh.processes = Some(1);
+        fresh.usage_age_ms = Some(200);
+        let table = sessions_table(std::slice::from_ref(&fresh), NOW);
+        assert!(!table.contains("measured"), "{table}");
+        let mut old = session("aaaaaaaa-000002");
+        old.processes = Some(3);
+        old.usage_age_ms = Some(2500);
+        let table = sessions_table(&[fresh, old], NOW);
+        assert!(
+            table.ends_with("PROCS and MEM as measured up to 2.5s ago\n"),
+            "{table}"
+        );
     }
 
     #[test]

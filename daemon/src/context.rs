@@ -15,6 +15,7 @@ use crate::scanner::Scanner;
 use crate::server::Server;
 use crate::socket::SocketFile;
 use crate::terminate::Terminator;
+use crate::usage::UsageCache;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -29,6 +30,8 @@ pub struct Context {
     /// Which processes are each session's: its cgroup, or the process table.
     pub members: Members,
     pub scanner: Arc<Scanner>,
+    /// What sessions use, as last measured.
+    pub usage: UsageCache,
     pub terminator: Terminator,
     pub server: Server,
     pub notifier: Notifier,
@@ -92,6 +95,7 @@ impl Context {
             reaper: Reaper::default(),
             members,
             scanner: Arc::new(Scanner::default()),
+            usage: UsageCache::default(),
             terminator: Terminator::default(),
             server: Server::default(),
             notifier: parts.notifier,

@@ -63,7 +63,7 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
     let Some(stderr) = stderr else {
         // The session as it started, answered once its record is on disk.
         let session = info(ctx, &id)?;
-        ctx.registry.synced().await?;
+        ctx.registry.recorded().await?;
         return Ok(session);
     };
     let stderr = match ctx.pipes.keep(&id, stderr) {
@@ -90,7 +90,7 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
     match ready {
         Ok(endpoint) => {
             let session = ctx.registry.mark_running(&id, endpoint)?;
-            ctx.registry.synced().await?;
+            ctx.registry.recorded().await?;
             tracing::info!(session = %id, endpoint = session.ws_endpoint.as_deref(), ms = as_millis(started.elapsed()), "browser ready");
             Ok(session)
         }

@@ -33,6 +33,7 @@ mod startup;
 mod supervise;
 mod terminate;
 mod termination;
+mod usage;
 
 use clap::Parser;
 use config::{Args, Config, LogFormat};

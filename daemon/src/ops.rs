@@ -31,7 +31,7 @@ pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireEr
         Request::Sessions(filter) => encode(&sessions(ctx, &filter).await),
         Request::Kill(kill) => encode(&kill_op(ctx, kill).await?),
         Request::BulkTerminate(body) => encode(&bulk_terminate(ctx, body).await?),
-        Request::Lease(lease) => encode(&lease_op(ctx, &lease)?),
+        Request::Lease(lease) => encode(&lease_op(ctx, &lease).await?),
         Request::Release(Release { lease_id }) => {
             ctx.registry.release(&lease_id)?;
             encode(&serde_json::json!({}))
@@ -52,7 +52,8 @@ fn encode(result: &impl Serialize) -> Result<Value, WireError> {
 }
 
 /// Lists sessions; live ones with what they use: their process count, memory (PSS summed
-/// over their processes, so a page they share counts once) and CPU time.
+/// over their processes, so a page they share counts once) and CPU time, as last measured,
+/// with how long ago (see `usage`).
 async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult {
     let mut sessions = ctx.registry.list(filter);
     let live: Vec<SessionId> = sessions
@@ -61,12 +62,17 @@ async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult
         .map(|s| s.id.clone())
         .collect();
     if !live.is_empty() {
-        let mut usage = ctx.members.usage(&ctx.scanner, live).await;
+        let mut figures = crate::usage::figures(ctx, &live).await;
+        let now = std::time::Instant::now();
         for session in sessions.iter_mut().filter(|s| s.state.is_live()) {
-            let used = usage.remove(&session.id).unwrap_or_default();
+            let Some(measured) = figures.remove(&session.id) else {
+                continue;
+            };
+            let used = measured.usage;
             session.processes = Some(used.processes);
             session.memory_bytes = Some(used.memory_bytes);
             session.cpu_seconds = Some(used.cpu_seconds);
+            session.usage_age_ms = Some(as_millis(now.saturating_duration_since(measured.at)));
         }
     }
     SessionsResult { sessions }
@@ -169,7 +175,9 @@ fn select(
     (selected, failed)
 }
 
-fn lease_op(ctx: &Context, lease: &Lease) -> Result<LeaseResult, Error> {
+/// Grants a lease, acknowledged once it is in the journal (a daemon that dies right after
+/// still knows it when it starts again).
+async fn lease_op(ctx: &Context, lease: &Lease) -> Result<LeaseResult, Error> {
     let ttl = match lease.ttl_ms {
         Some(ms) => Duration::from_millis(ms),
         None => ctx.config.lease_ttl.0,
@@ -182,6 +190,7 @@ fn lease_op(ctx: &Context, lease: &Lease) -> Result<LeaseResult, Error> {
         )));
     }
     let (lease_id, expires_at) = ctx.registry.lease(&lease.id, ttl)?;
+    ctx.registry.recorded().await?;
     Ok(LeaseResult {
         lease_id,
         expires_at: format_rfc3339(expires_at),

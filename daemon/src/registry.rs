@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::journal::{Journal, Line};
+use crate::journal::{Journal, Line, Mark};
 use crate::procs::{Marker, Owner, ProcInfo, ProcKey, Root};
 use crate::records::{
     self, from_unix_ms, instant_of, unix_ms, BrowserRecord, LeaderRecord, LeaseRecord,
@@ -21,6 +21,7 @@ use browserd_proto::{
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
@@ -161,6 +162,7 @@ impl Session {
             processes: None,
             memory_bytes: None,
             cpu_seconds: None,
+            usage_age_ms: None,
             reason,
         }
     }
@@ -264,6 +266,9 @@ pub struct Registry {
     limits: Limits,
     /// Where every change is written, once the daemon has one (see [`Registry::attach`]).
     journal: OnceLock<Arc<Journal>>,
+    /// The journal record of the last id counters written: a launch or lease waits for it
+    /// to be on disk.
+    counters_seq: AtomicU64,
     /// This boot's id, written with every leader's identity.
     boot_id: String,
     /// Where every state change is announced, in order per session.
@@ -319,6 +324,7 @@ impl Registry {
             nonce,
             limits,
             journal: OnceLock::new(),
+            counters_seq: AtomicU64::new(0),
             boot_id: records::boot_id(),
             events: Events::default(),
         }
@@ -451,15 +457,36 @@ impl Registry {
         }
         state.persisted_session = state.persisted_session.max(state.next_session + ID_BLOCK);
         state.persisted_lease = state.persisted_lease.max(state.next_lease + ID_BLOCK);
-        journal.append(Line::Counters {
+        let seq = journal.append(Line::Counters {
             nonce: self.nonce,
             next_session: state.persisted_session,
             next_lease: state.persisted_lease,
         });
+        self.counters_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
-    /// Waits until every change made so far is on disk: what a `launch` or `lease` waits
-    /// for before it is acknowledged.
+    /// Waits until every change made so far is written to the journal, and the id counters
+    /// are on disk (see `journal`): what a `launch` or `lease` waits for before it is
+    /// acknowledged.
+    pub async fn recorded(&self) -> Result<()> {
+        let Some(journal) = self.journal.get() else {
+            return Ok(());
+        };
+        let counters = self.counters_seq.load(Ordering::Relaxed);
+        if counters > 0 {
+            journal
+                .reached(counters, Mark::Durable)
+                .await
+                .map_err(Error::Internal)?;
+        }
+        journal
+            .reached(journal.last_seq(), Mark::Written)
+            .await
+            .map_err(Error::Internal)
+    }
+
+    /// Waits until every change made so far is on disk (before a reload's exec, at
+    /// shutdown).
     pub async fn synced(&self) -> Result<()> {
         let Some(journal) = self.journal.get() else {
             return Ok(());
@@ -697,6 +724,14 @@ impl Registry {
         self.live_where(|s| kind.is_none_or(|k| k == s.kind))
     }
 
+    /// Whether the session is listed and not exited.
+    pub fn is_live(&self, id: &SessionId) -> bool {
+        self.lock()
+            .sessions
+            .get(id)
+            .is_some_and(|s| !matches!(s.phase, Phase::Exited { .. }))
+    }
+
     /// Live sessions in any of the given workspaces, oldest first.
     pub fn in_workspaces(&self, workspaces: &[Workspace]) -> Vec<SessionId> {
         self.live_where(|s| workspaces.contains(&s.workspace))
@@ -739,8 +774,14 @@ impl Registry {
                 Begin::Started(termination)
             }
         };
-        if control.force && !matches!(begin, Begin::AlreadyGone) {
-            Self::drop_leases(&mut state, id);
+        // A forced termination ends the session's leases; the journal needs a line only
+        // when there were some. The terminating phase needs none: after a crash nobody
+        // waits for it any more, and the session is taken up as running (see `recovery`);
+        // a reload hands the phase over in its snapshot.
+        if control.force
+            && !matches!(begin, Begin::AlreadyGone)
+            && Self::drop_leases(&mut state, id)
+        {
             self.persist(&state, id);
         }
         Some(begin)
@@ -779,12 +820,16 @@ impl Registry {
         }
     }
 
-    fn drop_leases(state: &mut State, id: &SessionId) {
-        if let Some(session) = state.sessions.get_mut(id) {
-            for lease in std::mem::take(&mut session.leases) {
-                state.leases.remove(&lease);
-            }
+    /// Ends every lease of the session; whether it had any.
+    fn drop_leases(state: &mut State, id: &SessionId) -> bool {
+        let Some(session) = state.sessions.get_mut(id) else {
+            return false;
+        };
+        let leases = std::mem::take(&mut session.leases);
+        for lease in &leases {
+            state.leases.remove(lease);
         }
+        !leases.is_empty()
     }
 
     /// Records reaped children; called by the reaper with the reap lock held. Returns how

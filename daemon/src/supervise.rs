@@ -167,10 +167,12 @@ async fn check_gone(ctx: Arc<Context>) {
                 ctx.check_gone();
             });
         }
-        for id in candidates {
-            if confirmed.gone.contains(&id) {
-                finish(&ctx, &id).await;
-            } else if ctx.registry.take_left_behind(&id) {
+        let (gone, left): (Vec<SessionId>, Vec<SessionId>) = candidates
+            .into_iter()
+            .partition(|id| confirmed.gone.contains(id));
+        finish(&ctx, gone).await;
+        for id in left {
+            if ctx.registry.take_left_behind(&id) {
                 tracing::info!(session = %id, "leader exited; terminating what it left behind");
                 terminate::start_forced(&ctx, &id, ctx.config.grace(), EndReason::Exited);
             }
@@ -178,28 +180,42 @@ async fn check_gone(ctx: Arc<Context>) {
     }
 }
 
-/// Marks a session exited, removes its dirs, then settles its termination (if any), so a
-/// kill's response is only sent once nothing of the session is left.
-async fn finish(ctx: &Arc<Context>, id: &SessionId) {
-    let oom_killed = ctx.members.oom_killed(id);
-    let Some(finished) = ctx.registry.finish(id, oom_killed) else {
-        return;
-    };
-    ctx.pipes.close(id);
-    ctx.scanner.kick();
-    let cleanup_ctx = ctx.clone();
-    let cleanup_id = id.clone();
-    let dirs = finished.owned_dirs;
-    let cleanup = tokio::task::spawn_blocking(move || {
-        cleanup_ctx.members.release(&cleanup_id);
-        for dir in dirs {
-            crate::dirs::remove_dir(&dir);
+/// Marks sessions exited, removes their dirs (all of them in one job off the event loop),
+/// then settles their terminations, so a kill's response is only sent once nothing of the
+/// session is left.
+async fn finish(ctx: &Arc<Context>, ids: Vec<SessionId>) {
+    let mut finished = Vec::with_capacity(ids.len());
+    for id in ids {
+        let oom_killed = ctx.members.oom_killed(&id);
+        if let Some(done) = ctx.registry.finish(&id, oom_killed) {
+            ctx.pipes.close(&id);
+            ctx.usage.forget(&id);
+            finished.push((id, done));
         }
-    });
-    let _ = cleanup.await;
-    if let Some(termination) = finished.termination {
-        if termination.settle(crate::termination::Outcome::Terminated) {
-            ctx.metrics.terminated(Ok(termination.age()));
+    }
+    if finished.is_empty() {
+        return;
+    }
+    ctx.scanner.kick();
+    let cleanup: Vec<(SessionId, Vec<std::path::PathBuf>)> = finished
+        .iter_mut()
+        .map(|(id, done)| (id.clone(), std::mem::take(&mut done.owned_dirs)))
+        .collect();
+    let cleanup_ctx = ctx.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for (id, dirs) in cleanup {
+            cleanup_ctx.members.release(&id);
+            for dir in dirs {
+                crate::dirs::remove_dir(&dir);
+            }
+        }
+    })
+    .await;
+    for (_, done) in finished {
+        if let Some(termination) = done.termination {
+            if termination.settle(crate::termination::Outcome::Terminated) {
+                ctx.metrics.terminated(Ok(termination.age()));
+            }
         }
     }
 }

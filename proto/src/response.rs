@@ -175,6 +175,11 @@ pub struct SessionInfo {
     /// session's processes (of its cgroup, where it has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<f64>,
+    /// Live sessions in a `sessions` listing: how old `processes`, `memory_bytes` and
+    /// `cpu_seconds` are, in milliseconds. They come from the last measurement, which a
+    /// listing that finds it older than 2 s has redone in the background for the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_age_ms: Option<u64>,
     /// Exited sessions: why the session ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<EndReason>,
