@@ -1,12 +1,15 @@
 //! browserd's side of every scenario, through its real interfaces: the wire protocol for
 //! launches, listings and bulk terminations (one connection, requests in sequence, as the
 //! baseline forks in sequence), and real `browserctl` processes for `kill` and `status`.
+//! Reloads run with the N sessions live (`reload`); a crash and restart, after everything
+//! else (`adopt`, called by `main` because it replaces the daemon process).
 //! Every termination is checked in `/proc` as well: a time only counts once every process
 //! of the sessions is gone and reaped, whatever the daemon answered.
 
 use crate::baseline::{GONE_TIMEOUT, TREE_TIMEOUT};
 use crate::options::Options;
 use crate::procs::{self, time_command, PidFd};
+use crate::reload;
 use crate::report::Sample;
 use crate::stats::ms;
 use browserd_proto::{
@@ -60,7 +63,7 @@ pub fn call<T: DeserializeOwned>(client: &mut Client, request: &Request) -> Resu
 }
 
 /// Launches `count` sessions of `fixture` in sequence; `tracking` names each, if wanted.
-fn launch_many(
+pub fn launch_many(
     client: &mut Client,
     fixture: &Fixture,
     count: usize,
@@ -78,7 +81,8 @@ fn launch_many(
         .collect()
 }
 
-fn wait_trees(sessions: &[SessionInfo], fixture: &Fixture) -> Result<Vec<Vec<ProcId>>, String> {
+/// Waits until every session's tree is `fixture`'s complete tree; returns the trees.
+pub fn wait_trees(sessions: &[SessionInfo], fixture: &Fixture) -> Result<Vec<Vec<ProcId>>, String> {
     let leaders: Vec<i32> = sessions.iter().map(|s| s.pid).collect();
     procs::wait_trees(&leaders, fixture, TREE_TIMEOUT).map_err(|e| format!("browserd: {e}"))
 }
@@ -125,6 +129,8 @@ pub fn run_once(
     let cpu = procs::cpu_between(&before, &after);
     sample.idle_cpu_ms = Some(cpu.best_ms());
     sample.idle_cpu_ticks_ms = Some(cpu.ticks_ms);
+
+    reload::run_once(d, opts.sessions, opts.reloads, rep, &mut sample, notes)?;
 
     let kill_sessions = launch_many(&mut client, &polite, opts.samples, |_| None)?;
     let exit_sessions = launch_many(&mut client, &sleeper, opts.samples, |i| {

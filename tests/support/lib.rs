@@ -24,6 +24,7 @@ pub mod peer;
 pub mod procfs;
 pub mod rng;
 pub mod service;
+pub mod tmpfs;
 pub mod tracked;
 pub mod wait;
 

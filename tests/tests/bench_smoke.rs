@@ -18,6 +18,16 @@ const SCENARIOS: &[&str] = &[
     "rss_empty",
     "rss_at_n",
     "idle_cpu",
+    "launch_tmpfs",
+    "journal_cost",
+    "reload_op",
+    "reload_op_answer",
+    "reload_sighup",
+    "reload_wait_median",
+    "reload_wait_max",
+    "restart_adopt",
+    "restart_empty",
+    "bulk_adopted",
 ];
 
 #[test]
