@@ -12,12 +12,13 @@ use browserd_proto::{
     TerminateResult, WireError, Workspace,
 };
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Applies one request.
-pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireError> {
+/// Applies one request; its result comes encoded.
+pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Box<RawValue>, WireError> {
     match request {
         Request::Launch(request) => {
             let started = std::time::Instant::now();
@@ -46,8 +47,8 @@ pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireEr
     }
 }
 
-fn encode(result: &impl Serialize) -> Result<Value, WireError> {
-    serde_json::to_value(result)
+fn encode(result: &impl Serialize) -> Result<Box<RawValue>, WireError> {
+    serde_json::value::to_raw_value(result)
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("cannot encode result: {e}")))
 }
 

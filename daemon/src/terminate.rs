@@ -230,6 +230,7 @@ fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>, asked:
         tracing::info!(session = %id, force, "terminating");
     }
     tracing::debug!(
+        target: "browserd::timing",
         sessions = logged.len(),
         first_signals_us = u64::try_from(signalled.as_micros()).unwrap_or(u64::MAX),
         "every first signal sent (or polite close asked)"

@@ -386,6 +386,26 @@ impl Response {
         }
     }
 
+    /// A success line whose result is already encoded (a server's answer, written without
+    /// building a [`Value`] tree first), newline included. Decodes as a [`Response`].
+    pub fn success_line(req_id: Option<&Value>, result: &serde_json::value::RawValue) -> String {
+        #[derive(Serialize)]
+        struct Encoded<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            req_id: Option<&'a Value>,
+            ok: bool,
+            result: &'a serde_json::value::RawValue,
+        }
+        let mut line = serde_json::to_string(&Encoded {
+            req_id,
+            ok: true,
+            result,
+        })
+        .expect("an encoded result always serializes");
+        line.push('\n');
+        line
+    }
+
     /// Encodes the response as one line, newline included.
     pub fn to_line(&self) -> String {
         let mut line = serde_json::to_string(self).expect("responses always serialize");
@@ -412,6 +432,19 @@ impl Response {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_encoded_success_line_is_the_same_response() {
+        let result = json!({"sessions": [{"id": "a", "n": 1.5}], "x": null});
+        let raw = serde_json::value::to_raw_value(&result).unwrap();
+        for req_id in [None, Some(json!(7)), Some(json!("r-1"))] {
+            let line = Response::success_line(req_id.as_ref(), &raw);
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            let decoded: Response = serde_json::from_str(&line).unwrap();
+            assert_eq!(decoded, Response::success(req_id.clone(), &result));
+            assert_eq!(line, Response::success(req_id, &result).to_line());
+        }
+    }
 
     #[test]
     fn exit_status_has_the_documented_shape() {

@@ -45,7 +45,11 @@ fn main() -> ExitCode {
     };
     // browserd takes RUST_LOG over its --log-level (the harness passes `debug`, which would
     // cost the daemon measurable time at 1000 sessions). Set while no other thread exists.
-    std::env::set_var("RUST_LOG", &opts.daemon_log);
+    // `browserd::timing` says when every first signal of a bulk termination was out.
+    std::env::set_var(
+        "RUST_LOG",
+        format!("{},browserd::timing=debug", opts.daemon_log),
+    );
     if let Err(e) = cleanup::install() {
         eprintln!("bench: {e}");
         return ExitCode::FAILURE;

@@ -18,6 +18,19 @@ pub struct Sample {
     pub kill_one_ms: Vec<f64>,
     pub status_ms: Vec<f64>,
     pub natural_exit_ms: Vec<f64>,
+    /// browserd: the first `browserctl kill` after the idle window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_one_after_idle_ms: Option<f64>,
+    /// browserd: `browserctl ls` with every session live.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ls_ms: Vec<f64>,
+    /// From the polite bulk terminate's request until every session's first signal was
+    /// sent: browserd's own log line; the baseline's `killpg` loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_signals_ms: Option<f64>,
+    /// browserd: a `status` sent on another connection right after the bulk request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_during_bulk_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_at_n_kib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,7 +229,21 @@ pub fn rows(
         format!("bulk terminate all {n}, polite"),
         "ms",
         both(|s| Some(s.bulk_polite_ms)),
-        Target::RatioAtMost(1.25),
+        Target::RatioAtMost(1.1),
+    );
+    push(
+        "first_signals",
+        format!("  of which: request → all {n} first signals sent"),
+        "ms",
+        both(|s| s.first_signals_ms),
+        Target::AtMost(if n <= 300 { 5.0 } else { 15.0 }),
+    );
+    push(
+        "status_during_bulk",
+        format!("  status answered meanwhile (another connection)"),
+        "ms",
+        (scalar(Side::Ours, |s| s.status_during_bulk_ms), None),
+        Target::None,
     );
     push(
         "bulk_stubborn",
@@ -242,6 +269,34 @@ pub fn rows(
         both_pooled(|s| &s.kill_one_ms, 50.0),
         Target::AtMost(3.0),
     );
+    let bare_start = pooled(Side::Base, |s| &s.status_ms, 50.0);
+    push(
+        "kill_one_over_start",
+        format!("kill one of {n}: median − bare browserctl start"),
+        "ms",
+        (
+            pooled(Side::Ours, |s| &s.kill_one_ms, 50.0)
+                .zip(bare_start)
+                .map(|(k, b)| k - b),
+            None,
+        ),
+        Target::AtMost(1.0),
+    );
+    push(
+        "kill_one_after_idle",
+        format!(
+            "kill one right after {} s idle − bare browserctl start",
+            opts.idle.as_secs_f64()
+        ),
+        "ms",
+        (
+            scalar(Side::Ours, |s| s.kill_one_after_idle_ms)
+                .zip(bare_start)
+                .map(|(k, b)| k - b),
+            None,
+        ),
+        Target::AtMost(1.0),
+    );
     push(
         "kill_one_p99",
         format!("kill one of {n}: p99"),
@@ -255,6 +310,16 @@ pub fn rows(
         "ms",
         both_pooled(|s| &s.status_ms, 50.0),
         Target::AtMost(2.0),
+    );
+    push(
+        "ls_median",
+        format!("browserctl ls, {n} live: median (baseline column: status)"),
+        "ms",
+        (
+            pooled(Side::Ours, |s| &s.ls_ms, 50.0),
+            pooled(Side::Ours, |s| &s.status_ms, 50.0),
+        ),
+        Target::RatioAtMost(2.0),
     );
     push(
         "natural_exit_median",
@@ -283,8 +348,9 @@ pub fn rows(
     push(
         "idle_cpu",
         format!(
-            "daemon CPU over {} s idle, {n} sessions",
-            opts.idle.as_secs_f64()
+            "daemon CPU over {} s idle, {} sessions",
+            opts.idle.as_secs_f64(),
+            n + 2 * opts.samples
         ),
         "ms",
         (scalar(Side::Ours, |s| s.idle_cpu_ms), None),

@@ -28,6 +28,11 @@ const SCENARIOS: &[&str] = &[
     "restart_adopt",
     "restart_empty",
     "bulk_adopted",
+    "first_signals",
+    "status_during_bulk",
+    "kill_one_over_start",
+    "kill_one_after_idle",
+    "ls_median",
 ];
 
 #[test]
