@@ -16,6 +16,8 @@ pub mod bins;
 pub mod cdp;
 pub mod chromium;
 pub mod client;
+pub mod command;
+pub mod container;
 pub mod ctl;
 pub mod daemon;
 pub mod fixtures;
@@ -25,6 +27,7 @@ pub mod rng;
 pub mod service;
 pub mod tracked;
 pub mod wait;
+pub mod yaml;
 
 pub use bins::{browserctl_bin, browserd_bin, threads_bin};
 pub use client::Client;
