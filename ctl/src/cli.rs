@@ -194,6 +194,17 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_positive_millis)]
     pub ttl: Option<u64>,
 
+    /// Most memory the session may use, e.g. 2G or 512M (binary units); beyond it the
+    /// kernel kills the session. Needs browserd to contain sessions in cgroups with the
+    /// memory controller (see `browserctl status`)
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub memory_max: Option<u64>,
+
+    /// Most processes and threads the session may have; a fork beyond fails. Needs cgroup
+    /// containment with the pids controller
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pids_max: Option<u64>,
+
     /// Set an environment variable for the session (repeatable)
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
     pub env: Vec<(String, String)>,
@@ -323,6 +334,37 @@ impl fmt::Display for UsageError {
     }
 }
 
+/// A size in bytes with an optional binary unit: `1073741824`, `512K`, `256M`, `2G`, `1T`
+/// (`KiB`, `MB` and the like mean the same: browserd counts in powers of 1024).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 512M or 2G"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches('b')
+        .trim_end_matches('i')
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("`{text}` has an unknown unit; use K, M, G or T")),
+    };
+    match number.checked_mul(1 << shift) {
+        Some(0) => Err("a size must be positive".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("`{text}` is too large")),
+    }
+}
+
 impl Cli {
     /// The socket to connect to: `--socket` / `BROWSERD_SOCKET`, else the default the daemon
     /// also uses (see [`browserd_proto::default_socket_path`]); when a user has no daemon of
@@ -391,6 +433,8 @@ impl LaunchArgs {
             env: self.env.into_iter().collect::<BTreeMap<_, _>>(),
             cwd: self.cwd.as_deref().map(absolute_cwd).transpose()?,
             ttl_ms: self.ttl,
+            memory_max: self.memory_max,
+            pids_max: self.pids_max,
         };
         launch.validate().map_err(|e| {
             let hint = match launch.kind() {

@@ -40,7 +40,10 @@ fn run(args: Vec<OsString>) -> Report {
         Ok(response) => response,
         Err(error) => return render::local_failure(error.failure(), &error.to_string(), cli.json),
     };
-    let (Some(timeout), Some(reloads)) = (reload_timeout, accepted_reload(&response)) else {
+    // Only a reload's answer is looked into here (it is not copied for any other).
+    let Some((timeout, reloads)) =
+        reload_timeout.and_then(|timeout| Some((timeout, accepted_reload(&response)?)))
+    else {
         return render::report(&request, response, cli.json);
     };
     match client::wait_reloaded(&socket, reloads, timeout) {

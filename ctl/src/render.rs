@@ -200,7 +200,17 @@ pub fn sessions_table(sessions: &[SessionInfo], now: i64) -> String {
         .chain(sessions.iter().map(|s| session_row(s, now)))
         .collect();
     let aligns = COLUMNS.map(|(_, align)| align);
-    align_columns(&rows, &aligns)
+    let mut table = align_columns(&rows, &aligns);
+    // The daemon answers from its last measurement; say so once it is not a fresh one.
+    if let Some(oldest) = sessions.iter().filter_map(|s| s.usage_age_ms).max() {
+        if oldest >= 1000 {
+            table.push_str(&format!(
+                "PROCS and MEM as measured up to {:.1}s ago\n",
+                oldest as f64 / 1000.0
+            ));
+        }
+    }
+    table
 }
 
 fn session_row(session: &SessionInfo, now: i64) -> [String; 10] {
@@ -369,6 +379,24 @@ fn status(status: StatusResult) -> Report {
             limit(Some(limits.lease_ttl_ms), Some(limits.max_lease_ttl_ms)),
         ],
     ];
+    if let Some(containment) = &status.containment {
+        let value = match (&containment.cgroup_root, &containment.reason) {
+            (Some(root), _) if containment.controllers.is_empty() => {
+                format!(
+                    "{} in {root} (no controllers: limits refused)",
+                    containment.mode
+                )
+            }
+            (Some(root), _) => format!(
+                "{} in {root} ({})",
+                containment.mode,
+                containment.controllers.join(" ")
+            ),
+            (None, Some(reason)) => format!("{}: {reason}", containment.mode),
+            (None, None) => containment.mode.clone(),
+        };
+        pairs.push(["containment".into(), value]);
+    }
     if let Some(browser) = &status.browser {
         let value = match (&browser.path, &browser.error) {
             (Some(path), _) => path.clone(),
@@ -471,6 +499,7 @@ mod tests {
             processes: None,
             memory_bytes: None,
             cpu_seconds: None,
+            usage_age_ms: None,
             reason: None,
         }
     }
@@ -517,6 +546,23 @@ aaaaaaaa-000001  job-42    browser  default    running  123456  2m           12 
 aaaaaaaa-000002  -         sandbox  ci β       exited       42  signal 9      -     -  -
 ";
         assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn figures_measured_a_while_ago_say_so_under_the_table() {
+        let mut fresh = session("aaaaaaaa-000001");
+        fresh.processes = Some(1);
+        fresh.usage_age_ms = Some(200);
+        let table = sessions_table(std::slice::from_ref(&fresh), NOW);
+        assert!(!table.contains("measured"), "{table}");
+        let mut old = session("aaaaaaaa-000002");
+        old.processes = Some(3);
+        old.usage_age_ms = Some(2500);
+        let table = sessions_table(&[fresh, old], NOW);
+        assert!(
+            table.ends_with("PROCS and MEM as measured up to 2.5s ago\n"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -680,6 +726,7 @@ version       0.1.0
 protocol      1
 pid           10
 uptime        1h 2m 3s
+reloads       0
 socket        /run/browserd/browserd.sock
 sessions      2 running, 0 starting, 0 terminating, 1 exited
 max sessions  64

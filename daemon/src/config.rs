@@ -118,6 +118,10 @@ settings! {
     /// How long a browser may take to announce its DevTools endpoint [default: 30s]
     #[arg(long, value_name = "DURATION")]
     launch_timeout: Human = (Human::secs(30));
+    /// A cgroup v2 subtree browserd may use: each session gets its own cgroup below it
+    /// [default: browserd's own cgroup, where systemd delegates it (Delegate=yes)]
+    #[arg(long, value_name = "PATH", env = "BROWSERD_CGROUP_ROOT")]
+    cgroup_root: PathBuf = None;
     /// What to do with sessions still running from before a crash: take them up again
     /// (adopt) or terminate them with force (kill) [default: adopt]
     #[arg(long, value_name = "POLICY")]

@@ -5,6 +5,7 @@
 use crate::browser::Pipes;
 use crate::config::Config;
 use crate::dirs::Layout;
+use crate::members::Members;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::reaper::Reaper;
@@ -14,6 +15,7 @@ use crate::scanner::Scanner;
 use crate::server::Server;
 use crate::socket::SocketFile;
 use crate::terminate::Terminator;
+use crate::usage::UsageCache;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -25,7 +27,11 @@ pub struct Context {
     pub layout: Layout,
     pub registry: Registry,
     pub reaper: Reaper,
+    /// Which processes are each session's: its cgroup, or the process table.
+    pub members: Members,
     pub scanner: Arc<Scanner>,
+    /// What sessions use, as last measured.
+    pub usage: UsageCache,
     pub terminator: Terminator,
     pub server: Server,
     pub notifier: Notifier,
@@ -44,8 +50,9 @@ pub struct Context {
     /// When the daemon started, before any reload.
     pub started: Instant,
     pub started_wall: SystemTime,
-    /// Woken when sessions may have become gone (a reap, a sweep that found nothing alive).
-    gone_check: Notify,
+    /// Woken when sessions may have become gone (a reap, an emptied cgroup, a sweep that
+    /// found nothing alive).
+    gone_check: Arc<Notify>,
 }
 
 /// What a context is made of.
@@ -60,6 +67,8 @@ pub struct Parts {
 }
 
 impl Context {
+    /// Builds the context; inside the runtime (it takes over the cgroup subtree, if there is
+    /// one, and starts watching it).
     pub fn new(parts: Parts) -> Context {
         let layout = Layout::new(&parts.config.state_dir);
         if let Some(root) = layout.tmp_root() {
@@ -71,6 +80,11 @@ impl Context {
         let up_for = SystemTime::now()
             .duration_since(parts.started_wall)
             .unwrap_or_default();
+        let gone_check = Arc::new(Notify::new());
+        let on_empty = gone_check.clone();
+        let members = Members::new(parts.config.cgroup_root.as_deref(), move || {
+            on_empty.notify_one()
+        });
         let metrics = Metrics::default();
         metrics.set_reloads(parts.reloads);
         Context {
@@ -79,7 +93,9 @@ impl Context {
             config: parts.config,
             registry: parts.registry,
             reaper: Reaper::default(),
+            members,
             scanner: Arc::new(Scanner::default()),
+            usage: UsageCache::default(),
             terminator: Terminator::default(),
             server: Server::default(),
             notifier: parts.notifier,
@@ -93,7 +109,7 @@ impl Context {
                 .checked_sub(up_for)
                 .unwrap_or_else(Instant::now),
             started_wall: parts.started_wall,
-            gone_check: Notify::new(),
+            gone_check,
         }
     }
 

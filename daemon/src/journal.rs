@@ -4,11 +4,20 @@
 //! `<state-dir>/journal` is an append-only log, one record per line: the CRC-32 of the JSON
 //! in hex, a space, the JSON. The registry submits records as it changes (under its own
 //! lock, so they are in the order the changes happened); one writer thread appends every
-//! record waiting, syncs the file once (a group commit) and then tells the waiters, so a
-//! `launch` or `lease` is acknowledged only once its record is on disk. When the log has
-//! grown well past the state it describes, the registry submits a snapshot instead, which
-//! the writer writes to a temporary file, syncs and renames over the log (and syncs the
-//! dir): a crash leaves either the old log or the new one, never a mix.
+//! record waiting with one `write` (a group commit), tells the waiters, then syncs the file
+//! and tells them again. When the log has grown well past the state it describes, the
+//! registry submits a snapshot instead, which the writer writes to a temporary file, syncs
+//! and renames over the log (and syncs the dir): a crash leaves either the old log or the
+//! new one, never a mix.
+//!
+//! Two marks, two failures. A record *written* is in the kernel: it survives any death of
+//! the daemon, which is what the journal is for, so a `launch` or `lease` is acknowledged
+//! once its record is written. A record *durable* is on the disk: it also survives a crash
+//! of the machine. That crash ends every session anyway (there is nothing left to take up
+//! after a reboot), so what must be durable before it is relied on is only what outlives
+//! the sessions: the id counters, so that no id is handed out twice even across a power
+//! loss. The registry waits for those to be durable; everything else is synced right after
+//! it is written, without anyone waiting on the disk.
 //!
 //! Reading it back stops at the first line that is torn (the last one, written as the
 //! daemon died) or does not match its checksum; everything before it is kept.
@@ -185,13 +194,24 @@ enum Item {
     Compact(Snapshot),
 }
 
-/// Where writes stand: every record up to `durable` is on disk. After a failed write,
-/// `failed_from` names its first record: that record and every later one are not durable
-/// until a snapshot is written, which rewrites the whole journal.
+/// Where writes stand: every record up to `written` is in the kernel, every one up to
+/// `durable` on disk. After a failed write, `failed_from` names its first record: that
+/// record and every later one are neither until a snapshot is written, which rewrites the
+/// whole journal.
 #[derive(Debug, Clone, Default)]
 struct Progress {
+    written: u64,
     durable: u64,
     failed_from: Option<(u64, String)>,
+}
+
+/// Which mark a waiter needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// In the kernel: survives the daemon's death.
+    Written,
+    /// On disk: survives the machine's.
+    Durable,
 }
 
 struct Queue {
@@ -284,20 +304,29 @@ impl Journal {
             || appended > COMPACT_AFTER.max(snapshot.saturating_mul(2))
     }
 
-    /// Waits until every record up to `seq` is on disk, or says why it is not.
-    pub async fn synced(&self, seq: u64) -> Result<(), String> {
+    /// Waits until every record up to `seq` has reached `mark`, or says why it has not.
+    pub async fn reached(&self, seq: u64, mark: Mark) -> Result<(), String> {
+        let at = |p: &Progress| match mark {
+            Mark::Written => p.written,
+            Mark::Durable => p.durable,
+        };
         let mut progress = self.shared.progress.subscribe();
         let progress = progress
             .wait_for(|p| {
-                p.durable >= seq || p.failed_from.as_ref().is_some_and(|(from, _)| seq >= *from)
+                at(p) >= seq || p.failed_from.as_ref().is_some_and(|(from, _)| seq >= *from)
             })
             .await
             .map_err(|_| "the journal writer stopped".to_owned())?;
         match &progress.failed_from {
-            _ if progress.durable >= seq => Ok(()),
+            _ if at(&progress) >= seq => Ok(()),
             Some((_, why)) => Err(why.clone()),
             None => Ok(()),
         }
+    }
+
+    /// Waits until every record up to `seq` is on disk, or says why it is not.
+    pub async fn synced(&self, seq: u64) -> Result<(), String> {
+        self.reached(seq, Mark::Durable).await
     }
 
     /// Writes everything queued and stops the writer.
@@ -321,7 +350,8 @@ impl Drop for Journal {
     }
 }
 
-/// The writer thread: takes everything queued, writes it with one sync, reports, repeats.
+/// The writer thread: takes everything queued, writes it (one `write`), reports, syncs it,
+/// reports, repeats.
 fn write_loop(path: &Path, shared: &Shared) {
     let mut file: Option<File> = None;
     loop {
@@ -345,22 +375,43 @@ fn write_loop(path: &Path, shared: &Shared) {
             let compacted = items
                 .iter()
                 .any(|(_, item)| matches!(item, Item::Compact(_)));
-            let written = write_batch(path, &mut file, items, shared);
-            shared.progress.send_modify(|progress| match written {
-                Ok(()) if compacted => {
-                    progress.durable = last;
-                    progress.failed_from = None;
+            let report = |done: io::Result<()>, mark: Mark, file: &mut Option<File>| {
+                shared.progress.send_modify(|progress| {
+                    let reached = match done {
+                        Ok(()) if compacted => {
+                            progress.failed_from = None;
+                            true
+                        }
+                        Ok(()) => progress.failed_from.is_none(),
+                        Err(e) => {
+                            tracing::error!(journal = %path.display(), "cannot write the journal: {e}");
+                            shared.broken.store(true, Ordering::Relaxed);
+                            *file = None;
+                            let why = format!("cannot write the journal {}: {e}", path.display());
+                            progress.failed_from.get_or_insert((first, why));
+                            false
+                        }
+                    };
+                    if reached {
+                        progress.written = progress.written.max(last);
+                        if mark == Mark::Durable {
+                            progress.durable = last;
+                        }
+                    }
+                })
+            };
+            match write_batch(path, &mut file, items, shared) {
+                Ok(Batch::Synced) => report(Ok(()), Mark::Durable, &mut file),
+                Ok(Batch::Written) => {
+                    report(Ok(()), Mark::Written, &mut file);
+                    let synced = match &file {
+                        Some(out) => out.sync_data(),
+                        None => Ok(()),
+                    };
+                    report(synced, Mark::Durable, &mut file);
                 }
-                Ok(()) if progress.failed_from.is_none() => progress.durable = last,
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(journal = %path.display(), "cannot write the journal: {e}");
-                    shared.broken.store(true, Ordering::Relaxed);
-                    file = None;
-                    let why = format!("cannot write the journal {}: {e}", path.display());
-                    progress.failed_from.get_or_insert((first, why));
-                }
-            });
+                Err(e) => report(Err(e), Mark::Durable, &mut file),
+            }
         }
         if closed {
             return;
@@ -368,12 +419,22 @@ fn write_loop(path: &Path, shared: &Shared) {
     }
 }
 
+/// How far a batch got.
+enum Batch {
+    /// Written and synced (a snapshot alone, or nothing to do).
+    Synced,
+    /// Appended to the log; not synced yet.
+    Written,
+}
+
+/// Writes a batch: a snapshot (synced) and the records queued after it (appended, not
+/// synced: the caller syncs them once it has said they are written).
 fn write_batch(
     path: &Path,
     file: &mut Option<File>,
     items: Vec<(u64, Item)>,
     shared: &Shared,
-) -> io::Result<()> {
+) -> io::Result<Batch> {
     let mut pending = Vec::new();
     for (_, item) in items {
         match item {
@@ -389,7 +450,7 @@ fn write_batch(
         }
     }
     if pending.is_empty() {
-        return Ok(());
+        return Ok(Batch::Synced);
     }
     let out = match file {
         Some(file) => file,
@@ -401,11 +462,10 @@ fn write_batch(
         ),
     };
     out.write_all(&pending)?;
-    out.sync_data()?;
     shared
         .appended
         .fetch_add(pending.len() as u64, Ordering::Relaxed);
-    Ok(())
+    Ok(Batch::Written)
 }
 
 /// Writes `snapshot` as a new journal: a temporary file, synced, renamed over the old one,
@@ -463,6 +523,7 @@ mod tests {
             leases: Vec::new(),
             dirs: Vec::new(),
             browser: None,
+            cgroup: None,
             state: StateRecord::Running,
         }
     }
@@ -595,6 +656,30 @@ mod tests {
         let seq = journal.append(Line::Forget("x".parse().unwrap()));
         let err = runtime().block_on(journal.synced(seq)).unwrap_err();
         assert!(err.contains("cannot write the journal"), "{err}");
+        let err = runtime()
+            .block_on(journal.reached(seq, Mark::Written))
+            .unwrap_err();
+        assert!(err.contains("cannot write the journal"), "{err}");
         assert!(journal.wants_compaction());
+    }
+
+    #[test]
+    fn a_written_record_is_read_back_by_the_next_start_without_waiting_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let journal = Journal::start(path.clone(), snapshot(vec![record("a-1")])).unwrap();
+        let seq = journal.append(Line::Put(Box::new(record("a-2"))));
+        runtime()
+            .block_on(journal.reached(seq, Mark::Written))
+            .unwrap();
+        // What a daemon killed at this point leaves: the file as the kernel has it.
+        let ids: Vec<String> = read(&path)
+            .snapshot
+            .sessions
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(ids, ["a-1", "a-2"]);
+        runtime().block_on(journal.synced(seq)).unwrap();
     }
 }

@@ -4,6 +4,7 @@
 //! DevTools endpoint answers.
 
 use crate::browser;
+use crate::cgroup::Cgroup;
 use crate::context::Context;
 use crate::dirs::SessionDirs;
 use crate::error::{Error, Result};
@@ -15,7 +16,6 @@ use browserd_proto::{EndReason, Launch, SessionId, SessionInfo, SessionType};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,9 @@ enum Plan {
 /// Launches a session and returns it once it is running.
 pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> {
     let ttl = session_ttl(ctx, request.ttl_ms)?;
+    ctx.members
+        .check_limits(request.memory_max.is_some(), request.pids_max.is_some())
+        .map_err(Error::InvalidRequest)?;
     if let Some(cwd) = &request.cwd {
         if !Path::new(cwd).is_dir() {
             return Err(Error::InvalidRequest(format!(
@@ -60,7 +63,7 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
     let Some(stderr) = stderr else {
         // The session as it started, answered once its record is on disk.
         let session = info(ctx, &id)?;
-        ctx.registry.synced().await?;
+        ctx.registry.recorded().await?;
         return Ok(session);
     };
     let stderr = match ctx.pipes.keep(&id, stderr) {
@@ -87,7 +90,7 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
     match ready {
         Ok(endpoint) => {
             let session = ctx.registry.mark_running(&id, endpoint)?;
-            ctx.registry.synced().await?;
+            ctx.registry.recorded().await?;
             tracing::info!(session = %id, endpoint = session.ws_endpoint.as_deref(), ms = as_millis(started.elapsed()), "browser ready");
             Ok(session)
         }
@@ -145,19 +148,41 @@ fn spawn_and_register(
 ) -> Result<(SessionId, Option<OwnedFd>)> {
     let Prepared { argv, env, dirs } = prepared;
     let kind = request.kind();
-    let reap = ctx.reaper.hold();
-    let mut child = match spawn_leader(&argv, &env, request, &admission.id, dirs.is_some()) {
-        Ok(child) => child,
+    let id = admission.id.clone();
+    let undo = |admission: Admission| {
+        ctx.registry.cancel(admission);
+        ctx.members.release(&id);
+        for dir in dirs.iter().flat_map(SessionDirs::owned) {
+            crate::dirs::remove_dir(&dir);
+        }
+    };
+    let cgroup = match contain(ctx, request, &id) {
+        Ok(cgroup) => cgroup,
         Err(e) => {
-            drop(reap);
-            ctx.registry.cancel(admission);
-            for dir in dirs.iter().flat_map(SessionDirs::owned) {
-                crate::dirs::remove_dir(&dir);
-            }
+            undo(admission);
             return Err(e);
         }
     };
-    let pid = child.id() as i32;
+    let spec = SpawnSpec {
+        argv: &argv,
+        env: &env,
+        cwd: request.cwd.as_deref().map(Path::new),
+        session: &id,
+        browser: dirs.is_some(),
+    };
+    let reap = ctx.reaper.hold();
+    let leader = match spawn::spawn(spec, cgroup.as_deref()) {
+        Ok(leader) => leader,
+        Err(e) => {
+            drop(reap);
+            undo(admission);
+            return Err(Error::LaunchFailed(format!(
+                "cannot start `{}`: {e}",
+                argv[0]
+            )));
+        }
+    };
+    let pid = leader.pid;
     // Unreaped (the reap lock is held), so its stat is readable even if it already died.
     let start_time = crate::procs::read_stat(pid).map_or(0, |p| p.start_time);
     let browser = (kind == SessionType::Browser).then(|| BrowserInfo {
@@ -178,38 +203,34 @@ fn spawn_and_register(
             starting: dirs.is_some(),
             browser,
             owned_dirs: dirs.as_ref().map(SessionDirs::owned).unwrap_or_default(),
+            cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
         },
     );
     drop(reap);
     tracing::info!(session = %id, pid, "launched");
-    Ok((id, child.stderr.take().map(OwnedFd::from)))
+    Ok((id, leader.stderr))
 }
 
-fn spawn_leader(
-    argv: &[String],
-    env: &BTreeMap<String, String>,
-    request: &Launch,
-    id: &SessionId,
-    browser: bool,
-) -> Result<std::process::Child> {
-    spawn::spawn(SpawnSpec {
-        argv,
-        env,
-        cwd: request.cwd.as_deref().map(Path::new),
-        session: id,
-        // A browser's stderr carries its DevTools endpoint; its stdout is noise.
-        stdout: if browser {
-            Stdio::null()
-        } else {
-            Stdio::inherit()
-        },
-        stderr: if browser {
-            Stdio::piped()
-        } else {
-            Stdio::inherit()
-        },
-    })
-    .map_err(|e| Error::LaunchFailed(format!("cannot start `{}`: {e}", argv[0])))
+/// The session's own cgroup with its limits set, where browserd contains sessions in
+/// cgroups (`check_limits` already refused limits it cannot enforce).
+fn contain(ctx: &Context, request: &Launch, id: &SessionId) -> Result<Option<Arc<Cgroup>>> {
+    let cgroup = ctx
+        .members
+        .create(id)
+        .map_err(|e| Error::LaunchFailed(format!("cannot create the session's cgroup: {e}")))?;
+    if let Some(cgroup) = &cgroup {
+        let limited = request
+            .memory_max
+            .map_or(Ok(()), |bytes| cgroup.set_memory_max(bytes))
+            .and_then(|()| {
+                request
+                    .pids_max
+                    .map_or(Ok(()), |max| cgroup.set_pids_max(max))
+            });
+        limited
+            .map_err(|e| Error::LaunchFailed(format!("cannot set the session's limits: {e}")))?;
+    }
+    Ok(cgroup)
 }
 
 /// Terminates a browser that failed to start, so nothing of it is left, and explains.

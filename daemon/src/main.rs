@@ -3,6 +3,7 @@
 
 mod activation;
 mod browser;
+mod cgroup;
 mod config;
 mod context;
 mod dirs;
@@ -10,6 +11,7 @@ mod error;
 mod events;
 mod journal;
 mod launch;
+mod members;
 mod metrics;
 mod notify;
 mod ops;
@@ -26,10 +28,12 @@ mod shutdown;
 mod signals;
 mod socket;
 mod spawn;
+mod spawn_cgroup;
 mod startup;
 mod supervise;
 mod terminate;
 mod termination;
+mod usage;
 
 use clap::Parser;
 use config::{Args, Config, LogFormat};

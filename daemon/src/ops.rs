@@ -6,18 +6,19 @@ use crate::error::Error;
 use crate::{launch, terminate};
 use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{
-    format_rfc3339, BrowserStatus, BulkTerminate, EndReason, ErrorCode, Failure, Kill,
-    LaunchResult, Lease, LeaseResult, Limits, MetricsResult, Release, ReloadResult, Request,
+    format_rfc3339, BrowserStatus, BulkTerminate, ContainmentStatus, EndReason, ErrorCode, Failure,
+    Kill, LaunchResult, Lease, LeaseResult, Limits, MetricsResult, Release, ReloadResult, Request,
     SessionId, SessionRef, SessionType, SessionsFilter, SessionsResult, StatusResult, Target,
     TerminateResult, WireError, Workspace,
 };
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Applies one request.
-pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireError> {
+/// Applies one request; its result comes encoded.
+pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Box<RawValue>, WireError> {
     match request {
         Request::Launch(request) => {
             let started = std::time::Instant::now();
@@ -31,7 +32,7 @@ pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireEr
         Request::Sessions(filter) => encode(&sessions(ctx, &filter).await),
         Request::Kill(kill) => encode(&kill_op(ctx, kill).await?),
         Request::BulkTerminate(body) => encode(&bulk_terminate(ctx, body).await?),
-        Request::Lease(lease) => encode(&lease_op(ctx, &lease)?),
+        Request::Lease(lease) => encode(&lease_op(ctx, &lease).await?),
         Request::Release(Release { lease_id }) => {
             ctx.registry.release(&lease_id)?;
             encode(&serde_json::json!({}))
@@ -46,13 +47,14 @@ pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Value, WireEr
     }
 }
 
-fn encode(result: &impl Serialize) -> Result<Value, WireError> {
-    serde_json::to_value(result)
+fn encode(result: &impl Serialize) -> Result<Box<RawValue>, WireError> {
+    serde_json::value::to_raw_value(result)
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("cannot encode result: {e}")))
 }
 
 /// Lists sessions; live ones with what they use: their process count, memory (PSS summed
-/// over their processes, so a page they share counts once) and CPU time.
+/// over their processes, so a page they share counts once) and CPU time, as last measured,
+/// with how long ago (see `usage`).
 async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult {
     let mut sessions = ctx.registry.list(filter);
     let live: Vec<SessionId> = sessions
@@ -61,12 +63,17 @@ async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult
         .map(|s| s.id.clone())
         .collect();
     if !live.is_empty() {
-        let mut usage = ctx.scanner.usage(live).await;
+        let mut figures = crate::usage::figures(ctx, &live).await;
+        let now = std::time::Instant::now();
         for session in sessions.iter_mut().filter(|s| s.state.is_live()) {
-            let used = usage.remove(&session.id).unwrap_or_default();
+            let Some(measured) = figures.remove(&session.id) else {
+                continue;
+            };
+            let used = measured.usage;
             session.processes = Some(used.processes);
             session.memory_bytes = Some(used.memory_bytes);
             session.cpu_seconds = Some(used.cpu_seconds);
+            session.usage_age_ms = Some(as_millis(now.saturating_duration_since(measured.at)));
         }
     }
     SessionsResult { sessions }
@@ -169,7 +176,9 @@ fn select(
     (selected, failed)
 }
 
-fn lease_op(ctx: &Context, lease: &Lease) -> Result<LeaseResult, Error> {
+/// Grants a lease, acknowledged once it is in the journal (a daemon that dies right after
+/// still knows it when it starts again).
+async fn lease_op(ctx: &Context, lease: &Lease) -> Result<LeaseResult, Error> {
     let ttl = match lease.ttl_ms {
         Some(ms) => Duration::from_millis(ms),
         None => ctx.config.lease_ttl.0,
@@ -182,6 +191,7 @@ fn lease_op(ctx: &Context, lease: &Lease) -> Result<LeaseResult, Error> {
         )));
     }
     let (lease_id, expires_at) = ctx.registry.lease(&lease.id, ttl)?;
+    ctx.registry.recorded().await?;
     Ok(LeaseResult {
         lease_id,
         expires_at: format_rfc3339(expires_at),
@@ -207,6 +217,15 @@ fn status(ctx: &Context) -> StatusResult {
             max_lease_ttl_ms: as_millis(config.max_lease_ttl.0),
         },
         socket: config.socket.display().to_string(),
+        containment: Some({
+            let c = ctx.members.containment();
+            ContainmentStatus {
+                mode: c.mode.to_owned(),
+                reason: c.reason,
+                cgroup_root: c.cgroup_root,
+                controllers: c.controllers,
+            }
+        }),
         browser: Some(match crate::browser::detect(config.browser.as_deref()) {
             Ok(path) => BrowserStatus {
                 path: Some(path.display().to_string()),

@@ -161,6 +161,10 @@ pub struct ProcTable {
     last_pid: Option<i32>,
     /// How many tasks the kernel had created when the previous refresh began.
     forks: Option<u64>,
+    /// How many it had created when the last listing began: every process created before
+    /// was visible to that listing, so while the count stays the same, no process exists
+    /// that the table has not met (see `confirm_gone`).
+    listed_forks: Option<u64>,
     last_listing: Option<Instant>,
 }
 
@@ -218,7 +222,7 @@ impl ProcTable {
         };
         let new = match probe {
             Some((prev, now)) => self.probe(prev, now),
-            None => self.list()?,
+            None => self.list(forks)?,
         };
         if !new.is_empty() {
             self.resolve(new, ancestor, root_owner);
@@ -234,6 +238,12 @@ impl ProcTable {
     /// that, finds no process of the session either. A process can only be born of a live
     /// one, so once all of a session's known processes are dead the session gains no new
     /// ones, and the listing sees every one it still has (it may have been missed before).
+    ///
+    /// The listing is skipped when the kernel has created no task since the last listing
+    /// began (its count of created tasks is unchanged): every process alive now existed
+    /// then and was listed, so the table already knows them all. A probe would not do: a
+    /// process whose pid was allocated before a listing but which became visible only after
+    /// the listing passed it is found by neither.
     ///
     /// While a process whose owner cannot be decided yet exists, nothing is confirmed: it
     /// could be any session's. `Confirmed::retry` then says to ask again shortly.
@@ -253,13 +263,16 @@ impl ProcTable {
             return Ok(Confirmed::default());
         }
         let forks = read_fork_count();
-        let last_pid = read_last_pid();
-        let new = self.list()?;
-        if !new.is_empty() {
-            self.resolve(new, ancestor, root_owner);
+        let complete = forks.is_some() && forks == self.listed_forks;
+        if !complete {
+            let last_pid = read_last_pid();
+            let new = self.list(forks)?;
+            if !new.is_empty() {
+                self.resolve(new, ancestor, root_owner);
+            }
+            self.last_pid = last_pid;
+            self.forks = forks;
         }
-        self.last_pid = last_pid;
-        self.forks = forks;
         if !self.undecided.is_empty() {
             return Ok(Confirmed {
                 gone: Vec::new(),
@@ -369,12 +382,14 @@ impl ProcTable {
     }
 
     /// Lists `/proc`: keeps known processes, drops exited ones, returns the new ones.
-    fn list(&mut self) -> io::Result<Found> {
+    /// `forks` is the kernel's count of created tasks, read before.
+    fn list(&mut self, forks: Option<u64>) -> io::Result<Found> {
         let mut listed: HashSet<i32> = HashSet::with_capacity(self.entries.len());
         let mut new = HashMap::new();
         let mut buf = [0u8; 1024];
         for entry in fs::read_dir("/proc")? {
-            let Ok(entry) = entry else { continue };
+            // A listing cut short would prove nothing.
+            let entry = entry?;
             let Some(pid) = parse_pid(entry.file_name().as_bytes()) else {
                 continue;
             };
@@ -408,6 +423,7 @@ impl ProcTable {
         self.undecided.retain(|pid, _| listed.contains(pid));
         self.holes.clear();
         self.last_listing = Some(Instant::now());
+        self.listed_forks = forks;
         Ok(new)
     }
 
@@ -827,6 +843,64 @@ mod tests {
             .unwrap();
         assert_ne!(table.last_listing, listed, "too many forks: it must list");
         assert!(read_fork_count().is_some());
+    }
+
+    #[test]
+    fn a_process_created_since_the_last_listing_is_found_before_anything_is_proven_gone() {
+        let me = std::process::id() as i32;
+        let id: SessionId = "s-3".parse().unwrap();
+        let mut table = ProcTable::default();
+        table
+            .refresh(me, false, |_, _: Root| Owner::Unowned)
+            .unwrap();
+        // Started after the table's last refresh: the table has not met it.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let owner = |p: &ProcInfo, _: Root| {
+            if p.pid == pid {
+                Owner::Session(id.clone())
+            } else {
+                Owner::Unowned
+            }
+        };
+        let confirmed = table.confirm_gone(vec![id.clone()], me, owner).unwrap();
+        assert!(confirmed.gone.is_empty(), "{confirmed:?}");
+        assert!(table.of(&id).iter().any(|p| p.pid == pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let confirmed = table.confirm_gone(vec![id.clone()], me, owner).unwrap();
+        assert_eq!(confirmed.gone, vec![id]);
+    }
+
+    #[test]
+    fn no_listing_proves_anything_when_no_task_was_created_since_the_last() {
+        let me = std::process::id() as i32;
+        let id: SessionId = "s-4".parse().unwrap();
+        let mut table = ProcTable::default();
+        table
+            .refresh(me, false, |_, _: Root| Owner::Unowned)
+            .unwrap();
+        let listed = table.last_listing;
+        // As if the kernel had created no task since that listing began.
+        table.listed_forks = read_fork_count();
+        let confirmed = table
+            .confirm_gone(vec![id.clone()], me, |_, _: Root| Owner::Unowned)
+            .unwrap();
+        if table.listed_forks == read_fork_count() {
+            assert_eq!(table.last_listing, listed, "nothing new: no listing");
+        }
+        assert_eq!(confirmed.gone, vec![id]);
+        // One more task, and the table must look again.
+        table.listed_forks = table.listed_forks.map(|f| f - 1);
+        table
+            .confirm_gone(vec!["s-5".parse().unwrap()], me, |_, _: Root| {
+                Owner::Unowned
+            })
+            .unwrap();
+        assert_ne!(table.last_listing, listed, "a task was created: it lists");
     }
 
     #[test]

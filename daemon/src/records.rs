@@ -31,6 +31,9 @@ pub struct SessionRecord {
     pub dirs: Vec<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser: Option<BrowserRecord>,
+    /// The session's own cgroup, where browserd contains sessions in cgroups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
     pub state: StateRecord,
 }
 
@@ -159,6 +162,7 @@ mod tests {
                 ws_endpoint: Some("ws://127.0.0.1:1/devtools/browser/x".into()),
                 profile_dir: None,
             }),
+            cgroup: Some("/sys/fs/cgroup/browserd/x".into()),
             state: StateRecord::Terminating {
                 force: true,
                 deadline_ms: 9,

@@ -174,6 +174,7 @@ mod tests {
             leases: Vec::new(),
             dirs: Vec::new(),
             browser: None,
+            cgroup: None,
             state: StateRecord::Running,
         }
     }

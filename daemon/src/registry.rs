@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::journal::{Journal, Line};
+use crate::journal::{Journal, Line, Mark};
 use crate::procs::{Marker, Owner, ProcInfo, ProcKey, Root};
 use crate::records::{
     self, from_unix_ms, instant_of, unix_ms, BrowserRecord, LeaderRecord, LeaseRecord,
@@ -21,6 +21,7 @@ use browserd_proto::{
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
@@ -79,6 +80,8 @@ pub struct NewSession {
     pub browser: Option<BrowserInfo>,
     /// Dirs the daemon created for the session, removed once it is gone.
     pub owned_dirs: Vec<PathBuf>,
+    /// Its own cgroup, where browserd contains sessions in cgroups.
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -107,6 +110,7 @@ struct Session {
     phase: Phase,
     browser: Option<BrowserInfo>,
     owned_dirs: Vec<PathBuf>,
+    cgroup: Option<PathBuf>,
 }
 
 impl Session {
@@ -158,6 +162,7 @@ impl Session {
             processes: None,
             memory_bytes: None,
             cpu_seconds: None,
+            usage_age_ms: None,
             reason,
         }
     }
@@ -261,6 +266,9 @@ pub struct Registry {
     limits: Limits,
     /// Where every change is written, once the daemon has one (see [`Registry::attach`]).
     journal: OnceLock<Arc<Journal>>,
+    /// The journal record of the last id counters written: a launch or lease waits for it
+    /// to be on disk.
+    counters_seq: AtomicU64,
     /// This boot's id, written with every leader's identity.
     boot_id: String,
     /// Where every state change is announced, in order per session.
@@ -316,6 +324,7 @@ impl Registry {
             nonce,
             limits,
             journal: OnceLock::new(),
+            counters_seq: AtomicU64::new(0),
             boot_id: records::boot_id(),
             events: Events::default(),
         }
@@ -386,6 +395,7 @@ impl Registry {
                 })
                 .collect(),
             dirs: session.owned_dirs.clone(),
+            cgroup: session.cgroup.clone(),
             browser: session.browser.as_ref().map(|b| BrowserRecord {
                 ws_endpoint: b.ws_endpoint.clone(),
                 profile_dir: b.profile_dir.clone(),
@@ -447,15 +457,36 @@ impl Registry {
         }
         state.persisted_session = state.persisted_session.max(state.next_session + ID_BLOCK);
         state.persisted_lease = state.persisted_lease.max(state.next_lease + ID_BLOCK);
-        journal.append(Line::Counters {
+        let seq = journal.append(Line::Counters {
             nonce: self.nonce,
             next_session: state.persisted_session,
             next_lease: state.persisted_lease,
         });
+        self.counters_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
-    /// Waits until every change made so far is on disk: what a `launch` or `lease` waits
-    /// for before it is acknowledged.
+    /// Waits until every change made so far is written to the journal, and the id counters
+    /// are on disk (see `journal`): what a `launch` or `lease` waits for before it is
+    /// acknowledged.
+    pub async fn recorded(&self) -> Result<()> {
+        let Some(journal) = self.journal.get() else {
+            return Ok(());
+        };
+        let counters = self.counters_seq.load(Ordering::Relaxed);
+        if counters > 0 {
+            journal
+                .reached(counters, Mark::Durable)
+                .await
+                .map_err(Error::Internal)?;
+        }
+        journal
+            .reached(journal.last_seq(), Mark::Written)
+            .await
+            .map_err(Error::Internal)
+    }
+
+    /// Waits until every change made so far is on disk (before a reload's exec, at
+    /// shutdown).
     pub async fn synced(&self) -> Result<()> {
         let Some(journal) = self.journal.get() else {
             return Ok(());
@@ -561,6 +592,7 @@ impl Registry {
             },
             browser: new.browser,
             owned_dirs: new.owned_dirs,
+            cgroup: new.cgroup,
         };
         self.emit(EventKind::Launched, &session, |_| {});
         if matches!(session.phase, Phase::Running) {
@@ -692,6 +724,14 @@ impl Registry {
         self.live_where(|s| kind.is_none_or(|k| k == s.kind))
     }
 
+    /// Whether the session is listed and not exited.
+    pub fn is_live(&self, id: &SessionId) -> bool {
+        self.lock()
+            .sessions
+            .get(id)
+            .is_some_and(|s| !matches!(s.phase, Phase::Exited { .. }))
+    }
+
     /// Live sessions in any of the given workspaces, oldest first.
     pub fn in_workspaces(&self, workspaces: &[Workspace]) -> Vec<SessionId> {
         self.live_where(|s| workspaces.contains(&s.workspace))
@@ -734,8 +774,14 @@ impl Registry {
                 Begin::Started(termination)
             }
         };
-        if control.force && !matches!(begin, Begin::AlreadyGone) {
-            Self::drop_leases(&mut state, id);
+        // A forced termination ends the session's leases; the journal needs a line only
+        // when there were some. The terminating phase needs none: after a crash nobody
+        // waits for it any more, and the session is taken up as running (see `recovery`);
+        // a reload hands the phase over in its snapshot.
+        if control.force
+            && !matches!(begin, Begin::AlreadyGone)
+            && Self::drop_leases(&mut state, id)
+        {
             self.persist(&state, id);
         }
         Some(begin)
@@ -774,12 +820,16 @@ impl Registry {
         }
     }
 
-    fn drop_leases(state: &mut State, id: &SessionId) {
-        if let Some(session) = state.sessions.get_mut(id) {
-            for lease in std::mem::take(&mut session.leases) {
-                state.leases.remove(&lease);
-            }
+    /// Ends every lease of the session; whether it had any.
+    fn drop_leases(state: &mut State, id: &SessionId) -> bool {
+        let Some(session) = state.sessions.get_mut(id) else {
+            return false;
+        };
+        let leases = std::mem::take(&mut session.leases);
+        for lease in &leases {
+            state.leases.remove(lease);
         }
+        !leases.is_empty()
     }
 
     /// Records reaped children; called by the reaper with the reap lock held. Returns how
@@ -876,13 +926,14 @@ impl Registry {
 
     /// Marks a session exited: it leaves live listings and its tracking id is free again.
     /// Only a session whose leader is reaped can finish.
-    pub fn finish(&self, id: &SessionId) -> Option<Finished> {
+    pub fn finish(&self, id: &SessionId, oom_killed: bool) -> Option<Finished> {
         let mut state = self.lock();
         let session = state.sessions.get_mut(id)?;
         let exit = session.leader_exit?;
         let (termination, reason) = match &session.phase {
             Phase::Exited { .. } => return None,
             Phase::Terminating(termination) => (Some(termination.clone()), termination.reason()),
+            Phase::Starting | Phase::Running if oom_killed => (None, EndReason::OutOfMemory),
             Phase::Starting | Phase::Running => (None, EndReason::Exited),
         };
         session.phase = Phase::Exited {
@@ -980,6 +1031,17 @@ impl Registry {
             .find_map(|number| state.numbers.get(number))
             .filter(|id| !adopted(id))
             .map_or(Owner::Unowned, |id| Owner::Session(id.clone()))
+    }
+
+    /// The cgroup of every live session that has one.
+    pub fn cgroups(&self) -> Vec<(SessionId, PathBuf)> {
+        let state = self.lock();
+        state
+            .sessions
+            .values()
+            .filter(|s| s.is_live())
+            .filter_map(|s| Some((s.id.clone(), s.cgroup.clone()?)))
+            .collect()
     }
 
     /// Whether any live session was adopted after a restart.
@@ -1157,6 +1219,7 @@ fn restore_session(
             profile_dir: b.profile_dir,
         }),
         owned_dirs: record.dirs,
+        cgroup: record.cgroup,
     };
     if session.is_live() {
         if session.adopted {
@@ -1247,6 +1310,7 @@ mod tests {
             starting: false,
             browser: None,
             owned_dirs: Vec::new(),
+            cgroup: None,
         }
     }
 
@@ -1261,7 +1325,7 @@ mod tests {
     /// The leader is reaped with `code` and the session finishes.
     fn exit(registry: &Registry, id: &SessionId, pid: i32, code: i32) {
         assert_eq!(registry.record_reaped(&[(pid, ExitStatus::Code(code))]), 1);
-        registry.finish(id).expect("finishes");
+        registry.finish(id, false).expect("finishes");
     }
 
     fn control(force: bool) -> Control {
@@ -1372,7 +1436,7 @@ mod tests {
         assert!(first.control().force);
         // It ends the session with the first termination's reason.
         assert_eq!(r.record_reaped(&[(400, ExitStatus::Signal(9))]), 1);
-        let finished = r.finish(&id).unwrap();
+        let finished = r.finish(&id, false).unwrap();
         assert!(finished.termination.is_some());
         assert_eq!(r.info(&id).unwrap().reason, Some(EndReason::Terminated));
         assert!(matches!(
@@ -1398,7 +1462,7 @@ mod tests {
     fn only_a_reaped_leader_lets_a_session_finish() {
         let r = registry(10);
         let id = launch(&r, 600, None);
-        assert!(r.finish(&id).is_none());
+        assert!(r.finish(&id, false).is_none());
         assert_eq!(
             r.record_reaped(&[(9999, ExitStatus::Code(0))]),
             0,
@@ -1410,7 +1474,7 @@ mod tests {
         assert_eq!(r.gone_candidates(), vec![id.clone()]);
         assert!(r.take_left_behind(&id), "it exited on its own");
         assert!(!r.take_left_behind(&id), "the mark is taken once");
-        assert!(r.finish(&id).is_some());
+        assert!(r.finish(&id, false).is_some());
         assert!(r.gone_candidates().is_empty());
     }
 

@@ -222,8 +222,9 @@ async fn run(ctx: Arc<Context>) {
         tracing::error!("the server did not hand its listener back; the reload is abandoned");
         return resume(&ctx, None, parked);
     };
-    // What was acknowledged is on disk already; this also flushes everything after it.
-    let _ = ctx.registry.synced().await;
+    // Every record queued is written before the exec ends the writer thread; the new image
+    // rewrites the journal from its handover anyway.
+    let _ = ctx.registry.recorded().await;
     // From here on nothing awaits, so no other task runs: the snapshot is the last state.
     let why = exec(&ctx, &listener, &parked);
     tracing::error!(

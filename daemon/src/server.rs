@@ -204,8 +204,8 @@ async fn handle_connection(
     loop {
         let (mut reader, mut writer) = (&stream, &stream);
         while let Some(frame) = decoder.next_frame() {
-            let response = answer(ctx, frame).await;
-            writer.write_all(response.to_line().as_bytes()).await?;
+            let line = answer(ctx, frame).await;
+            writer.write_all(line.as_bytes()).await?;
         }
         if *phase.borrow_and_update() == Phase::Draining {
             return park(stream, decoder);
@@ -216,8 +216,8 @@ async fn handle_connection(
         };
         if read == 0 {
             if let Some(frame) = decoder.finish() {
-                let response = answer(ctx, frame).await;
-                writer.write_all(response.to_line().as_bytes()).await?;
+                let line = answer(ctx, frame).await;
+                writer.write_all(line.as_bytes()).await?;
             }
             return Ok(None);
         }
@@ -284,8 +284,8 @@ async fn refuse(stream: &Stream, error: &WireError) -> io::Result<()> {
     }
 }
 
-/// Answers one frame; never fails, never panics on input.
-async fn answer(ctx: &Arc<Context>, frame: Frame) -> Response {
+/// Answers one frame with a response line; never fails, never panics on input.
+async fn answer(ctx: &Arc<Context>, frame: Frame) -> String {
     let line = match frame {
         Frame::Line(line) => line,
         Frame::TooLarge { len } => {
@@ -299,6 +299,7 @@ async fn answer(ctx: &Arc<Context>, frame: Frame) -> Response {
                     ),
                 ),
             )
+            .to_line()
         }
     };
     match decode_request(&line) {
@@ -306,21 +307,16 @@ async fn answer(ctx: &Arc<Context>, frame: Frame) -> Response {
             let op = envelope.request.name();
             tracing::debug!(op, "request");
             match ops::apply(ctx, envelope.request).await {
-                Ok(result) => Response {
-                    req_id: envelope.req_id,
-                    ok: true,
-                    result: Some(result),
-                    error: None,
-                },
+                Ok(result) => Response::success_line(envelope.req_id.as_ref(), &result),
                 Err(error) => {
                     tracing::debug!(op, %error, "request failed");
-                    Response::failure(envelope.req_id, error)
+                    Response::failure(envelope.req_id, error).to_line()
                 }
             }
         }
         Err(rejected) => {
             tracing::debug!(error = %rejected.error, "rejected request");
-            Response::failure(rejected.req_id, rejected.error)
+            Response::failure(rejected.req_id, rejected.error).to_line()
         }
     }
 }

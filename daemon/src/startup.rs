@@ -52,6 +52,7 @@ pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> 
         keep_exited_for: config.keep_exited_for.0,
     };
     let journal_path = config.state_dir.join("journal");
+    let reloaded = handover.is_some();
     let (listener, parts, handed) = match handover {
         Some(taken) => {
             let listener = socket::adopt(taken.listener)?;
@@ -124,12 +125,21 @@ pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> 
     let journal = Journal::start(journal_path.clone(), parts.registry.snapshot())
         .map_err(|e| format!("cannot start the journal {}: {e}", journal_path.display()))?;
     parts.registry.attach(Arc::new(journal));
-    parts
-        .registry
-        .synced()
-        .await
-        .map_err(|e| format!("cannot write the journal: {e}"))?;
+    // A first start or one after a crash serves only once the journal is rewritten (a
+    // state dir that cannot be written to fails the start). After a reload the journal on
+    // disk is already whole (the old image synced it before its exec): the rewrite goes on
+    // in the background, and every record written later waits behind it.
+    if !reloaded {
+        parts
+            .registry
+            .synced()
+            .await
+            .map_err(|e| format!("cannot write the journal: {e}"))?;
+    }
     let ctx = Arc::new(Context::new(parts));
+    for (id, cgroup) in ctx.registry.cgroups() {
+        ctx.members.take_up(&id, &cgroup);
+    }
     supervise::start(&ctx).map_err(|e| format!("cannot watch for child exits: {e}"))?;
     take_up(&ctx, handed);
     ctx.notifier.ready(&ctx.registry.counts());

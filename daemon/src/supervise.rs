@@ -155,7 +155,10 @@ async fn check_gone(ctx: Arc<Context>) {
         if candidates.is_empty() {
             continue;
         }
-        let confirmed = ctx.scanner.confirm_gone(candidates.clone()).await;
+        let confirmed = ctx
+            .members
+            .confirm_gone(&ctx.scanner, candidates.clone())
+            .await;
         if confirmed.retry {
             // A process was caught in the middle of `execve`; it is readable in a moment.
             let ctx = ctx.clone();
@@ -164,10 +167,12 @@ async fn check_gone(ctx: Arc<Context>) {
                 ctx.check_gone();
             });
         }
-        for id in candidates {
-            if confirmed.gone.contains(&id) {
-                finish(&ctx, &id).await;
-            } else if ctx.registry.take_left_behind(&id) {
+        let (gone, left): (Vec<SessionId>, Vec<SessionId>) = candidates
+            .into_iter()
+            .partition(|id| confirmed.gone.contains(id));
+        finish(&ctx, gone).await;
+        for id in left {
+            if ctx.registry.take_left_behind(&id) {
                 tracing::info!(session = %id, "leader exited; terminating what it left behind");
                 terminate::start_forced(&ctx, &id, ctx.config.grace(), EndReason::Exited);
             }
@@ -175,26 +180,42 @@ async fn check_gone(ctx: Arc<Context>) {
     }
 }
 
-/// Marks a session exited, removes its dirs, then settles its termination (if any), so a
-/// kill's response is only sent once nothing of the session is left.
-async fn finish(ctx: &Arc<Context>, id: &SessionId) {
-    let Some(finished) = ctx.registry.finish(id) else {
+/// Marks sessions exited, removes their dirs (all of them in one job off the event loop),
+/// then settles their terminations, so a kill's response is only sent once nothing of the
+/// session is left.
+async fn finish(ctx: &Arc<Context>, ids: Vec<SessionId>) {
+    let mut finished = Vec::with_capacity(ids.len());
+    for id in ids {
+        let oom_killed = ctx.members.oom_killed(&id);
+        if let Some(done) = ctx.registry.finish(&id, oom_killed) {
+            ctx.pipes.close(&id);
+            ctx.usage.forget(&id);
+            finished.push((id, done));
+        }
+    }
+    if finished.is_empty() {
         return;
-    };
-    ctx.pipes.close(id);
+    }
     ctx.scanner.kick();
-    if !finished.owned_dirs.is_empty() {
-        let dirs = finished.owned_dirs;
-        let removal = tokio::task::spawn_blocking(move || {
+    let cleanup: Vec<(SessionId, Vec<std::path::PathBuf>)> = finished
+        .iter_mut()
+        .map(|(id, done)| (id.clone(), std::mem::take(&mut done.owned_dirs)))
+        .collect();
+    let cleanup_ctx = ctx.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for (id, dirs) in cleanup {
+            cleanup_ctx.members.release(&id);
             for dir in dirs {
                 crate::dirs::remove_dir(&dir);
             }
-        });
-        let _ = removal.await;
-    }
-    if let Some(termination) = finished.termination {
-        if termination.settle(crate::termination::Outcome::Terminated) {
-            ctx.metrics.terminated(Ok(termination.age()));
+        }
+    })
+    .await;
+    for (_, done) in finished {
+        if let Some(termination) = done.termination {
+            if termination.settle(crate::termination::Outcome::Terminated) {
+                ctx.metrics.terminated(Ok(termination.age()));
+            }
         }
     }
 }

@@ -105,6 +105,7 @@ pub async fn terminate_all(
     grace: Duration,
     reason: EndReason,
 ) -> Vec<Result<SessionId, Failure>> {
+    let asked = Instant::now();
     let control = Control {
         force,
         deadline: Instant::now() + grace,
@@ -137,7 +138,7 @@ pub async fn terminate_all(
         };
         pending.push(waiting);
     }
-    begin(ctx, started);
+    begin(ctx, started, asked);
     if changed {
         ctx.terminator.send(Message::Changed);
     }
@@ -164,7 +165,9 @@ pub fn start_forced(ctx: &Arc<Context>, id: &SessionId, grace: Duration, reason:
         deadline: Instant::now() + grace,
     };
     match ctx.registry.begin_termination(id, control, reason) {
-        Some(Begin::Started(termination)) => begin(ctx, vec![(id.clone(), termination)]),
+        Some(Begin::Started(termination)) => {
+            begin(ctx, vec![(id.clone(), termination)], Instant::now())
+        }
         Some(Begin::Joined { upgraded: true, .. }) => ctx.terminator.send(Message::Changed),
         _ => {}
     }
@@ -173,8 +176,10 @@ pub fn start_forced(ctx: &Arc<Context>, id: &SessionId, grace: Duration, reason:
 /// Sends the first signal of each new termination, all in one pass under one hold of the
 /// reap lock (so every group's leader is still unreaped when its group is signalled), and
 /// hands them to the driver. A browser with a DevTools endpoint is first asked to close
-/// itself, within the first half of its grace (at most `POLITE_WAIT`).
-fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>) {
+/// itself, within the first half of its grace (at most `POLITE_WAIT`). Nothing else (not
+/// even a log line) is done until every first signal is out. `asked` is when the request
+/// came, for the log.
+fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>, asked: Instant) {
     if started.is_empty() {
         return;
     }
@@ -204,10 +209,14 @@ fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>) {
                 }
                 None => signal_group(ctx, &mut flight, Signal::SIGTERM),
             }
-            tracing::info!(session = %flight.id, force = control.force, "terminating");
             flights.push(flight);
         }
     }
+    let signalled = asked.elapsed();
+    let logged: Vec<(SessionId, bool)> = flights
+        .iter()
+        .map(|f| (f.id.clone(), f.termination.control().force))
+        .collect();
     ctx.terminator.send(Message::Start(flights));
     for (id, endpoint) in polite {
         let ctx = ctx.clone();
@@ -217,6 +226,15 @@ fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>) {
             }
         });
     }
+    for (id, force) in &logged {
+        tracing::info!(session = %id, force, "terminating");
+    }
+    tracing::debug!(
+        target: "browserd::timing",
+        sessions = logged.len(),
+        first_signals_us = u64::try_from(signalled.as_micros()).unwrap_or(u64::MAX),
+        "every first signal sent (or polite close asked)"
+    );
 }
 
 /// Signals the session's process group, if its leader is unreaped (which pins the pgid).
@@ -232,6 +250,10 @@ fn signal_group(ctx: &Context, flight: &mut Flight, signal: Signal) {
             }
             Err(e) => tracing::warn!(session = %flight.id, "cannot signal the adopted leader: {e}"),
         }
+        return;
+    }
+    // A cgroup is killed whole, at once, whatever its processes' groups.
+    if signal == Signal::SIGKILL && ctx.members.kill_all(&flight.id) {
         return;
     }
     let Some(pgid) = ctx.registry.unreaped_leader(&flight.id) else {
@@ -337,7 +359,7 @@ async fn advance(ctx: &Arc<Context>, flights: &mut HashMap<SessionId, Flight>) -
             .chain(plan.deadline.iter().cloned())
             .chain(plan.give_up.iter().cloned())
             .collect();
-        let mut found = ctx.scanner.processes(ids).await;
+        let mut found = ctx.members.of(&ctx.scanner, ids).await;
         let mut any_empty = false;
         for (id, signal) in plan.sweep {
             if let Some(flight) = flights.get_mut(&id) {

@@ -22,9 +22,9 @@ pub use request::{
     SessionsFilter,
 };
 pub use response::{
-    BrowserStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult, Limits,
-    MetricsResult, ReloadResult, Response, SessionInfo, SessionState, SessionType, SessionsResult,
-    StateCounts, StatusResult, TerminateResult,
+    BrowserStatus, ContainmentStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult,
+    Limits, MetricsResult, ReloadResult, Response, SessionInfo, SessionState, SessionType,
+    SessionsResult, StateCounts, StatusResult, TerminateResult,
 };
 pub use time::format_rfc3339;
 

@@ -36,6 +36,16 @@ pub struct Launch {
     pub cwd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// The most memory the session may use, in bytes (its cgroup's `memory.max`; the
+    /// kernel kills the session beyond it). Needs cgroup containment with the memory
+    /// controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<u64>,
+    /// The most tasks (processes and threads) the session may have (its cgroup's
+    /// `pids.max`; a fork beyond it fails). Needs cgroup containment with the pids
+    /// controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
 }
 
 /// The longest argv (command plus args) a launch may carry.
@@ -101,6 +111,9 @@ impl Launch {
                     cwd.escape_debug()
                 ));
             }
+        }
+        if self.memory_max == Some(0) || self.pids_max == Some(0) {
+            return Err("`memory_max` and `pids_max` must be positive".into());
         }
         check_positive_millis("ttl_ms", self.ttl_ms)
     }
@@ -415,6 +428,8 @@ mod tests {
                 env: BTreeMap::from([("A".into(), "b c".into())]),
                 cwd: Some("/tmp".into()),
                 ttl_ms: Some(1000),
+                memory_max: Some(1 << 30),
+                pids_max: Some(512),
             }),
             Request::Sessions(SessionsFilter {
                 state: Some(SessionState::Running),
@@ -524,6 +539,8 @@ mod tests {
             json!({"op": "launch", "command": ["x"], "env": {"BROWSERD_SESSION": "other"}}),
             json!({"op": "launch", "command": ["x"], "cwd": "relative"}),
             json!({"op": "launch", "command": ["x"], "ttl_ms": 0}),
+            json!({"op": "launch", "command": ["x"], "memory_max": 0}),
+            json!({"op": "launch", "command": ["x"], "pids_max": -1}),
             json!({"op": "launch", "workspace": "", "command": ["x"]}),
             json!({"op": "sessions", "state": "sleeping"}),
             json!({"op": "lease"}),

@@ -175,6 +175,11 @@ pub struct SessionInfo {
     /// session's processes (of its cgroup, where it has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<f64>,
+    /// Live sessions in a `sessions` listing: how old `processes`, `memory_bytes` and
+    /// `cpu_seconds` are, in milliseconds. They come from the last measurement, which a
+    /// listing that finds it older than 2 s has redone in the background for the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_age_ms: Option<u64>,
     /// Exited sessions: why the session ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<EndReason>,
@@ -310,6 +315,23 @@ pub struct StatusResult {
     pub socket: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser: Option<BrowserStatus>,
+    /// How sessions are contained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<ContainmentStatus>,
+}
+
+/// How sessions are contained: each in its own cgroup, or by process group and the process
+/// table (where browserd has no cgroup subtree to use, and why).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainmentStatus {
+    /// `cgroup` or `process-group`.
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_root: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<String>,
 }
 
 /// `reload` result: the daemon has checked its new binary and config and is about to
@@ -364,6 +386,26 @@ impl Response {
         }
     }
 
+    /// A success line whose result is already encoded (a server's answer, written without
+    /// building a [`Value`] tree first), newline included. Decodes as a [`Response`].
+    pub fn success_line(req_id: Option<&Value>, result: &serde_json::value::RawValue) -> String {
+        #[derive(Serialize)]
+        struct Encoded<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            req_id: Option<&'a Value>,
+            ok: bool,
+            result: &'a serde_json::value::RawValue,
+        }
+        let mut line = serde_json::to_string(&Encoded {
+            req_id,
+            ok: true,
+            result,
+        })
+        .expect("an encoded result always serializes");
+        line.push('\n');
+        line
+    }
+
     /// Encodes the response as one line, newline included.
     pub fn to_line(&self) -> String {
         let mut line = serde_json::to_string(self).expect("responses always serialize");
@@ -390,6 +432,19 @@ impl Response {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_encoded_success_line_is_the_same_response() {
+        let result = json!({"sessions": [{"id": "a", "n": 1.5}], "x": null});
+        let raw = serde_json::value::to_raw_value(&result).unwrap();
+        for req_id in [None, Some(json!(7)), Some(json!("r-1"))] {
+            let line = Response::success_line(req_id.as_ref(), &raw);
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            let decoded: Response = serde_json::from_str(&line).unwrap();
+            assert_eq!(decoded, Response::success(req_id.clone(), &result));
+            assert_eq!(line, Response::success(req_id, &result).to_line());
+        }
+    }
 
     #[test]
     fn exit_status_has_the_documented_shape() {

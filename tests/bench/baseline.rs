@@ -160,7 +160,12 @@ pub fn run_once(opts: &Options, browserctl: &Path) -> Result<Sample, String> {
 
     let all: Vec<ProcId> = trees.concat();
     let start = Instant::now();
-    terminate_groups(&leaders, &all, Signal::SIGTERM)?;
+    for &leader in &leaders {
+        cleanup::killpg(leader, Signal::SIGTERM);
+    }
+    sample.first_signals_ms = Some(ms(start.elapsed()));
+    procs::wait_gone(&all, GONE_TIMEOUT, true)
+        .map_err(|left| format!("baseline: {left} process(es) outlived SIGTERM"))?;
     sample.bulk_polite_ms = ms(start.elapsed());
     drop(b);
 

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 static LEADERS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 static DAEMON: Mutex<Option<(PidFd, PathBuf)>> = Mutex::new(None);
 static DAEMON_PID: Mutex<Option<i32>> = Mutex::new(None);
+/// Dirs of a second, short-lived daemon (the tmpfs one), removed on an interrupt.
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static ABORTING: AtomicBool = AtomicBool::new(false);
 /// Write end of the pipe the signal handler wakes the watcher thread through.
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
@@ -101,6 +103,11 @@ pub fn set_daemon(pid: i32, dir: PathBuf) -> Result<(), String> {
     *lock(&DAEMON) = Some((pidfd, dir));
     *lock(&DAEMON_PID) = Some(pid);
     Ok(())
+}
+
+/// Remembers a dir to remove if the bench is interrupted (its owner removes it otherwise).
+pub fn remove_on_abort(dir: &std::path::Path) {
+    lock(&DIRS).push(dir.to_owned());
 }
 
 pub fn clear_daemon() {
@@ -231,6 +238,9 @@ fn abort(signal: Signal) -> ! {
     }
     let left = kill_descendants(Duration::from_secs(10));
     if let Some((_, dir)) = daemon {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    for dir in lock(&DIRS).iter() {
         let _ = std::fs::remove_dir_all(dir);
     }
     eprintln!("bench: interrupted; {left} leftover process(es) were SIGKILLed");

@@ -1,20 +1,24 @@
 //! `bench`: how fast and how completely browserd kills, and what it costs while idle,
 //! against a baseline measured in the same run — the bench itself doing the same work with
-//! no daemon (fork/exec the same trees, `killpg`, reap, poll `/proc` until gone). It starts
-//! its own daemon on a temp socket, repeats every scenario, leaves nothing running, and
-//! prints a table plus a JSON report. Performance is measured here, never asserted in tests.
+//! no daemon (fork/exec the same trees, `killpg`, reap, poll `/proc` until gone) — and how
+//! quickly it comes back from a reload or a crash with N sessions live. It starts its own
+//! daemon on a temp socket, repeats every scenario, leaves nothing running, and prints a
+//! table plus a JSON report. Performance is measured here, never asserted in tests.
 //!
 //! ```text
 //! cargo build --release --workspace --bins
 //! cargo run --release -p browserd-tests --bin bench -- --sessions 1000
 //! ```
 
+mod adopt;
 mod baseline;
 mod binaries;
 mod browsers;
 mod cleanup;
+mod journal;
 mod options;
 mod procs;
+mod reload;
 mod report;
 mod scenarios;
 mod stats;
@@ -41,7 +45,11 @@ fn main() -> ExitCode {
     };
     // browserd takes RUST_LOG over its --log-level (the harness passes `debug`, which would
     // cost the daemon measurable time at 1000 sessions). Set while no other thread exists.
-    std::env::set_var("RUST_LOG", &opts.daemon_log);
+    // `browserd::timing` says when every first signal of a bulk termination was out.
+    std::env::set_var(
+        "RUST_LOG",
+        format!("{},browserd::timing=debug", opts.daemon_log),
+    );
     if let Err(e) = cleanup::install() {
         eprintln!("bench: {e}");
         return ExitCode::FAILURE;
@@ -82,7 +90,7 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
     }
     let mut notes = Vec::new();
     let live_at_most = opts.sessions + 2 * opts.samples + opts.browsers;
-    let d = DaemonGuard::builder()
+    let mut d = DaemonGuard::builder()
         .max_sessions((live_at_most + 16) as u32)
         .grace(&format!("{}ms", opts.grace.as_millis()))
         .max_grace("60s")
@@ -90,13 +98,28 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
     cleanup::set_daemon(d.pid(), d.dir().to_path_buf())?;
     std::thread::sleep(Duration::from_millis(200));
     let rss_empty = procs::rss_kib(d.pid());
+    let first_pid = d.pid();
+    let state_fs = journal::filesystem(d.state_dir());
 
     let mut repeats = Vec::new();
     for rep in 0..opts.repeat {
         eprintln!("bench: repeat {}/{}: baseline", rep + 1, opts.repeat);
         let baseline = baseline::run_once(opts, &bins.browserctl)?;
+        eprintln!(
+            "bench: repeat {}/{}: launches with the journal on tmpfs",
+            rep + 1,
+            opts.repeat
+        );
+        let launch_tmpfs = journal::launch_on_tmpfs(opts)?;
         eprintln!("bench: repeat {}/{}: browserd", rep + 1, opts.repeat);
-        let browserd = scenarios::run_once(&d, opts, &bins.browserctl, rep, &mut notes)?;
+        let mut browserd = scenarios::run_once(&d, opts, &bins.browserctl, rep, &mut notes)?;
+        browserd.launch_tmpfs_per_s = Some(launch_tmpfs);
+        eprintln!(
+            "bench: repeat {}/{}: crash and restart",
+            rep + 1,
+            opts.repeat
+        );
+        adopt::run_once(&mut d, opts, rep, &mut browserd, &mut notes)?;
         repeats.push(Repeat { browserd, baseline });
     }
     let browsers = if opts.browsers > 0 {
@@ -135,6 +158,10 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
         "\nbrowserd's own CPU time (median over repeats):\n{}",
         report::daemon_cpu(&repeats)
     );
+    println!(
+        "journal: the daemon's state dir is on {state_fs}; the comparison daemon's on {}",
+        journal::filesystem(std::path::Path::new("/dev/shm"))
+    );
     let load_after = loadavg();
     println!(
         "load average (1 min) before/after: {load_before} / {load_after}; other work on the \
@@ -160,7 +187,9 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
             "profile": bins.profile,
             "browserd": bins.browserd,
             "browserctl": bins.browserctl,
-            "daemon_pid": daemon_pid,
+            "daemon_pid": first_pid,
+            "daemon_pid_end": daemon_pid,
+            "state_dir_fs": state_fs,
             "started_unix": started_at,
             "duration_s": started.elapsed().as_secs_f64(),
             "loadavg_before": load_before,

@@ -19,9 +19,10 @@ Options:
   --grace-ms G      grace period of the stubborn bulk termination [default: 1000]
   --samples S       samples per repeat for kill-one, status and natural exit [default: 50]
   --idle-ms W       window of the idle-CPU measurement [default: 10000]
+  --reloads L       reloads per repeat by the reload op, and as many by SIGHUP [default: 3]
   --browsers K      also launch and kill K real Chromium sessions [default: 0]
   --json PATH       where the JSON report goes [default: target/bench/bench.json]
-  --quick           smoke-test preset: --sessions 100 --repeat 1 --samples 20
+  --quick           smoke-test preset: --sessions 100 --repeat 1 --samples 20 --reloads 2
   --allow-stale     run even if browserd/browserctl are older than their sources
   --daemon-log L    browserd's log level (RUST_LOG) [default: warn]
   -h, --help        print this help";
@@ -32,6 +33,7 @@ pub struct Options {
     pub repeat: usize,
     pub grace: Duration,
     pub samples: usize,
+    pub reloads: usize,
     pub idle: Duration,
     pub browsers: usize,
     pub json: Option<PathBuf>,
@@ -57,6 +59,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut sessions = None;
     let mut repeat = None;
     let mut samples = None;
+    let mut reloads = None;
     let mut grace_ms = 1000;
     let mut idle_ms = 10_000;
     let mut browsers = 0;
@@ -82,6 +85,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "--sessions" => sessions = Some(number(&name, &value(&name)?, 1)?),
             "--repeat" => repeat = Some(number(&name, &value(&name)?, 1)?),
             "--samples" => samples = Some(number(&name, &value(&name)?, 1)?),
+            "--reloads" => reloads = Some(number(&name, &value(&name)?, 1)?),
             "--grace-ms" => grace_ms = number(&name, &value(&name)?, 1)?,
             "--idle-ms" => idle_ms = number(&name, &value(&name)?, 1)?,
             "--browsers" => browsers = number(&name, &value(&name)?, 0)?,
@@ -90,12 +94,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             _ => return Err(format!("unknown argument `{arg}`\n\n{USAGE}")),
         }
     }
-    let (default_sessions, default_repeat, default_samples) =
-        if quick { (100, 1, 20) } else { (1000, 3, 50) };
+    let (default_sessions, default_repeat, default_samples, default_reloads) = if quick {
+        (100, 1, 20, 2)
+    } else {
+        (1000, 3, 50, 3)
+    };
     Ok(Parsed::Run(Options {
         sessions: sessions.unwrap_or(default_sessions),
         repeat: repeat.unwrap_or(default_repeat),
         samples: samples.unwrap_or(default_samples),
+        reloads: reloads.unwrap_or(default_reloads),
         grace: Duration::from_millis(grace_ms as u64),
         idle: Duration::from_millis(idle_ms as u64),
         browsers,

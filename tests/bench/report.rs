@@ -18,6 +18,19 @@ pub struct Sample {
     pub kill_one_ms: Vec<f64>,
     pub status_ms: Vec<f64>,
     pub natural_exit_ms: Vec<f64>,
+    /// browserd: the first `browserctl kill` after the idle window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_one_after_idle_ms: Option<f64>,
+    /// browserd: `browserctl ls` with every session live.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ls_ms: Vec<f64>,
+    /// From the polite bulk terminate's request until every session's first signal was
+    /// sent: browserd's own log line; the baseline's `killpg` loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_signals_ms: Option<f64>,
+    /// browserd: a `status` sent on another connection right after the bulk request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_during_bulk_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_at_n_kib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,6 +42,39 @@ pub struct Sample {
     /// browserd only: the daemon's own CPU time per operation, by scenario.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub daemon_cpu_ms: BTreeMap<&'static str, f64>,
+    /// browserd only: the same launches against a daemon whose state dir is on tmpfs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_tmpfs_per_s: Option<f64>,
+    /// browserd only: reload op sent → `status` answered with `reloads` incremented.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reload_op_ms: Vec<f64>,
+    /// browserd only: reload op sent → answered (the new binary's check).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reload_op_answer_ms: Vec<f64>,
+    /// browserd only: SIGHUP sent → `status` answered with `reloads` incremented.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reload_sighup_ms: Vec<f64>,
+    /// browserd only: per reload, the longest wait of a request of the status loop.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reload_worst_wait_ms: Vec<f64>,
+    /// browserd only: requests the status loop sent during the reloads, and how many failed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reload_loop_requests: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reload_loop_failures: usize,
+    /// browserd only: restart after SIGKILL → `status` with every session running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_adopt_ms: Option<f64>,
+    /// browserd only: restart after SIGKILL with no live session → `status` answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_empty_ms: Option<f64>,
+    /// browserd only: bulk terminate of the adopted sessions until every process is gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bulk_adopted_ms: Option<f64>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,17 +198,52 @@ pub fn rows(
         };
     push(
         "launch",
-        format!("launch {n} sessions (sequential, 1 connection)"),
+        format!("launch {n} sessions (journaled, sequential, 1 connection)"),
         "/s",
         both(|s| Some(s.launch_per_s)),
         Target::RatioAtLeast(0.8),
+    );
+    let tmpfs = scalar(Side::Ours, |s| s.launch_tmpfs_per_s);
+    push(
+        "launch_tmpfs",
+        format!("launch {n} sessions, journal on tmpfs (no disk sync)"),
+        "/s",
+        (tmpfs, scalar(Side::Base, |s| Some(s.launch_per_s))),
+        Target::None,
+    );
+    let on_disk = scalar(Side::Ours, |s| Some(s.launch_per_s));
+    push(
+        "journal_cost",
+        "journal's disk sync per launch (1/rate on disk − 1/rate on tmpfs)".to_owned(),
+        "ms",
+        (
+            per_launch_ms(on_disk)
+                .zip(per_launch_ms(tmpfs))
+                .map(|(d, t)| d - t),
+            None,
+        ),
+        Target::None,
     );
     push(
         "bulk_polite",
         format!("bulk terminate all {n}, polite"),
         "ms",
         both(|s| Some(s.bulk_polite_ms)),
-        Target::RatioAtMost(1.25),
+        Target::RatioAtMost(1.1),
+    );
+    push(
+        "first_signals",
+        format!("  of which: request → all {n} first signals sent"),
+        "ms",
+        both(|s| s.first_signals_ms),
+        Target::AtMost(if n <= 300 { 5.0 } else { 15.0 }),
+    );
+    push(
+        "status_during_bulk",
+        format!("  status answered meanwhile (another connection)"),
+        "ms",
+        (scalar(Side::Ours, |s| s.status_during_bulk_ms), None),
+        Target::None,
     );
     push(
         "bulk_stubborn",
@@ -188,6 +269,34 @@ pub fn rows(
         both_pooled(|s| &s.kill_one_ms, 50.0),
         Target::AtMost(3.0),
     );
+    let bare_start = pooled(Side::Base, |s| &s.status_ms, 50.0);
+    push(
+        "kill_one_over_start",
+        format!("kill one of {n}: median − bare browserctl start"),
+        "ms",
+        (
+            pooled(Side::Ours, |s| &s.kill_one_ms, 50.0)
+                .zip(bare_start)
+                .map(|(k, b)| k - b),
+            None,
+        ),
+        Target::AtMost(1.0),
+    );
+    push(
+        "kill_one_after_idle",
+        format!(
+            "kill one right after {} s idle − bare browserctl start",
+            opts.idle.as_secs_f64()
+        ),
+        "ms",
+        (
+            scalar(Side::Ours, |s| s.kill_one_after_idle_ms)
+                .zip(bare_start)
+                .map(|(k, b)| k - b),
+            None,
+        ),
+        Target::AtMost(1.0),
+    );
     push(
         "kill_one_p99",
         format!("kill one of {n}: p99"),
@@ -201,6 +310,16 @@ pub fn rows(
         "ms",
         both_pooled(|s| &s.status_ms, 50.0),
         Target::AtMost(2.0),
+    );
+    push(
+        "ls_median",
+        format!("browserctl ls, {n} live: median (baseline column: status)"),
+        "ms",
+        (
+            pooled(Side::Ours, |s| &s.ls_ms, 50.0),
+            pooled(Side::Ours, |s| &s.status_ms, 50.0),
+        ),
+        Target::RatioAtMost(2.0),
     );
     push(
         "natural_exit_median",
@@ -229,13 +348,73 @@ pub fn rows(
     push(
         "idle_cpu",
         format!(
-            "daemon CPU over {} s idle, {n} sessions",
-            opts.idle.as_secs_f64()
+            "daemon CPU over {} s idle, {} sessions",
+            opts.idle.as_secs_f64(),
+            n + 2 * opts.samples
         ),
         "ms",
         (scalar(Side::Ours, |s| s.idle_cpu_ms), None),
         // 10 ms per 10 s, scaled to the window.
         Target::AtMost(opts.idle.as_secs_f64()),
+    );
+    push(
+        "reload_op",
+        format!("reload op → serving again, {n} live: median"),
+        "ms",
+        (pooled(Side::Ours, |s| &s.reload_op_ms, 50.0), None),
+        Target::AtMost(100.0),
+    );
+    push(
+        "reload_op_answer",
+        "  of which: op answered (new binary checked)".to_owned(),
+        "ms",
+        (pooled(Side::Ours, |s| &s.reload_op_answer_ms, 50.0), None),
+        Target::None,
+    );
+    push(
+        "reload_sighup",
+        format!("SIGHUP → serving again, {n} live: median"),
+        "ms",
+        (pooled(Side::Ours, |s| &s.reload_sighup_ms, 50.0), None),
+        Target::AtMost(100.0),
+    );
+    push(
+        "reload_wait_median",
+        "status loop during a reload: worst wait, median".to_owned(),
+        "ms",
+        (pooled(Side::Ours, |s| &s.reload_worst_wait_ms, 50.0), None),
+        Target::None,
+    );
+    push(
+        "reload_wait_max",
+        "status loop during a reload: worst wait, max".to_owned(),
+        "ms",
+        (pooled(Side::Ours, |s| &s.reload_worst_wait_ms, 100.0), None),
+        Target::None,
+    );
+    push(
+        "restart_adopt",
+        format!("SIGKILL, restart → serving, {n} adopted"),
+        "ms",
+        (scalar(Side::Ours, |s| s.restart_adopt_ms), None),
+        Target::AtMost(500.0),
+    );
+    push(
+        "restart_empty",
+        "SIGKILL, restart → serving, none live".to_owned(),
+        "ms",
+        (scalar(Side::Ours, |s| s.restart_empty_ms), None),
+        Target::None,
+    );
+    push(
+        "bulk_adopted",
+        format!("bulk terminate all {n} adopted, polite (baseline: as above)"),
+        "ms",
+        (
+            scalar(Side::Ours, |s| s.bulk_adopted_ms),
+            scalar(Side::Base, |s| Some(s.bulk_polite_ms)),
+        ),
+        Target::None,
     );
     if let Some(run) = browsers {
         let k = opts.browsers;
@@ -258,6 +437,11 @@ pub fn rows(
         );
     }
     rows
+}
+
+/// Milliseconds per launch at `rate` launches per second.
+fn per_launch_ms(rate: Option<f64>) -> Option<f64> {
+    rate.filter(|r| *r > 0.0).map(|r| 1000.0 / r)
 }
 
 fn format_value(value: f64, unit: &str) -> String {

@@ -1,12 +1,15 @@
 //! browserd's side of every scenario, through its real interfaces: the wire protocol for
 //! launches, listings and bulk terminations (one connection, requests in sequence, as the
 //! baseline forks in sequence), and real `browserctl` processes for `kill` and `status`.
+//! Reloads run with the N sessions live (`reload`); a crash and restart, after everything
+//! else (`adopt`, called by `main` because it replaces the daemon process).
 //! Every termination is checked in `/proc` as well: a time only counts once every process
 //! of the sessions is gone and reaped, whatever the daemon answered.
 
 use crate::baseline::{GONE_TIMEOUT, TREE_TIMEOUT};
 use crate::options::Options;
 use crate::procs::{self, time_command, PidFd};
+use crate::reload;
 use crate::report::Sample;
 use crate::stats::ms;
 use browserd_proto::{
@@ -60,7 +63,7 @@ pub fn call<T: DeserializeOwned>(client: &mut Client, request: &Request) -> Resu
 }
 
 /// Launches `count` sessions of `fixture` in sequence; `tracking` names each, if wanted.
-fn launch_many(
+pub fn launch_many(
     client: &mut Client,
     fixture: &Fixture,
     count: usize,
@@ -78,7 +81,8 @@ fn launch_many(
         .collect()
 }
 
-fn wait_trees(sessions: &[SessionInfo], fixture: &Fixture) -> Result<Vec<Vec<ProcId>>, String> {
+/// Waits until every session's tree is `fixture`'s complete tree; returns the trees.
+pub fn wait_trees(sessions: &[SessionInfo], fixture: &Fixture) -> Result<Vec<Vec<ProcId>>, String> {
     let leaders: Vec<i32> = sessions.iter().map(|s| s.pid).collect();
     procs::wait_trees(&leaders, fixture, TREE_TIMEOUT).map_err(|e| format!("browserd: {e}"))
 }
@@ -119,6 +123,18 @@ pub fn run_once(
     std::thread::sleep(SETTLE);
     sample.rss_at_n_kib = procs::rss_kib(d.pid());
     sample.fds_at_n = procs::fd_count(d.pid());
+
+    // The sessions of the kill-one and natural-exit samples, started before the idle window
+    // so that the first kill comes right after it.
+    let kill_sessions = launch_many(&mut client, &polite, opts.samples, |_| None)?;
+    let exit_sessions = launch_many(&mut client, &sleeper, opts.samples, |i| {
+        format!("exit-{rep}-{i}").parse().ok()
+    })?;
+    let kill_trees = wait_trees(&kill_sessions, &polite)?;
+    let exit_trees = wait_trees(&exit_sessions, &sleeper)?;
+    let live = opts.sessions + 2 * opts.samples;
+
+    std::thread::sleep(SETTLE);
     let before = procs::cpu_sample(d.pid()).ok_or("cannot read the daemon's CPU time")?;
     std::thread::sleep(opts.idle);
     let after = procs::cpu_sample(d.pid()).ok_or("cannot read the daemon's CPU time")?;
@@ -126,21 +142,7 @@ pub fn run_once(
     sample.idle_cpu_ms = Some(cpu.best_ms());
     sample.idle_cpu_ticks_ms = Some(cpu.ticks_ms);
 
-    let kill_sessions = launch_many(&mut client, &polite, opts.samples, |_| None)?;
-    let exit_sessions = launch_many(&mut client, &sleeper, opts.samples, |i| {
-        format!("exit-{rep}-{i}").parse().ok()
-    })?;
-    let kill_trees = wait_trees(&kill_sessions, &polite)?;
-    let exit_trees = wait_trees(&exit_sessions, &sleeper)?;
-
-    let cpu = Meter::start(d)?;
-    for _ in 0..opts.samples {
-        sample.status_ms.push(ctl(browserctl, d, &["status"])?);
-    }
-    cpu.record(&mut sample, "status, per call", opts.samples);
-
-    let cpu = Meter::start(d)?;
-    for (session, tree) in kill_sessions.iter().zip(&kill_trees) {
+    let mut kill_one = |session: &SessionInfo, tree: &[ProcId], sample: &mut Sample| {
         let took = ctl(browserctl, d, &["kill", session.id.as_str()])?;
         let left = procs::count_present(tree);
         if left > 0 {
@@ -150,9 +152,38 @@ pub fn run_once(
             ));
         }
         sample.kill_one_ms.push(took);
+        Ok::<f64, String>(took)
+    };
+    let cpu = Meter::start(d)?;
+    let mut kills = kill_sessions.iter().zip(&kill_trees);
+    if let Some((session, tree)) = kills.next() {
+        sample.kill_one_after_idle_ms = Some(kill_one(session, tree, &mut sample)?);
     }
-
+    for (session, tree) in kills {
+        kill_one(session, tree, &mut sample)?;
+    }
     cpu.record(&mut sample, "kill one, per call", opts.samples);
+
+    let cpu = Meter::start(d)?;
+    for _ in 0..opts.samples {
+        sample.status_ms.push(ctl(browserctl, d, &["status"])?);
+    }
+    cpu.record(&mut sample, "status, per call", opts.samples);
+
+    let cpu = Meter::start(d)?;
+    for _ in 0..opts.samples {
+        sample.ls_ms.push(ctl(browserctl, d, &["ls"])?);
+    }
+    cpu.record(&mut sample, "ls, per call", opts.samples);
+
+    reload::run_once(
+        d,
+        live - opts.samples,
+        opts.reloads,
+        rep,
+        &mut sample,
+        notes,
+    )?;
 
     let cpu = Meter::start(d)?;
     for (session, tree) in exit_sessions.iter().zip(&exit_trees) {
@@ -178,7 +209,7 @@ pub fn run_once(
         ..Default::default()
     };
     let ids: Vec<ProcId> = trees.concat();
-    sample.bulk_polite_ms = terminate(&mut client, bulk, &ids, "bulk polite", rep, notes)?;
+    sample.bulk_polite_ms = bulk_polite(d, &mut client, bulk, &ids, &mut sample, rep, notes)?;
     cpu.record(&mut sample, "bulk terminate polite, total", 1);
 
     sample.bulk_stubborn_ms = stubborn(&mut client, opts.sessions, opts.grace, rep, notes)?;
@@ -240,6 +271,55 @@ fn stubborn(
     )
 }
 
+/// The polite bulk termination of every session: timed like [`terminate`], with a `status`
+/// sent on a second connection right after the request (its time shows whether requests
+/// wait while the terminations start), and the daemon's own account of when its last
+/// first signal went out (its `browserd::timing` log line).
+fn bulk_polite(
+    d: &DaemonGuard,
+    client: &mut Client,
+    bulk: BulkTerminate,
+    ids: &[ProcId],
+    sample: &mut Sample,
+    rep: usize,
+    notes: &mut Vec<String>,
+) -> Result<f64, String> {
+    let mut other = d.client();
+    let logged_before = d.log().len();
+    let start = Instant::now();
+    client.send(None, &Request::BulkTerminate(bulk));
+    let asked = Instant::now();
+    let status = other
+        .try_request(&Request::Status)
+        .map_err(|e| format!("status during the bulk terminate: {e}"))?;
+    sample.status_during_bulk_ms = Some(ms(asked.elapsed()));
+    if !status.ok {
+        notes.push(format!(
+            "rep {rep}: status during the bulk terminate failed: {status:?}"
+        ));
+    }
+    let result: TerminateResult = client
+        .read_response()
+        .into_result()
+        .map_err(|e| format!("browserd refused the bulk terminate: {e}"))?;
+    let took = finished(start, &result, ids, "bulk polite", rep, notes)?;
+    let log = d.log();
+    sample.first_signals_ms = log
+        .get(logged_before..)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split("first_signals_us=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|us| us / 1000.0)
+        .reduce(f64::max);
+    if sample.first_signals_ms.is_none() {
+        notes.push(format!(
+            "rep {rep}: the daemon logged no `first_signals_us` line (is browserd::timing=debug in RUST_LOG?)"
+        ));
+    }
+    Ok(took)
+}
+
 /// Sends `bulk` and times it until the answer, or until every one of `ids` is gone if the
 /// daemon answered before that (which is noted: the contract says gone at the answer).
 fn terminate(
@@ -252,6 +332,19 @@ fn terminate(
 ) -> Result<f64, String> {
     let start = Instant::now();
     let result: TerminateResult = call(client, &Request::BulkTerminate(bulk))?;
+    finished(start, &result, ids, what, rep, notes)
+}
+
+/// The time from `start` until `result`, or until every one of `ids` is gone if that was
+/// later (noted).
+fn finished(
+    start: Instant,
+    result: &TerminateResult,
+    ids: &[ProcId],
+    what: &str,
+    rep: usize,
+    notes: &mut Vec<String>,
+) -> Result<f64, String> {
     let mut took = ms(start.elapsed());
     if !result.failed.is_empty() {
         notes.push(format!(

@@ -220,6 +220,7 @@ fn spawn_browserd(
     if inherited.is_some() {
         command.env("LISTEN_FDS", "1");
     }
+    stop_with_parent(&mut command);
     command
         .arg("--socket")
         .arg(socket)
@@ -236,6 +237,28 @@ fn spawn_browserd(
         .stderr(log)
         .spawn()
         .expect("spawn browserd")
+}
+
+/// Has the daemon shut down (SIGTERM: it terminates its sessions) when the thread that
+/// started it ends, so a test run killed from outside (a timeout, Ctrl-C) leaves no daemon
+/// behind even though no guard could be dropped. The setting survives the daemon's `exec`
+/// (and its re-exec on reload).
+fn stop_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid before the fork; prctl and getppid, both async-signal-safe, after it.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the setting took effect.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// `sh` exporting its own pid as `LISTEN_PID`, then exec'ing `browserd` (with the arguments

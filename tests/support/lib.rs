@@ -14,6 +14,7 @@
 
 pub mod bins;
 pub mod cdp;
+pub mod cgroups;
 pub mod chromium;
 pub mod client;
 pub mod command;
@@ -25,6 +26,7 @@ pub mod peer;
 pub mod procfs;
 pub mod rng;
 pub mod service;
+pub mod tmpfs;
 pub mod tracked;
 pub mod wait;
 pub mod yaml;

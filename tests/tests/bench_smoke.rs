@@ -18,6 +18,21 @@ const SCENARIOS: &[&str] = &[
     "rss_empty",
     "rss_at_n",
     "idle_cpu",
+    "launch_tmpfs",
+    "journal_cost",
+    "reload_op",
+    "reload_op_answer",
+    "reload_sighup",
+    "reload_wait_median",
+    "reload_wait_max",
+    "restart_adopt",
+    "restart_empty",
+    "bulk_adopted",
+    "first_signals",
+    "status_during_bulk",
+    "kill_one_over_start",
+    "kill_one_after_idle",
+    "ls_median",
 ];
 
 #[test]

@@ -23,6 +23,8 @@ pub const FIELDS: &[(&str, &[&str])] = &[
             "env",
             "cwd",
             "ttl_ms",
+            "memory_max",
+            "pids_max",
         ],
     ),
     (

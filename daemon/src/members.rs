@@ -1,0 +1,346 @@
+//! Which processes are a session's, and what is done to all of them at once. One design for
+//! the two kinds of session:
+//!
+//! * A session with a cgroup (browserd owns a delegated cgroup v2 subtree): the kernel keeps
+//!   the list. Members are `cgroup.procs` (no process can leave by `setsid` or a double
+//!   fork), SIGKILL is `cgroup.kill` (atomic, even against a fork loop), "gone" is
+//!   `populated 0` in `cgroup.events` (an inotify event wakes the gone checker; nothing is
+//!   scanned), and what it uses is `cpu.stat` / `memory.current`.
+//! * A session without one: its process group and whatever descends from it, found in the
+//!   process table (`procs`, kept by the `scanner`), and "gone" proven by a listing.
+//!
+//! Which one a session is never changes: it is decided at launch and written down, so a
+//! session started before a restart is tracked the same way after it.
+
+use crate::cgroup::{self, Cgroup};
+use crate::procs::{self, Confirmed, ProcInfo};
+use crate::scanner::{Scanner, Usage};
+use browserd_proto::SessionId;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How sessions are contained, as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Containment {
+    /// `cgroup` or `process-group`.
+    pub mode: &'static str,
+    /// Without cgroups: why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// With cgroups: the subtree, and the controllers each session's cgroup has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_root: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<String>,
+}
+
+pub struct Members {
+    tree: Result<cgroup::Tree, cgroup::Unavailable>,
+    /// Each session's cgroup, open.
+    cgroups: Mutex<HashMap<SessionId, Arc<Cgroup>>>,
+    /// Tells when a session's cgroup becomes empty.
+    watcher: Option<Watcher>,
+}
+
+impl Members {
+    /// Takes over the cgroup subtree if there is one (`explicit`: `--cgroup-root`). Must run
+    /// inside the runtime (the empty-cgroup watcher is a tokio task).
+    pub fn new(explicit: Option<&Path>, on_empty: impl Fn() + Send + Sync + 'static) -> Members {
+        let tree = cgroup::Tree::take(explicit);
+        let watcher = match &tree {
+            Ok(_) => match Watcher::start(Box::new(on_empty)) {
+                Ok(watcher) => Some(watcher),
+                Err(e) => {
+                    tracing::error!("cannot watch cgroups for emptiness: {e}");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let tree = match (tree, &watcher) {
+            (Ok(tree), Some(_)) => Ok(tree),
+            (Ok(_), None) => Err(cgroup::Unavailable(
+                "cannot watch cgroup.events (inotify)".into(),
+            )),
+            (Err(why), _) => Err(why),
+        };
+        match &tree {
+            Ok(tree) => tracing::info!(
+                root = %tree.root().display(),
+                controllers = ?tree.enabled(),
+                "containment: each session in its own cgroup"
+            ),
+            Err(why) => tracing::info!(
+                reason = %why.0,
+                "containment: process groups (no cgroup subtree to use)"
+            ),
+        }
+        Members {
+            tree,
+            cgroups: Mutex::new(HashMap::new()),
+            watcher,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Cgroup>>> {
+        self.cgroups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn containment(&self) -> Containment {
+        match &self.tree {
+            Ok(tree) => Containment {
+                mode: "cgroup",
+                reason: None,
+                cgroup_root: Some(tree.root().display().to_string()),
+                controllers: tree.enabled().to_vec(),
+            },
+            Err(why) => Containment {
+                mode: "process-group",
+                reason: Some(why.0.clone()),
+                cgroup_root: None,
+                controllers: Vec::new(),
+            },
+        }
+    }
+
+    /// Whether `memory_max` / `pids_max` can be enforced; the reason when not.
+    pub fn check_limits(&self, memory_max: bool, pids_max: bool) -> Result<(), String> {
+        if !(memory_max || pids_max) {
+            return Ok(());
+        }
+        match &self.tree {
+            Ok(tree) => tree.check_limits(memory_max, pids_max),
+            Err(why) => Err(format!(
+                "limits need each session in its own cgroup, and sessions are in process groups here: {}",
+                why.0
+            )),
+        }
+    }
+
+    /// A new session's cgroup, watched, where browserd contains sessions in cgroups.
+    pub fn create(&self, id: &SessionId) -> std::io::Result<Option<Arc<Cgroup>>> {
+        let Ok(tree) = &self.tree else {
+            return Ok(None);
+        };
+        let cgroup = Arc::new(tree.create(id.as_str())?);
+        self.watch(id, cgroup.clone());
+        Ok(Some(cgroup))
+    }
+
+    /// Takes up the cgroup of a session started before a reload or restart.
+    pub fn take_up(&self, id: &SessionId, path: &Path) {
+        match Cgroup::open(path) {
+            Ok(cgroup) => self.watch(id, Arc::new(cgroup)),
+            Err(e) => tracing::warn!(session = %id, "cannot open its cgroup: {e}"),
+        }
+    }
+
+    fn watch(&self, id: &SessionId, cgroup: Arc<Cgroup>) {
+        if let Some(watcher) = &self.watcher {
+            watcher.add(&cgroup);
+        }
+        self.lock().insert(id.clone(), cgroup);
+    }
+
+    pub fn cgroup(&self, id: &SessionId) -> Option<Arc<Cgroup>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// A session is gone: its cgroup is removed. Blocking (rmdir).
+    pub fn release(&self, id: &SessionId) {
+        let Some(cgroup) = self.lock().remove(id) else {
+            return;
+        };
+        if let Some(watcher) = &self.watcher {
+            watcher.remove(&cgroup);
+        }
+        if let Err(e) = cgroup.remove() {
+            tracing::warn!(session = %id, "cannot remove its cgroup: {e}");
+        }
+    }
+
+    /// SIGKILLs every process of a session with a cgroup at once; false for one without.
+    pub fn kill_all(&self, id: &SessionId) -> bool {
+        let Some(cgroup) = self.cgroup(id) else {
+            return false;
+        };
+        if let Err(e) = cgroup.kill() {
+            tracing::warn!(session = %id, "cgroup.kill: {e}");
+        }
+        true
+    }
+
+    /// Splits `ids` into sessions with a cgroup and the others.
+    fn split(&self, ids: Vec<SessionId>) -> (Vec<(SessionId, Arc<Cgroup>)>, Vec<SessionId>) {
+        let cgroups = self.lock();
+        let mut contained = Vec::new();
+        let mut tabled = Vec::new();
+        for id in ids {
+            match cgroups.get(&id) {
+                Some(cgroup) => contained.push((id, cgroup.clone())),
+                None => tabled.push(id),
+            }
+        }
+        (contained, tabled)
+    }
+
+    /// The processes of `ids` now (as last known: re-read before relying on one's state).
+    pub async fn of(
+        &self,
+        scanner: &Scanner,
+        ids: Vec<SessionId>,
+    ) -> HashMap<SessionId, Vec<ProcInfo>> {
+        let (contained, tabled) = self.split(ids);
+        let mut found = if tabled.is_empty() {
+            HashMap::new()
+        } else {
+            scanner.processes(tabled).await
+        };
+        for (id, cgroup) in contained {
+            found.insert(id, in_cgroup(&cgroup));
+        }
+        found
+    }
+
+    /// Of `candidates` (sessions whose leader is reaped), those proven gone: with a cgroup,
+    /// it is empty; without one, see `ProcTable::confirm_gone`.
+    pub async fn confirm_gone(&self, scanner: &Scanner, candidates: Vec<SessionId>) -> Confirmed {
+        let (contained, tabled) = self.split(candidates);
+        let mut confirmed = if tabled.is_empty() {
+            Confirmed::default()
+        } else {
+            scanner.confirm_gone(tabled).await
+        };
+        confirmed.gone.extend(
+            contained
+                .into_iter()
+                .filter(|(_, cgroup)| !cgroup.populated())
+                .map(|(id, _)| id),
+        );
+        confirmed
+    }
+
+    /// What each of `ids` uses now.
+    pub async fn usage(&self, scanner: &Scanner, ids: Vec<SessionId>) -> HashMap<SessionId, Usage> {
+        let (contained, tabled) = self.split(ids);
+        let mut used = if tabled.is_empty() {
+            HashMap::new()
+        } else {
+            scanner.usage(tabled).await
+        };
+        for (id, cgroup) in contained {
+            let procs = cgroup.procs().unwrap_or_default();
+            let memory = cgroup
+                .memory_current()
+                .unwrap_or_else(|| procs.iter().filter_map(|&pid| procs::read_pss(pid)).sum());
+            used.insert(
+                id,
+                Usage {
+                    processes: u32::try_from(procs.len()).unwrap_or(u32::MAX),
+                    memory_bytes: memory,
+                    cpu_seconds: cgroup.cpu_seconds().unwrap_or(0.0),
+                },
+            );
+        }
+        used
+    }
+
+    /// Whether the kernel killed a session for running out of its memory.
+    pub fn oom_killed(&self, id: &SessionId) -> bool {
+        self.cgroup(id)
+            .and_then(|cgroup| cgroup.memory_events())
+            .is_some_and(|events| events.oom_kill > 0)
+    }
+}
+
+/// The live processes in a cgroup, read now.
+fn in_cgroup(cgroup: &Cgroup) -> Vec<ProcInfo> {
+    cgroup
+        .procs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(procs::read_stat)
+        .filter(|p| !p.is_zombie())
+        .collect()
+}
+
+/// Watches `cgroup.events` of every session cgroup through one inotify descriptor, and
+/// calls `on_empty` when one may have become empty: the gone checker then looks.
+struct Watcher {
+    inotify: Arc<Inotify>,
+    watches: Mutex<HashMap<std::path::PathBuf, WatchDescriptor>>,
+}
+
+impl Watcher {
+    fn start(on_empty: Box<dyn Fn() + Send + Sync>) -> std::io::Result<Watcher> {
+        let inotify = Arc::new(Inotify::init(
+            InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC,
+        )?);
+        let reader = inotify.clone();
+        // SAFETY: the Arc keeps the inotify fd open, and the same fd, for the AsyncFd's life.
+        let readiness = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                InotifyFd(reader),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tokio::spawn(async move {
+            loop {
+                let Ok(mut ready) = readiness.readable().await else {
+                    return;
+                };
+                match readiness.get_ref().0.read_events() {
+                    Ok(events) if !events.is_empty() => on_empty(),
+                    Ok(_) | Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
+                    Err(e) => {
+                        tracing::error!("reading cgroup events: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watcher {
+            inotify,
+            watches: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn add(&self, cgroup: &Cgroup) {
+        let events = cgroup.path().join("cgroup.events");
+        match self.inotify.add_watch(&events, AddWatchFlags::IN_MODIFY) {
+            Ok(wd) => {
+                self.lock().insert(events, wd);
+            }
+            Err(e) => tracing::warn!(file = %events.display(), "cannot watch: {e}"),
+        }
+    }
+
+    fn remove(&self, cgroup: &Cgroup) {
+        let events = cgroup.path().join("cgroup.events");
+        if let Some(wd) = self.lock().remove(&events) {
+            // The watch also ends by itself when the cgroup is removed.
+            let _ = self.inotify.rm_watch(wd);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<std::path::PathBuf, WatchDescriptor>> {
+        self.watches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The inotify descriptor, as tokio's readiness wants it.
+struct InotifyFd(Arc<Inotify>);
+
+impl std::os::fd::AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}

@@ -1,0 +1,301 @@
+//! Containment in cgroups: given a writable cgroup v2 subtree (`--cgroup-root`, a private
+//! one per test), every session runs in its own cgroup from its first instruction, is killed
+//! whole by `cgroup.kill`, is gone when its cgroup is empty, and its cgroup is removed; the
+//! contract's results and codes are those of process-group mode. Each test skips, saying
+//! why, only where no cgroup v2 hierarchy is writable.
+
+use browserd_proto::{
+    EndReason, ErrorCode, ExitStatus, Launch, Request, SessionState, SessionType, StatusResult,
+};
+use browserd_tests::cdp::Cdp;
+use browserd_tests::cgroups::{cgroup_of, PrivateCgroup};
+use browserd_tests::procfs;
+use browserd_tests::{wait_until, DaemonGuard, Fixture};
+use std::time::Duration;
+
+/// A private subtree and a daemon using it; `None` (with the reason printed) where this
+/// machine gives a test no writable cgroup v2 hierarchy. The subtree outlives the daemon.
+fn contained(test: &str, grace: &str) -> Option<(PrivateCgroup, DaemonGuard)> {
+    let cgroup = match PrivateCgroup::create(test) {
+        Ok(cgroup) => cgroup,
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            return None;
+        }
+    };
+    let d = DaemonGuard::builder()
+        .grace(grace)
+        .flag("--cgroup-root", cgroup.path().display())
+        .start();
+    let status = d.status();
+    let containment = status.containment.expect("status reports containment");
+    assert_eq!(containment.mode, "cgroup", "{containment:?}");
+    Some((cgroup, d))
+}
+
+#[test]
+fn a_session_is_in_its_own_cgroup_from_its_first_instruction() {
+    let Some((cgroup, d)) = contained("first-instruction", "300ms") else {
+        return;
+    };
+    // A tree that forks at once and leaves its group and session.
+    let (session, tree) = d.spawn(&Fixture::stubborn_stray());
+    let expected = cgroup.session_cgroup(session.id.as_str());
+    for process in &tree.procs {
+        assert_eq!(
+            cgroup_of(process.pid).as_deref(),
+            Some(expected.as_str()),
+            "process {} ({}) is outside its session's cgroup",
+            process.pid,
+            process.comm
+        );
+    }
+    assert_eq!(
+        cgroup_of(d.pid()).as_deref(),
+        Some(format!("{}/daemon", cgroup.session_cgroup("").trim_end_matches('/')).as_str()),
+        "the daemon moved itself into the daemon leaf"
+    );
+    assert_eq!(
+        d.session(&session.id).processes,
+        Some(tree.procs.len() as u32)
+    );
+    d.kill(session.id.as_str(), true, Some(100));
+    d.assert_all_sessions_gone();
+    assert!(
+        cgroup.session_dirs().is_empty(),
+        "{:?}",
+        cgroup.session_dirs()
+    );
+}
+
+#[test]
+fn every_tree_shape_dies_whole_with_process_group_modes_results_and_codes() {
+    let Some((cgroup, d)) = contained("shapes", "300ms") else {
+        return;
+    };
+    let polite = d.spawn(&Fixture::polite());
+    let polite_stray = d.spawn(&Fixture::polite_stray());
+    let deep = d.spawn(&Fixture::deep());
+    let stubborn = d.spawn(&Fixture::stubborn());
+    let stubborn_stray = d.spawn(&Fixture::stubborn_stray());
+    for (session, _) in [&polite, &polite_stray, &deep] {
+        let result = d.kill(session.id.as_str(), false, Some(2000));
+        assert_eq!(
+            result.terminated,
+            vec![session.id.to_string()],
+            "{result:?}"
+        );
+        d.assert_session_gone(&session.id);
+    }
+    for (session, tree) in [&stubborn, &stubborn_stray] {
+        let result = d.kill(session.id.as_str(), false, Some(200));
+        assert_eq!(result.failed[0].code, ErrorCode::Timeout, "{result:?}");
+        assert_eq!(d.session(&session.id).state, SessionState::Running);
+        // What ignores SIGTERM is still there: everything of `stubborn`, the stray of
+        // `stubborn_stray` (its leader is polite).
+        for process in tree.procs.iter().filter(|p| p.ignores_term) {
+            let now = process.id().current();
+            assert!(
+                now.is_some_and(|p| !p.is_zombie()),
+                "{process:?} died without force"
+            );
+        }
+    }
+    let result = d.kill("all", true, Some(100));
+    assert!(result.failed.is_empty(), "{result:?}");
+    // The session's exit is its leader's: SIGKILLed, or (stubborn_stray's polite leader)
+    // SIGTERMed by the first kill.
+    for ((session, _), signal) in [(&stubborn, 9), (&stubborn_stray, 15)] {
+        d.assert_session_gone(&session.id);
+        assert_eq!(
+            d.session(&session.id).exit,
+            Some(ExitStatus::Signal(signal))
+        );
+    }
+    d.assert_all_sessions_gone();
+    assert!(
+        cgroup.session_dirs().is_empty(),
+        "{:?}",
+        cgroup.session_dirs()
+    );
+}
+
+#[test]
+fn a_fork_loop_is_killed_completely_with_force() {
+    let Some((cgroup, d)) = contained("fork-loop", "200ms") else {
+        return;
+    };
+    // Forks as fast as it can (bounded, as a safety net), every child ignoring SIGTERM.
+    let script = "trap '' TERM; i=0; while [ $i -lt 3000 ]; do sleep 1000 & i=$((i+1)); done; wait";
+    let session = d.launch_sandbox(&["/bin/sh", "-c", script]);
+    let dir = cgroup.path().join(session.id.as_str());
+    wait_until(
+        Duration::from_secs(10),
+        "the fork loop to have forked a lot",
+        || std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.lines().count() > 50),
+    );
+    let result = d.kill(session.id.as_str(), true, Some(100));
+    assert!(result.failed.is_empty(), "{result:?}");
+    assert!(!dir.exists(), "the session's cgroup is removed");
+    let left: Vec<_> = procfs::all_processes()
+        .into_iter()
+        .filter(|p| p.session.as_deref() == Some(session.id.as_str()))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} processes of the fork loop survived",
+        left.len()
+    );
+    d.assert_all_sessions_gone();
+}
+
+#[test]
+fn limits_are_enforced_where_the_controller_is_and_refused_with_the_reason_where_not() {
+    let Some((cgroup, d)) = contained("limits", "300ms") else {
+        return;
+    };
+    let offered = cgroup.offered_controllers();
+    let launch = |memory_max: Option<u64>, pids_max: Option<u64>, command: &[&str]| {
+        d.launch(Launch {
+            session_type: Some(SessionType::Sandbox),
+            command: Some(command.iter().map(|s| s.to_string()).collect()),
+            memory_max,
+            pids_max,
+            ..Launch::default()
+        })
+    };
+    if offered.iter().any(|c| c == "pids") {
+        // A fork beyond the cap fails; the session lives on.
+        let session = launch(
+            None,
+            Some(3),
+            &[
+                "/bin/sh",
+                "-c",
+                "sleep 100 & sleep 100 & sleep 100 & sleep 100 & wait",
+            ],
+        )
+        .expect("a launch with pids_max");
+        let pids_max =
+            std::fs::read_to_string(cgroup.path().join(session.id.as_str()).join("pids.max"));
+        assert_eq!(pids_max.unwrap().trim(), "3");
+        d.kill(session.id.as_str(), true, Some(100));
+    } else {
+        let refused = launch(None, Some(64), &["true"]).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidRequest);
+        assert!(refused.message.contains("pids"), "{refused}");
+        eprintln!("SKIPPED the pids.max enforcement half: the pids controller is not available here ({offered:?})");
+    }
+    if offered.iter().any(|c| c == "memory") {
+        // An allocation loop is OOM-killed, and the session says so.
+        let hog = "x=a; while :; do x=$x$x; done";
+        let session = launch(Some(64 << 20), None, &["/bin/sh", "-c", hog])
+            .expect("a launch with memory_max");
+        wait_until(Duration::from_secs(30), "the OOM kill", || {
+            d.session(&session.id).state == SessionState::Exited
+        });
+        assert_eq!(d.session(&session.id).reason, Some(EndReason::OutOfMemory));
+    } else {
+        let refused = launch(Some(1 << 30), None, &["true"]).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidRequest);
+        assert!(refused.message.contains("memory"), "{refused}");
+        eprintln!("SKIPPED the memory.max enforcement half: the memory controller is not available here ({offered:?})");
+    }
+    d.assert_all_sessions_gone();
+    assert!(cgroup.session_dirs().is_empty());
+}
+
+#[test]
+fn without_a_usable_subtree_the_daemon_contains_by_process_group_and_says_why() {
+    let not_a_cgroup = tempfile::tempdir().unwrap();
+    let d = DaemonGuard::builder()
+        .flag("--cgroup-root", not_a_cgroup.path().display())
+        .start();
+    let status: StatusResult = d.status();
+    let containment = status.containment.expect("status reports containment");
+    assert_eq!(containment.mode, "process-group");
+    assert!(
+        containment
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("cgroup")),
+        "{containment:?}"
+    );
+    let refused = d
+        .launch(Launch {
+            memory_max: Some(1 << 30),
+            ..Fixture::sleeper().launch()
+        })
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::InvalidRequest);
+    assert!(refused.message.contains("process groups"), "{refused}");
+    let (session, _) = d.spawn(&Fixture::polite_stray());
+    d.kill(session.id.as_str(), false, None);
+    d.assert_all_sessions_gone();
+    let shown = d.ctl(&["status"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("containment   process-group:"), "{text}");
+}
+
+#[test]
+fn a_crashed_daemon_takes_up_its_sessions_cgroups_and_kills_them_whole() {
+    let Some((cgroup, mut d)) = contained("crash", "200ms") else {
+        return;
+    };
+    let (session, tree) = d.spawn(&Fixture::stubborn_stray());
+    d.crash();
+    d.restart(&[]);
+    assert_eq!(
+        d.session(&session.id).processes,
+        Some(tree.procs.len() as u32)
+    );
+    let reloaded = d.request(Request::Reload);
+    assert!(reloaded.ok, "{reloaded:?}");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        d.status().reloads == 1
+    });
+    let result = d.kill(session.id.as_str(), true, Some(100));
+    assert!(result.failed.is_empty(), "{result:?}");
+    // Not the restarted daemon's children any more: their parent (init) reaps them.
+    d.wait_session_gone(&session.id, Duration::from_secs(10));
+    assert!(
+        cgroup.session_dirs().is_empty(),
+        "{:?}",
+        cgroup.session_dirs()
+    );
+}
+
+#[test]
+fn a_real_chromium_lives_and_dies_in_its_cgroup() {
+    if std::env::var_os("BROWSERD_TEST_SKIP_BROWSER").is_some() {
+        eprintln!("SKIPPED: BROWSERD_TEST_SKIP_BROWSER is set");
+        return;
+    }
+    let Some((cgroup, d)) = contained("chromium", "2s") else {
+        return;
+    };
+    let browser = d
+        .launch(Launch::default())
+        .expect("a browser launches in its cgroup");
+    let mut cdp = Cdp::connect(browser.ws_endpoint.as_deref().unwrap()).unwrap();
+    assert!(cdp.product().unwrap().contains("Chrome"));
+    let dir = cgroup.path().join(browser.id.as_str());
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+    let pids: Vec<i32> = procs.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(
+        pids.len() > 2,
+        "Chromium's processes are all in its cgroup: {pids:?}"
+    );
+    assert_eq!(d.session(&browser.id).processes, Some(pids.len() as u32));
+    drop(cdp);
+    let result = d.kill(browser.id.as_str(), true, None);
+    assert!(result.failed.is_empty(), "{result:?}");
+    assert!(!dir.exists(), "the browser's cgroup is removed");
+    for pid in pids {
+        assert!(
+            procfs::process(pid).is_none_or(|p| p.session.is_none()),
+            "pid {pid} survived"
+        );
+    }
+    d.assert_all_sessions_gone();
+}
