@@ -36,11 +36,13 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Connect { socket, error } if is_permission_error(error) => write!(
                 f,
-                "permission denied connecting to browserd at {} ({}). The socket is only open to \
-                 its owner and group: join the socket's group, ask for your uid to be allowed \
-                 (browserd --allow-uid), or use a daemon of your own with --socket.",
+                "permission denied connecting to browserd at {}: {}, so the kernel refused \
+                 before browserd saw the connection. Connect as a member of the socket's group \
+                 (in a container: that gid as the primary or a supplementary group), have \
+                 browserd give the socket one of your groups (--socket-group), or use a daemon \
+                 of your own with --socket.",
                 socket.display(),
-                describe_io(error)
+                describe_file_access(socket)
             ),
             ClientError::NotReloaded {
                 socket,
@@ -100,6 +102,41 @@ impl ClientError {
 
 fn is_permission_error(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::PermissionDenied
+}
+
+/// Why the file system refused this user the socket (`EACCES` at connect): the socket file's
+/// owner, group and mode and this user's ids, or the directory that cannot be passed.
+fn describe_file_access(socket: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::geteuid();
+    let mut gids = vec![nix::unistd::getegid()];
+    for gid in nix::unistd::getgroups().unwrap_or_default() {
+        if !gids.contains(&gid) {
+            gids.push(gid);
+        }
+    }
+    let gids: Vec<String> = gids.into_iter().map(describe_gid).collect();
+    let me = format!("uid {uid} (groups [{}])", gids.join(", "));
+    match std::fs::metadata(socket) {
+        Ok(meta) => format!(
+            "the socket file (mode {:04o}, owner uid {}, group {}) does not let {me} write to it",
+            meta.mode() & 0o7777,
+            meta.uid(),
+            describe_gid(nix::unistd::Gid::from_raw(meta.gid())),
+        ),
+        Err(error) => format!(
+            "a directory on the way to the socket does not let {me} through ({})",
+            describe_io(&error)
+        ),
+    }
+}
+
+/// `10001(browserd)`, as `id` prints it, or the bare number for a group without a name here.
+fn describe_gid(gid: nix::unistd::Gid) -> String {
+    match nix::unistd::Group::from_gid(gid) {
+        Ok(Some(group)) => format!("{gid}({})", group.name),
+        _ => gid.to_string(),
+    }
 }
 
 /// `io::Error`'s Display appends "(os error 2)"; people only need the sentence.

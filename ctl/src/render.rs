@@ -451,9 +451,10 @@ fn error_hint(request: &Request, code: ErrorCode) -> Option<&'static str> {
             "Check the browser browserd found with `browserctl status`, and browserd's logs."
         }
         ErrorCode::PermissionDenied => {
-            "browserd serves only root, its own user and the uids/gids it is configured to \
-             allow: ask for yours to be allowed (browserd --allow-uid), or run your own \
-             browserd and point --socket at it."
+            "browserd itself refused you (its SO_PEERCRED check; the socket file let you \
+             in): it serves only root, its own user and the uids and gids it is configured to \
+             allow. Ask for your uid or one of your groups to be allowed (browserd --allow-uid, \
+             --allow-gid), or run your own browserd and point --socket at it."
         }
         ErrorCode::ShuttingDown => "browserd is shutting down; retry once it has restarted.",
         ErrorCode::ReloadFailed => {

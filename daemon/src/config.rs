@@ -67,6 +67,10 @@ settings! {
     /// Permissions of the socket file, in octal [default: 0660]
     #[arg(long, value_name = "MODE")]
     socket_mode: Mode = (Mode(0o660));
+    /// Group of the socket file (a name or gid), so that its members pass the file's
+    /// permission check; the daemon must be root or a member [default: the daemon's group]
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Gid = None;
     /// Also accept clients running as this uid (repeatable; root and the daemon's own uid
     /// always are)
     #[arg(long = "allow-uid", value_name = "UID")]

@@ -333,38 +333,58 @@ fn check_peer(config: &Config, stream: &Stream) -> Result<(), String> {
     if allowed_gid(&creds.gid()) {
         return Ok(());
     }
-    if let Some(pid) = creds.pid().filter(|&pid| pid > 0) {
-        if supplementary_groups(pid).iter().any(allowed_gid) {
-            return Ok(());
-        }
+    let groups = peer_groups(stream);
+    if groups.iter().any(allowed_gid) {
+        return Ok(());
     }
+    let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
     Err(format!(
-        "uid {uid} may not use this browserd; the daemon accepts root, uid {me}, and those allowed with --allow-uid/--allow-gid"
+        "browserd refused uid {uid} (gid {}, supplementary groups [{}]): it serves root, uid {me}, and the uids and gids allowed with --allow-uid/--allow-gid",
+        creds.gid(),
+        groups.join(", ")
     ))
 }
 
 /// The peer's `SO_PEERCRED`. Read directly rather than through `interprocess`, which takes
 /// pid 0 for a reset connection: pid 0 is what the kernel reports for a peer outside the
-/// daemon's PID namespace, i.e. every client of a daemon that is PID 1 of a container. Such a
-/// peer's supplementary groups cannot be looked up; its uid and primary gid still count.
+/// daemon's PID namespace, i.e. every client of a daemon that is PID 1 of a container.
 fn peer_creds(stream: &Stream) -> io::Result<tokio::net::unix::UCred> {
     let Stream::UdSocket(stream) = stream;
     stream.inner().peer_cred()
 }
 
-/// A peer's supplementary groups, from `/proc` (SO_PEERCRED carries only the primary gid).
-fn supplementary_groups(pid: i32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Groups:"))
-        .map(|groups| {
-            groups
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The peer's supplementary groups as the kernel recorded them at connect (`SO_PEERGROUPS`,
+/// Linux 4.13; `SO_PEERCRED` carries only the primary gid). Unlike `/proc/PID/status` this
+/// needs no pid, so it works for a client in another PID namespace (a sidecar container),
+/// and no reused pid can stand in for the peer. Empty if the kernel cannot say.
+fn peer_groups(stream: &Stream) -> Vec<u32> {
+    use std::os::fd::AsRawFd;
+    let Stream::UdSocket(stream) = stream;
+    let fd = stream.inner().as_raw_fd();
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = (groups.len() * GID) as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `groups` and sets `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let needed = len as usize / GID;
+        if rc == 0 {
+            groups.truncate(needed);
+            return groups;
+        }
+        // ERANGE: too small a buffer, and `len` says how large it must be.
+        if io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) || needed <= groups.len()
+        {
+            return Vec::new();
+        }
+        groups.resize(needed, 0);
+    }
 }

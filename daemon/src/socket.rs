@@ -1,9 +1,9 @@
 //! The socket file: binding it (refusing to displace a live daemon, replacing a stale
-//! socket file, the mode set exactly), or taking the listener a service manager or an
-//! earlier image of the daemon passed, and removing the file on exit if it is ours.
+//! socket file, its group and mode set exactly), or taking the listener a service manager or
+//! an earlier image of the daemon passed, and removing the file on exit if it is ours.
 
 use crate::activation::Inherited;
-use crate::config::Config;
+use crate::config::{Config, Gid};
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
@@ -61,6 +61,13 @@ pub fn listen(
         ),
     }
     tracing::info!(name = inherited.name.as_deref(), "socket-activated");
+    if let Some(group) = config.socket_group {
+        tracing::warn!(
+            gid = group.0,
+            "socket_group is not applied to a socket the service manager made; set its group \
+             there (systemd: SocketGroup=)"
+        );
+    }
     let listener = adopt(inherited.fd)?;
     Ok((listener, SocketFile::Managers))
 }
@@ -111,10 +118,28 @@ fn bind(config: &Config) -> Result<Listener, String> {
         .create_tokio();
     nix::sys::stat::umask(previous);
     let listener = listener.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    // The group before the mode: the mode is then exactly what was asked, whatever chown did.
+    if let Some(group) = config.socket_group {
+        set_group(path, group)?;
+    }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
     Ok(listener)
+}
+
+/// Gives the socket file `group`, so that the group's members pass the kernel's permission
+/// check on connect (which needs write permission on the file). Only root, or a daemon user
+/// that is a member of the group, may do so.
+fn set_group(path: &Path, group: Gid) -> Result<(), String> {
+    nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(group.0))).map_err(|e| {
+        format!(
+            "cannot give the socket {} the group {} (--socket-group): {e}; the daemon must run \
+             as root or as a member of that group",
+            path.display(),
+            group.0
+        )
+    })
 }
 
 /// Serves a listener a service manager bound and passed (see `activation`). Its file, mode and
@@ -155,5 +180,47 @@ fn remove_socket(path: &Path, inode: Option<u64>) {
             let _ = std::fs::remove_file(path);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Args;
+    use clap::Parser;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn config(socket: &Path, extra: &[&str]) -> Config {
+        let argv = ["browserd", "--socket", socket.to_str().unwrap()];
+        let args = Args::try_parse_from(argv.iter().chain(extra)).unwrap();
+        Config::load(args).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_socket_gets_the_configured_group_and_exactly_the_mode() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: giving a file another group than one's own needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let config = config(&path, &["--socket-group", "65534", "--socket-mode", "0660"]);
+        let _listener = bind(&config).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.gid(), 65534, "the socket's group");
+        assert_eq!(
+            meta.permissions().mode() & 0o7777,
+            0o660,
+            "the socket's mode"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_socket_group_the_file_keeps_the_daemons_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let _listener = bind(&config(&path, &[])).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.gid(), nix::unistd::getegid().as_raw());
     }
 }

@@ -1,11 +1,9 @@
-//! Running the real `browserctl`. Output goes to files rather than pipes, so a large output
-//! can never deadlock the wait, and a hung client is killed after a deadline.
+//! Running the real `browserctl`, killed if it hangs.
 
-use crate::wait::POLL;
-use std::io::{Read, Seek, SeekFrom};
+use crate::command::output_within;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// How long one `browserctl` invocation may run.
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -13,39 +11,47 @@ pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs `browserctl --socket <socket> args...` and returns its exit status and output.
 #[track_caller]
 pub fn run_ctl(socket: &Path, args: &[&str]) -> Output {
-    let mut stdout = tempfile::tempfile().expect("temp file for stdout");
-    let mut stderr = tempfile::tempfile().expect("temp file for stderr");
-    let mut child = Command::new(crate::browserctl_bin())
+    let mut command = Command::new(crate::browserctl_bin());
+    command
         .arg("--socket")
         .arg(socket)
         .args(args)
-        .env_remove("BROWSERD_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(stdout.try_clone().expect("dup stdout file"))
-        .stderr(stderr.try_clone().expect("dup stderr file"))
-        .spawn()
-        .expect("spawn browserctl");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waitpid on browserctl") {
-            break status;
-        }
-        if start.elapsed() > CTL_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("browserctl {args:?} did not finish within {CTL_TIMEOUT:?}");
-        }
-        std::thread::sleep(POLL);
-    };
-    let read = |file: &mut std::fs::File| {
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0)).expect("rewind output file");
-        file.read_to_end(&mut bytes).expect("read output file");
-        bytes
-    };
-    Output {
-        status,
-        stdout: read(&mut stdout),
-        stderr: read(&mut stderr),
+        .env_remove("BROWSERD_SOCKET");
+    output_within(&mut command, CTL_TIMEOUT)
+}
+
+/// Who a command runs as: a uid, its primary gid and its supplementary groups.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Runs `browserctl --socket <socket> args...` as `who` (the test must be root).
+#[track_caller]
+pub fn run_ctl_as(who: &Identity, socket: &Path, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(crate::browserctl_bin());
+    command
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("BROWSERD_SOCKET");
+    let who = who.clone();
+    let groups: Vec<libc::gid_t> = who.groups.clone();
+    // SAFETY: only setgroups, setgid and setuid run between fork and exec, on data prepared
+    // before the fork; all are async-signal-safe. (Command::uid would drop the groups.)
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(who.gid) != 0
+                || libc::setuid(who.uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
+    output_within(&mut command, CTL_TIMEOUT)
 }

@@ -17,6 +17,8 @@ pub mod cdp;
 pub mod cgroups;
 pub mod chromium;
 pub mod client;
+pub mod command;
+pub mod container;
 pub mod ctl;
 pub mod daemon;
 pub mod fixtures;
@@ -27,6 +29,7 @@ pub mod service;
 pub mod tmpfs;
 pub mod tracked;
 pub mod wait;
+pub mod yaml;
 
 pub use bins::{browserctl_bin, browserd_bin, threads_bin};
 pub use client::Client;
