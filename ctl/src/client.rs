@@ -3,7 +3,7 @@
 //! add start-up time.
 
 use crate::exit::LocalFailure;
-use browserd_proto::{encode_request, Request, Response, StatusResult};
+use browserd_proto::{encode_request, RawResponse, Request, StatusResult};
 use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
 use serde_json::json;
 use std::fmt;
@@ -149,7 +149,7 @@ fn describe_io(error: &io::Error) -> String {
 }
 
 /// Sends `request` to the daemon at `socket` and returns its response.
-pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+pub fn call(socket: &Path, request: &Request) -> Result<RawResponse, ClientError> {
     let stream = connect(socket).map_err(|error| ClientError::Connect {
         socket: socket.to_owned(),
         error,
@@ -234,13 +234,13 @@ where
     Ok(line)
 }
 
-fn decode_response(socket: &Path, answer: &[u8]) -> Result<Response, ClientError> {
+fn decode_response(socket: &Path, answer: &[u8]) -> Result<RawResponse, ClientError> {
     if answer.iter().all(u8::is_ascii_whitespace) {
         return Err(ClientError::NoAnswer {
             socket: socket.to_owned(),
         });
     }
-    let response: Response =
+    let response: RawResponse =
         serde_json::from_slice(answer).map_err(|e| ClientError::BadAnswer {
             socket: socket.to_owned(),
             detail: e.to_string(),

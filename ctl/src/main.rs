@@ -53,9 +53,9 @@ fn run(args: Vec<OsString>) -> Report {
 }
 
 /// The `reloads` count a successful `reload` answer promises.
-fn accepted_reload(response: &browserd_proto::Response) -> Option<u64> {
+fn accepted_reload(response: &browserd_proto::RawResponse) -> Option<u64> {
     let result = response.result.as_ref().filter(|_| response.ok)?;
-    serde_json::from_value::<browserd_proto::ReloadResult>(result.clone())
+    serde_json::from_str::<browserd_proto::ReloadResult>(result.get())
         .ok()
         .map(|r| r.reloads)
 }

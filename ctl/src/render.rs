@@ -6,11 +6,11 @@ use crate::clock::{format_age, format_bytes, now, parse_rfc3339};
 use crate::exit::{Exit, LocalFailure};
 use browserd_proto::duration::format_millis;
 use browserd_proto::{
-    ErrorCode, LaunchResult, LeaseResult, MetricsResult, ReloadResult, Request, Response,
+    ErrorCode, LaunchResult, LeaseResult, MetricsResult, RawResponse, ReloadResult, Request,
     SessionInfo, SessionState, SessionsResult, StatusResult, TerminateResult, WireError, PROTOCOL,
 };
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::fmt::Write;
 
 /// Everything a run prints, and how it exits.
@@ -40,14 +40,19 @@ impl Report {
 }
 
 /// Renders the response to `request`, as JSON or for people.
-pub fn report(request: &Request, response: Response, json: bool) -> Report {
+pub fn report(request: &Request, response: RawResponse, json: bool) -> Report {
     if json {
         return json_report(response);
     }
     match (response.ok, response.error) {
         (false, Some(error)) => error_report(request, &error),
-        _ => success_report(request, response.result.unwrap_or(Value::Null)),
+        _ => success_report(request, &result_of(response.result)),
     }
+}
+
+/// The result as sent, `null` if there was none.
+fn result_of(result: Option<Box<RawValue>>) -> Box<RawValue> {
+    result.unwrap_or_else(|| RawValue::from_string("null".to_owned()).expect("null is JSON"))
 }
 
 /// A failure browserctl found itself: with `--json`, one error object shaped like the
@@ -81,20 +86,21 @@ pub fn reloaded(status: &StatusResult, json: bool) -> Report {
 }
 
 /// `--json`: exactly one compact JSON document, the result or the error object.
-fn json_report(response: Response) -> Report {
+fn json_report(response: RawResponse) -> Report {
     match (response.ok, response.error) {
         (false, Some(error)) => {
             let exit = Exit::for_error(error.code);
             Report::out(json_line(&error), exit)
         }
         _ => {
-            let result = response.result.unwrap_or(Value::Null);
+            let result = result_of(response.result);
             let exit = if has_failures(&result) {
                 Exit::TargetFailed
             } else {
                 Exit::Done
             };
-            Report::out(json_line(&result), exit)
+            // The daemon's own text: compact JSON on one line.
+            Report::out(format!("{}\n", result.get()), exit)
         }
     }
 }
@@ -106,14 +112,16 @@ fn json_line(value: &impl serde::Serialize) -> String {
 }
 
 /// Whether a termination result names targets it could not finish.
-fn has_failures(result: &Value) -> bool {
-    result
-        .get("failed")
-        .and_then(Value::as_array)
-        .is_some_and(|failed| !failed.is_empty())
+fn has_failures(result: &RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Failed {
+        #[serde(default)]
+        failed: Vec<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<Failed>(result.get()).is_ok_and(|r| !r.failed.is_empty())
 }
 
-fn success_report(request: &Request, result: Value) -> Report {
+fn success_report(request: &Request, result: &RawValue) -> Report {
     match request {
         Request::Launch(_) => typed(result, |r: LaunchResult| {
             Report::out(launch(&r.session), Exit::Done)
@@ -145,8 +153,8 @@ fn success_report(request: &Request, result: Value) -> Report {
 
 /// Decodes a result for rendering; a shape this browserctl does not know means the two
 /// programs are different versions, which is worth saying instead of printing nonsense.
-fn typed<T: DeserializeOwned>(result: Value, render: impl FnOnce(T) -> Report) -> Report {
-    match serde_json::from_value(result) {
+fn typed<T: DeserializeOwned>(result: &RawValue, render: impl FnOnce(T) -> Report) -> Report {
+    match serde_json::from_str(result.get()) {
         Ok(result) => render(result),
         Err(e) => Report::err(
             format!(
@@ -504,17 +512,12 @@ mod tests {
         }
     }
 
-    fn ok(result: Value) -> Response {
-        Response {
-            req_id: Some(json!(1)),
-            ok: true,
-            result: Some(result),
-            error: None,
-        }
+    fn ok(result: serde_json::Value) -> RawResponse {
+        browserd_proto::Response::success(Some(json!(1)), &result).into_raw()
     }
 
-    fn failed(code: ErrorCode, message: &str) -> Response {
-        Response::failure(Some(json!(1)), WireError::new(code, message))
+    fn failed(code: ErrorCode, message: &str) -> RawResponse {
+        browserd_proto::Response::failure(Some(json!(1)), WireError::new(code, message)).into_raw()
     }
 
     fn kill(force: bool) -> Request {

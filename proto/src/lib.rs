@@ -23,7 +23,7 @@ pub use request::{
 };
 pub use response::{
     BrowserStatus, ContainmentStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult,
-    Limits, MetricsResult, ReloadResult, Response, SessionInfo, SessionState, SessionType,
+    Limits, MetricsResult, RawResponse, ReloadResult, Response, SessionInfo, SessionState, SessionType,
     SessionsResult, StateCounts, StatusResult, TerminateResult,
 };
 pub use time::format_rfc3339;

@@ -413,6 +413,18 @@ impl Response {
         line
     }
 
+    /// The response with its result kept as raw JSON.
+    pub fn into_raw(self) -> RawResponse {
+        RawResponse {
+            req_id: self.req_id,
+            ok: self.ok,
+            result: self
+                .result
+                .map(|r| serde_json::value::to_raw_value(&r).expect("a JSON value serializes")),
+            error: self.error,
+        }
+    }
+
     /// The result decoded as `T`, or the error the daemon sent.
     pub fn into_result<T: serde::de::DeserializeOwned>(self) -> Result<T, WireError> {
         match (self.ok, self.result, self.error) {
@@ -428,10 +440,52 @@ impl Response {
     }
 }
 
+/// A response read with its result left as raw JSON: a client that wants the result as
+/// one type decodes it once, straight from the text, instead of through a [`Value`] tree
+/// (a listing of thousands of sessions is large), and one that prints it prints the text.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawResponse {
+    #[serde(default)]
+    pub req_id: Option<Value>,
+    pub ok: bool,
+    #[serde(default)]
+    pub result: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+impl RawResponse {
+    /// The result decoded as `T`, or the error the daemon sent.
+    pub fn into_result<T: serde::de::DeserializeOwned>(self) -> Result<T, WireError> {
+        match (self.ok, self.result, self.error) {
+            (true, Some(result), _) => serde_json::from_str(result.get()).map_err(|e| {
+                WireError::new(ErrorCode::Internal, format!("unexpected result shape: {e}"))
+            }),
+            (_, _, Some(error)) => Err(error),
+            _ => Err(WireError::new(
+                ErrorCode::Internal,
+                "response has neither a result nor an error",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_raw_response_decodes_its_result_like_a_response() {
+        let line = Response::success(Some(json!(3)), &json!({"reloads": 4})).to_line();
+        let raw: RawResponse = serde_json::from_str(&line).unwrap();
+        assert_eq!(raw.result.as_ref().unwrap().get(), r#"{"reloads":4}"#);
+        let value: Value = raw.clone().into_result().unwrap();
+        assert_eq!(value, json!({"reloads": 4}));
+        let line = Response::failure(None, WireError::new(ErrorCode::NotFound, "x")).to_line();
+        let raw: RawResponse = serde_json::from_str(&line).unwrap();
+        assert_eq!(raw.into_result::<Value>().unwrap_err().code, ErrorCode::NotFound);
+    }
 
     #[test]
     fn an_encoded_success_line_is_the_same_response() {
