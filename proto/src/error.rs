@@ -34,6 +34,8 @@ pub enum ErrorCode {
     LaunchFailed,
     /// The peer's uid/gid is not allowed to use this daemon.
     PermissionDenied,
+    /// An HTTP request without the daemon's token (`?token=` or `Authorization: Bearer`).
+    Unauthorized,
     /// The daemon is shutting down and takes no new work.
     ShuttingDown,
     /// A reload was refused: the new binary or config is not usable (nothing changed).
@@ -59,6 +61,7 @@ impl ErrorCode {
             ErrorCode::NotRunning => "not_running",
             ErrorCode::LaunchFailed => "launch_failed",
             ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ReloadFailed => "reload_failed",
             ErrorCode::Internal => "internal",
@@ -116,6 +119,7 @@ mod tests {
             ErrorCode::NotRunning,
             ErrorCode::LaunchFailed,
             ErrorCode::PermissionDenied,
+            ErrorCode::Unauthorized,
             ErrorCode::ShuttingDown,
             ErrorCode::ReloadFailed,
             ErrorCode::Internal,

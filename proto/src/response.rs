@@ -310,6 +310,47 @@ pub struct StatusResult {
     pub socket: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser: Option<BrowserStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<Pressure>,
+    /// Where the HTTP listener listens (`--http`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+}
+
+/// How loaded the daemon and its host are, and whether a launch would be admitted now: what
+/// `status` reports and `GET /pressure` serves (there in browserless's shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
+    /// Live sessions (starting, running or terminating): what `max_sessions` counts.
+    pub running: u32,
+    /// Launches waiting for a free slot.
+    pub queued: u32,
+    pub max_sessions: u32,
+    /// Most launches that may wait for a slot (0: none wait, a launch at capacity fails).
+    pub max_queue: u32,
+    /// Host CPU use in percent of all CPUs, over the time since the previous sample (at
+    /// least 200 ms, at most about 10 s).
+    pub cpu_percent: f64,
+    /// Host memory in use (total minus available), in percent of the total.
+    pub memory_percent: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// Whether a launch sent now would be admitted.
+    pub available: bool,
+    /// Why not, when not: `capacity` or `shutting_down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The same, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `watch` result: the first line of the stream, before the events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchResult {
+    /// The `seq` the next event emitted will have (events of sessions the filters leave out
+    /// are not sent, so the subscriber may see gaps).
+    pub next_seq: u64,
 }
 
 /// `reload` result: the daemon has checked its new binary and config and is about to
