@@ -1,12 +1,31 @@
 //! A `watch` subscriber over the socket, for the event tests: it reads the stream's first
 //! response, then one event per line.
 
+use crate::daemon::DaemonGuard;
 use browserd_proto::{encode_request, Event, EventKind, Request, Response, Watch, WatchResult};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+impl DaemonGuard {
+    /// Waits until the daemon has `count` event subscribers (its metrics say so).
+    #[track_caller]
+    pub fn wait_subscribers(&self, count: u64) {
+        let line = format!("browserd_event_subscribers {count}\n");
+        crate::wait_until(
+            Duration::from_secs(10),
+            format!("{count} event subscriber(s)"),
+            || {
+                let metrics: browserd_proto::MetricsResult = self
+                    .call(browserd_proto::Request::Metrics)
+                    .expect("metrics");
+                metrics.text.contains(&line)
+            },
+        );
+    }
+}
 
 pub struct Watcher {
     reader: BufReader<UnixStream>,

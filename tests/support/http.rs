@@ -30,22 +30,6 @@ impl DaemonBuilder {
 }
 
 impl DaemonGuard {
-    /// Waits until the daemon has `count` event subscribers (its metrics say so).
-    #[track_caller]
-    pub fn wait_subscribers(&self, count: u64) {
-        let line = format!("browserd_event_subscribers {count}\n");
-        crate::wait_until(
-            Duration::from_secs(10),
-            format!("{count} event subscriber(s)"),
-            || {
-                let metrics: browserd_proto::MetricsResult = self
-                    .call(browserd_proto::Request::Metrics)
-                    .expect("metrics");
-                metrics.text.contains(&line)
-            },
-        );
-    }
-
     /// `http://ADDR` of the daemon's HTTP listener, as its `status` reports it.
     #[track_caller]
     pub fn http_url(&self) -> String {
