@@ -76,6 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(&config);
     // Read before anything is bound, so a bad token file is refused like a bad flag. After
     // a reload the daemon serves on without HTTP instead (see `http::open`).
     let http_token = config
@@ -87,7 +88,6 @@ fn main() -> ExitCode {
         eprintln!("browserd: {e}");
         return ExitCode::from(2);
     }
-    init_logging(&config);
     if let Some(e) = handover_error {
         tracing::error!("reload: {e}; recovering from the journal instead");
     }

@@ -63,6 +63,7 @@ pub struct Metrics {
     event_subscribers: Gauge,
     event_subscribers_lagged: Counter,
     http_requests: Family<HttpLabels, Counter>,
+    max_sessions: Gauge,
 }
 
 impl Default for Metrics {
@@ -141,8 +142,15 @@ impl Default for Metrics {
             "HTTP requests answered, by method, route and status",
             http_requests.clone(),
         );
+        let max_sessions = Gauge::default();
+        registry.register(
+            "max_sessions",
+            "Most live sessions at once (max_sessions): the capacity the session gauges fill",
+            max_sessions.clone(),
+        );
         Metrics {
             registry,
+            max_sessions,
             event_subscribers,
             event_subscribers_lagged,
             http_requests,
@@ -231,6 +239,10 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    pub fn set_max_sessions(&self, max_sessions: u32) {
+        self.max_sessions.set(i64::from(max_sessions));
     }
 
     pub fn set_reloads(&self, reloads: u64) {

@@ -27,7 +27,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 /// Most connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 1024;
 /// Most `watch` streams at once; one more is refused with `capacity`.
-pub const MAX_STREAMS: usize = 256;
+const MAX_STREAMS: usize = 256;
 /// Read size per syscall.
 const READ_CHUNK: usize = 64 * 1024;
 

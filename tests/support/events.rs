@@ -79,7 +79,7 @@ impl Watcher {
 
     /// Reads events until one satisfies `last` (included), within `timeout` in all.
     #[track_caller]
-    pub fn until(&mut self, timeout: Duration, last: impl Fn(&Event) -> bool) -> Vec<Event> {
+    pub fn until(&mut self, timeout: Duration, mut last: impl FnMut(&Event) -> bool) -> Vec<Event> {
         let deadline = Instant::now() + timeout;
         let mut events = Vec::new();
         loop {

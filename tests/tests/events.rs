@@ -75,30 +75,29 @@ fn ttl_and_lease_expiry_are_events() {
     let d = DaemonGuard::start();
     let mut watcher = Watcher::open(d.socket(), Watch::default());
     let fixture = Fixture::sleeper();
-    let (short, _) = d.spawn_with(
-        &fixture,
-        Launch {
+    // Not waited for: it may be gone before its tree could be seen.
+    let short = d
+        .launch(Launch {
             ttl_ms: Some(300),
             ..fixture.launch()
-        },
-    );
+        })
+        .expect("launch");
     let (leased, tree) = d.spawn(&fixture);
     let lease = d.lease(leased.id.as_str(), Some(200)).expect("lease");
 
-    let events = watcher.until(WAIT, exited(&short.id));
-    let by_session = kinds_by_session(&events);
+    let (mut ttl_over, mut lease_over) = (false, false);
+    let events = watcher.until(WAIT, |event| {
+        ttl_over |= exited(&short.id)(event);
+        lease_over |= event.event == LeaseExpired;
+        ttl_over && lease_over
+    });
     assert_eq!(
-        by_session[short.id.as_str()],
+        kinds_by_session(&events)[short.id.as_str()],
         [Launched, Running, TtlExpired, Terminating, Exited]
     );
-    assert_eq!(events.last().unwrap().reason, Some(EndReason::TtlExpired));
-    let expired = match by_session[leased.id.as_str()].contains(&LeaseExpired) {
-        true => events.iter().find(|e| e.event == LeaseExpired).unwrap().clone(),
-        false => watcher
-            .until(WAIT, |e| e.event == LeaseExpired)
-            .pop()
-            .unwrap(),
-    };
+    let ended = events.iter().find(|e| exited(&short.id)(e)).unwrap();
+    assert_eq!(ended.reason, Some(EndReason::TtlExpired));
+    let expired = events.iter().find(|e| e.event == LeaseExpired).unwrap();
     assert_eq!(expired.session.as_ref(), Some(&leased.id));
     assert_eq!(expired.lease_id.as_ref(), Some(&lease.lease_id));
     d.assert_tree_alive(&tree);
@@ -185,7 +184,9 @@ fn a_subscriber_that_never_reads_does_not_slow_a_200_session_kill_and_is_dropped
         stalled = Some(Watcher::open(d.socket(), Watch::default()));
     });
     let mut stalled = stalled.unwrap();
-    eprintln!("kill of 200: {baseline:?} alone, {with_stalled:?} with a subscriber that never reads");
+    eprintln!(
+        "kill of 200: {baseline:?} alone, {with_stalled:?} with a subscriber that never reads"
+    );
     assert!(
         with_stalled < baseline * 2 + Duration::from_millis(500),
         "a subscriber that never reads slowed the kill: {with_stalled:?} against {baseline:?} without it"
@@ -198,8 +199,7 @@ fn a_subscriber_that_never_reads_does_not_slow_a_200_session_kill_and_is_dropped
     assert!(events.len() < 400, "it was dropped, not served everything");
     assert_in_order(&events[..events.len() - 1]);
     // The daemon noticed and serves on.
-    let metrics: browserd_proto::MetricsResult =
-        d.call(browserd_proto::Request::Metrics).unwrap();
+    let metrics: browserd_proto::MetricsResult = d.call(browserd_proto::Request::Metrics).unwrap();
     assert!(
         metrics
             .text
@@ -285,13 +285,23 @@ fn browserctl_events_prints_a_line_per_event_and_follows_on_across_a_reload() {
 
     let lines = people.until(" exited ");
     assert_eq!(lines.len(), 4, "{lines:#?}");
-    for (line, kind) in lines.iter().zip(["launched", "running", "terminating", "exited"]) {
+    for (line, kind) in lines
+        .iter()
+        .zip(["launched", "running", "terminating", "exited"])
+    {
         assert!(line.contains(&format!("  {kind} ")), "{line}");
-        assert!(line.contains(&format!("{}  sandbox  ci", session.id)), "{line}");
+        assert!(
+            line.contains(&format!("{}  sandbox  ci", session.id)),
+            "{line}"
+        );
     }
     assert!(lines[0].contains(&format!("pid {}", session.pid)));
     assert!(lines[0].ends_with("tracking job-9"), "{}", lines[0]);
-    assert!(lines[3].contains("signal 15: terminated by request"), "{}", lines[3]);
+    assert!(
+        lines[3].contains("signal 15: terminated by request"),
+        "{}",
+        lines[3]
+    );
     assert!(!lines.iter().any(|l| l.contains(elsewhere.id.as_str())));
 
     let json = machines.until(r#""event":"exited""#);
@@ -319,7 +329,11 @@ fn browserctl_events_prints_a_line_per_event_and_follows_on_across_a_reload() {
 fn server_sent_events_carry_the_same_events_filtered_by_type() {
     let token = TokenFile::new("sse-token");
     let d = DaemonGuard::builder().http().http_token(&token).start();
-    let url = format!("{}/v1/events?type=sandbox&token={}", d.http_url(), token.token);
+    let url = format!(
+        "{}/v1/events?type=sandbox&token={}",
+        d.http_url(),
+        token.token
+    );
     let stream = SseStream::open(&url, &[]);
     let mut watcher = Watcher::open(d.socket(), Watch::default());
     d.wait_subscribers(2);

@@ -529,6 +529,7 @@ fn metrics_parse_as_openmetrics_and_counters_move_with_launches_and_kills() {
         ("browserd_orphans_reaped", "counter"),
         ("browserd_strays_signalled", "counter"),
         ("browserd_queue_depth", "gauge"),
+        ("browserd_max_sessions", "gauge"),
         ("browserd_event_subscribers", "gauge"),
         ("browserd_http_requests", "counter"),
     ] {
