@@ -38,6 +38,7 @@ impl Exit {
             | ErrorCode::LaunchFailed
             | ErrorCode::ShuttingDown
             | ErrorCode::ReloadFailed
+            | ErrorCode::Reloading
             | ErrorCode::Internal => Exit::TargetFailed,
         }
     }

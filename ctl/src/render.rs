@@ -518,6 +518,7 @@ fn error_hint(request: &Request, code: ErrorCode) -> Option<&'static str> {
             "Nothing changed: browserd serves on as before. Fix what the message names (run \
              `browserd --check-config` with the daemon's flags to see it), then reload again."
         }
+        ErrorCode::Reloading => "browserd is reloading; retry in a moment.",
         ErrorCode::Internal => "This is a bug in browserd; its logs have the details.",
         ErrorCode::FrameTooLarge => "The request is over 1 MiB; split it into smaller ones.",
         ErrorCode::InvalidJson | ErrorCode::UnknownOp => {

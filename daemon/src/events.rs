@@ -11,8 +11,10 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 /// How many events the bus holds for a subscriber that has not taken them into its own
 /// queue yet. Subscribers take them as soon as they are scheduled, so this only has to
-/// cover a busy moment of the runtime; the backlog a subscriber is allowed is its queue's.
-const BUS_CAPACITY: usize = 4096;
+/// cover what one task emits without yielding: a kill of all sessions starts every
+/// termination in one pass, one `terminating` each (about 40 bytes a slot). The backlog a
+/// subscriber is allowed is its queue's.
+const BUS_CAPACITY: usize = 8192;
 
 pub struct Events {
     tx: broadcast::Sender<Arc<Event>>,

@@ -14,9 +14,9 @@
 //!    session, lease, TTL, tracking id, recent exit, termination in flight), the fds to keep
 //!    (the listener, the HTTP listener, every parked connection with what it had read, each
 //!    browser's stderr pipe, each adopted leader's pidfd) by number, the service manager's
-//!    variables, the settled config and where the event sequence stands. Those fds lose close-on-exec, signals that must not be lost are
-//!    blocked, and the daemon `execve`s its binary with the same pid, so every session
-//!    stays its child.
+//!    variables, the settled config and where the event sequence stands. Those fds lose
+//!    close-on-exec, signals that must not be lost are blocked, and the daemon `execve`s
+//!    its binary with the same pid, so every session stays its child.
 //! 4. The new image reads the document (`BROWSERD_HANDOVER=<fd>`), takes every fd up,
 //!    reaps what exited meanwhile, serves the parked connections on, and tells the service
 //!    manager it is ready. No session is signalled.
@@ -244,7 +244,7 @@ async fn run(ctx: Arc<Context>) {
         ctx.server.http.settle(drain_timeout)
     );
     ctx.server.hand_over(STREAMS_END).await;
-    let http = ctx.server.http.close(STREAMS_END).await;
+    let http = ctx.server.http.take_listener(STREAMS_END).await;
     let Some(listener) = listener else {
         tracing::error!("the server did not hand its listener back; the reload is abandoned");
         return resume(&ctx, None, parked, http);

@@ -40,6 +40,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A reload was refused: the new binary or config is not usable (nothing changed).
     ReloadFailed,
+    /// The daemon is re-executing itself (a reload) and an HTTP request came too late to be
+    /// answered by this image; the next one is, in a moment (the socket never sends this:
+    /// its requests are handed over).
+    Reloading,
     /// A daemon-side failure that is not the client's fault.
     Internal,
 }
@@ -64,6 +68,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ReloadFailed => "reload_failed",
+            ErrorCode::Reloading => "reloading",
             ErrorCode::Internal => "internal",
         }
     }
@@ -122,6 +127,7 @@ mod tests {
             ErrorCode::Unauthorized,
             ErrorCode::ShuttingDown,
             ErrorCode::ReloadFailed,
+            ErrorCode::Reloading,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

@@ -24,6 +24,7 @@ pub use auth::Token;
 use crate::config::Config;
 use crate::context::Context;
 use crate::server::Phase;
+use browserd_proto::{ErrorCode, WireError};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -91,8 +92,9 @@ impl State {
         }
     }
 
-    /// Waits until every connection has closed, or `timeout`; returns the listener.
-    pub async fn close(&self, timeout: Duration) -> Option<OwnedFd> {
+    /// Waits until every connection has closed, or `timeout`; returns the listener, which
+    /// the accept loop left here when the drain stopped it.
+    pub async fn take_listener(&self, timeout: Duration) -> Option<OwnedFd> {
         let all = (MAX_CONNECTIONS + 1) as u32;
         match tokio::time::timeout(timeout, self.connections.acquire_many(all)).await {
             Ok(Ok(permits)) => drop(permits),
@@ -105,13 +107,21 @@ impl State {
         listener.into_std().ok().map(OwnedFd::from)
     }
 
-    /// Holds a permit while an operation runs, so that a reload waits for it.
-    async fn start_operation(&self) -> OwnedSemaphorePermit {
-        self.in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the in-flight semaphore is never closed")
+    /// A permit held while an operation runs, so that a reload waits for it. Once a reload
+    /// has begun draining, no operation starts: this image could not answer it.
+    fn start_operation(&self, phase: Phase) -> Result<OwnedSemaphorePermit, WireError> {
+        if matches!(phase, Phase::Draining | Phase::HandingOver) {
+            return Err(WireError::new(
+                ErrorCode::Reloading,
+                "browserd is re-executing itself; retry: the new image answers in a moment",
+            ));
+        }
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            WireError::new(
+                ErrorCode::Capacity,
+                format!("{MAX_IN_FLIGHT} HTTP requests are being answered already"),
+            )
+        })
     }
 }
 
@@ -197,7 +207,8 @@ pub fn start(ctx: &Arc<Context>, opened: Opened) {
     tokio::spawn(serve(ctx.clone(), opened.listener));
 }
 
-/// Serves HTTP again, on the listener `close` gave, after a reload that did not happen.
+/// Serves HTTP again, on the listener `take_listener` gave, after a reload that did not
+/// happen.
 pub fn resume(ctx: &Arc<Context>, listener: Option<OwnedFd>) {
     match listener.map(adopt) {
         Some(Ok(listener)) => {
@@ -289,4 +300,41 @@ async fn serve_connection(
         }
     }
     drop(permit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_operation_starts_once_a_reload_drains() {
+        let state = State::default();
+        let running = state.start_operation(Phase::Serving).expect("serving");
+        for draining in [Phase::Draining, Phase::HandingOver] {
+            let refused = state.start_operation(draining).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::Reloading);
+        }
+        assert!(
+            state.start_operation(Phase::Stopping).is_ok(),
+            "a shutdown lets kills run to their end"
+        );
+        drop(running);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_handed_over_listener_is_kept_where_the_config_still_points() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listens_at(&listener, "127.0.0.1:0".parse().unwrap()));
+        assert!(listens_at(
+            &listener,
+            format!("127.0.0.1:{port}").parse().unwrap()
+        ));
+        assert!(!listens_at(&listener, "127.0.0.2:0".parse().unwrap()));
+        let other = if port == 65535 { port - 1 } else { port + 1 };
+        assert!(!listens_at(
+            &listener,
+            format!("127.0.0.1:{other}").parse().unwrap()
+        ));
+    }
 }

@@ -3,8 +3,8 @@
 //! (an oversized body, a slow one); request bodies are read and checked here.
 
 use axum::body::{Body, Bytes};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use browserd_proto::{ErrorCode, WireError};
@@ -44,7 +44,13 @@ impl From<crate::error::Error> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.error }))).into_response();
+        if self.error.code == ErrorCode::Reloading {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -59,7 +65,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Conflict | ErrorCode::Leased | ErrorCode::NotRunning => StatusCode::CONFLICT,
         // browserless answers 429 when it has no room for another browser.
         ErrorCode::Capacity => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ShuttingDown | ErrorCode::Reloading => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,

@@ -83,7 +83,7 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let permit = ctx.server.http.start_operation().await;
+    let permit = ctx.server.http.start_operation(ctx.server.phase())?;
     let running = op(ctx.clone());
     let task = tokio::spawn(async move {
         let answer = running.await;
