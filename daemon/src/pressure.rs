@@ -5,7 +5,7 @@
 //! Host CPU use is the change of the kernel's counters between two samples, so it is
 //! sampled when asked, never on a timer: an idle daemon reads nothing. A caller that asks
 //! often (a load balancer every few seconds) gets the use since its previous question; one
-//! that asks rarely, or first, gets a fresh 200 ms window.
+//! that asks rarely gets a fresh 200 ms window. The daemon takes a first sample at start.
 
 use crate::context::Context;
 use crate::server::Phase;
@@ -72,6 +72,12 @@ impl Sampler {
 
 fn lock() -> std::sync::MutexGuard<'static, Sampler> {
     HOST.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Takes a first CPU sample, so that whoever asks within [`STALE`] of the start is not
+/// kept waiting for a window.
+pub fn prime() {
+    lock().sample_cpu(Instant::now());
 }
 
 /// The host's CPU and memory use now.

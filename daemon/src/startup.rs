@@ -151,6 +151,7 @@ pub async fn bring_up(start: Start) -> Result<Up, String> {
         .map_err(|e| format!("cannot write the journal: {e}"))?;
     let ctx = Arc::new(Context::new(parts));
     ctx.metrics.set_max_sessions(ctx.config.max_sessions);
+    crate::pressure::prime();
     supervise::start(&ctx).map_err(|e| format!("cannot watch for child exits: {e}"))?;
     take_up(&ctx, handed);
     ctx.notifier.ready(&ctx.registry.counts());

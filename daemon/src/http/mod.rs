@@ -36,7 +36,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Most HTTP connections served at once.
-pub const MAX_CONNECTIONS: usize = 1024;
+const MAX_CONNECTIONS: usize = 1024;
 /// Most operations HTTP requests may have running at once.
 const MAX_IN_FLIGHT: usize = 4096;
 /// Connections waiting to be accepted.
