@@ -162,6 +162,29 @@ pub fn call(socket: &Path, request: &Request) -> Result<RawResponse, ClientError
     decode_response(socket, &answer)
 }
 
+/// A stream of lines from the daemon (`watch`), after its first response.
+pub type Lines = BufReader<Stream>;
+
+/// Sends `request` (a `watch`) and returns the connection, to read what follows, with the
+/// daemon's first response.
+pub fn open_stream(socket: &Path, request: &Request) -> Result<(Lines, RawResponse), ClientError> {
+    let stream = connect(socket).map_err(|error| ClientError::Connect {
+        socket: socket.to_owned(),
+        error,
+    })?;
+    let io_error = |error| ClientError::Io {
+        socket: socket.to_owned(),
+        error,
+    };
+    let line = encode_request(Some(&json!(1)), request);
+    (&stream).write_all(line.as_bytes()).map_err(io_error)?;
+    let mut lines = BufReader::with_capacity(64 * 1024, stream);
+    let mut first = Vec::new();
+    lines.read_until(b'\n', &mut first).map_err(io_error)?;
+    let response = decode_response(socket, &first)?;
+    Ok((lines, response))
+}
+
 /// How often a reload's end is checked for (the new daemon answers a connection queued
 /// meanwhile as soon as it serves; this only bounds retries after a refused one).
 const RELOAD_POLL: Duration = Duration::from_millis(20);

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod clock;
 mod duration;
+mod events;
 mod exit;
 mod render;
 
@@ -31,6 +32,16 @@ fn run(args: Vec<OsString>) -> Report {
         Err(error) => return clap_report(&error, json),
     };
     let socket = cli.socket_path();
+    if let cli::Command::Events(args) = &cli.command {
+        return match events::follow(&socket, args.watch(), cli.json) {
+            Ok(exit) => Report {
+                stdout: String::new(),
+                stderr: String::new(),
+                exit,
+            },
+            Err(report) => report,
+        };
+    }
     let reload_timeout = cli.command.reload_timeout();
     let request = match cli.command.into_request() {
         Ok(request) => request,

@@ -6,8 +6,9 @@ use crate::clock::{format_age, format_bytes, now, parse_rfc3339};
 use crate::exit::{Exit, LocalFailure};
 use browserd_proto::duration::format_millis;
 use browserd_proto::{
-    ErrorCode, LaunchResult, LeaseResult, MetricsResult, RawResponse, ReloadResult, Request,
-    SessionInfo, SessionState, SessionsResult, StatusResult, TerminateResult, WireError, PROTOCOL,
+    ErrorCode, Event, EventKind, LaunchResult, LeaseResult, MetricsResult, Pressure, RawResponse,
+    ReloadResult, Request, SessionInfo, SessionState, SessionsResult, StatusResult,
+    TerminateResult, WatchResult, WireError, PROTOCOL,
 };
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -148,7 +149,65 @@ fn success_report(request: &Request, result: &RawValue) -> Report {
         Request::Reload => typed(result, |r: ReloadResult| {
             Report::out(format!("reloading (reload {})\n", r.reloads), Exit::Done)
         }),
+        Request::Watch(_) => typed(result, |r: WatchResult| {
+            Report::out(format!("watching from event {}\n", r.next_seq), Exit::Done)
+        }),
     }
+}
+
+/// One event, for people: when, what, which session, and what there is to say about it.
+///
+/// ```text
+/// 2024-05-01T12:00:00.000Z  launched       5f0c1a2b-000001  sandbox  ci  pid 4242  tracking job-42
+/// 2024-05-01T12:00:03.000Z  exited         5f0c1a2b-000001  sandbox  ci  signal 15: terminated by request
+/// ```
+pub fn event_line(event: &Event) -> String {
+    let mut line = format!("{}  {:<13}", event.at, event.event.as_str());
+    match event.event {
+        EventKind::Lagged => {
+            let missed = event.missed.unwrap_or(0);
+            let _ = write!(
+                line,
+                "  browserd dropped this subscriber: it fell behind and {missed} event(s) were lost"
+            );
+        }
+        EventKind::Reload => line.push_str("  browserd is re-executing itself; following on"),
+        _ => {
+            let dash = || "-".to_owned();
+            let _ = write!(
+                line,
+                "  {}  {}  {}",
+                event
+                    .session
+                    .as_ref()
+                    .map_or_else(dash, ToString::to_string),
+                event.session_type.map_or_else(dash, |t| t.to_string()),
+                event
+                    .workspace
+                    .as_ref()
+                    .map_or_else(dash, ToString::to_string),
+            );
+            if let Some(exit) = event.exit {
+                let _ = write!(line, "  {exit}");
+            }
+            if let Some(reason) = event.reason {
+                let _ = write!(line, ": {reason}");
+            }
+            if matches!(event.event, EventKind::Launched | EventKind::Adopted) {
+                if let Some(pid) = event.pid {
+                    let _ = write!(line, "  pid {pid}");
+                }
+            }
+            if let Some(tracking_id) = &event.tracking_id {
+                let _ = write!(line, "  tracking {tracking_id}");
+            }
+            if let Some(lease_id) = &event.lease_id {
+                let _ = write!(line, "  lease {lease_id}");
+            }
+        }
+    }
+    line.push('\n');
+    line
 }
 
 /// Decodes a result for rendering; a shape this browserctl does not know means the two
@@ -413,6 +472,12 @@ fn status(status: StatusResult) -> Report {
         };
         pairs.push(["browser".into(), value]);
     }
+    if let Some(http) = &status.http {
+        pairs.push(["http".into(), http.clone()]);
+    }
+    if let Some(pressure) = &status.pressure {
+        pairs.extend(pressure_pairs(pressure));
+    }
     let stderr = if status.protocol == PROTOCOL {
         String::new()
     } else {
@@ -427,6 +492,26 @@ fn status(status: StatusResult) -> Report {
         stderr,
         exit: Exit::Done,
     }
+}
+
+/// `status`'s pressure lines: whether a launch would be admitted, and the host's load.
+fn pressure_pairs(pressure: &Pressure) -> [[String; 2]; 2] {
+    let admits = match (&pressure.message, pressure.available) {
+        (_, true) => format!(
+            "yes ({} of {} sessions live, {} queued)",
+            pressure.running, pressure.max_sessions, pressure.queued
+        ),
+        (Some(message), false) => format!("no: {message}"),
+        (None, false) => "no".to_owned(),
+    };
+    let host = format!(
+        "cpu {:.1}%, memory {:.1}% ({} of {})",
+        pressure.cpu_percent,
+        pressure.memory_percent,
+        format_bytes(pressure.memory_used_bytes),
+        format_bytes(pressure.memory_total_bytes)
+    );
+    [["admits launches".into(), admits], ["host".into(), host]]
 }
 
 /// An error response: the daemon's message, its code, and what to do about it.
@@ -464,11 +549,13 @@ fn error_hint(request: &Request, code: ErrorCode) -> Option<&'static str> {
              allow. Ask for your uid or one of your groups to be allowed (browserd --allow-uid, \
              --allow-gid), or run your own browserd and point --socket at it."
         }
+        ErrorCode::Unauthorized => "Send browserd's HTTP token (?token= or Authorization: Bearer).",
         ErrorCode::ShuttingDown => "browserd is shutting down; retry once it has restarted.",
         ErrorCode::ReloadFailed => {
             "Nothing changed: browserd serves on as before. Fix what the message names (run \
              `browserd --check-config` with the daemon's flags to see it), then reload again."
         }
+        ErrorCode::Reloading => "browserd is reloading; retry in a moment.",
         ErrorCode::Internal => "This is a bug in browserd; its logs have the details.",
         ErrorCode::FrameTooLarge => "The request is over 1 MiB; split it into smaller ones.",
         ErrorCode::InvalidJson | ErrorCode::UnknownOp => {
@@ -740,6 +827,62 @@ browser       not found: no chromium on PATH
 "
         );
         assert!(report.stderr.is_empty());
+    }
+
+    #[test]
+    fn status_says_whether_launches_are_admitted_and_where_http_listens() {
+        let result = json!({
+            "version": "0.1.0", "protocol": 1, "pid": 10, "uptime_ms": 1000,
+            "sessions": {"starting": 0, "running": 2, "terminating": 0, "exited": 0},
+            "limits": {"max_sessions": 2, "grace_ms": 5000, "max_grace_ms": 60000,
+                       "lease_ttl_ms": 60000, "max_lease_ttl_ms": 600000},
+            "socket": "/s", "http": "127.0.0.1:8000",
+            "pressure": {"running": 2, "queued": 0, "max_sessions": 2, "max_queue": 0,
+                         "cpu_percent": 12.5, "memory_percent": 50.0,
+                         "memory_used_bytes": 1_073_741_824u64,
+                         "memory_total_bytes": 2_147_483_648u64, "available": false,
+                         "reason": "capacity",
+                         "message": "2 sessions are live and max_sessions is 2"}
+        });
+        let report = report(&Request::Status, ok(result), false);
+        assert!(
+            report.stdout.ends_with(
+                "\
+http             127.0.0.1:8000
+admits launches  no: 2 sessions are live and max_sessions is 2
+host             cpu 12.5%, memory 50.0% (1.0G of 2.0G)
+"
+            ),
+            "{}",
+            report.stdout
+        );
+    }
+
+    #[test]
+    fn events_read_as_one_line_each() {
+        let mut exited = Event::new(7, EventKind::Exited);
+        exited.at = "2024-05-01T12:00:03.000Z".into();
+        exited.session = Some("5f0c1a2b-000001".parse().unwrap());
+        exited.session_type = Some(browserd_proto::SessionType::Sandbox);
+        exited.workspace = Some("ci".parse().unwrap());
+        exited.pid = Some(4242);
+        exited.exit = Some(ExitStatus::Signal(15));
+        exited.reason = Some(browserd_proto::EndReason::Terminated);
+        exited.tracking_id = Some("job-42".parse().unwrap());
+        assert_eq!(
+            event_line(&exited),
+            "2024-05-01T12:00:03.000Z  exited         5f0c1a2b-000001  sandbox  ci  signal 15: \
+             terminated by request  tracking job-42\n"
+        );
+        let mut launched = exited.clone();
+        launched.event = EventKind::Launched;
+        launched.exit = None;
+        launched.reason = None;
+        launched.tracking_id = None;
+        assert!(event_line(&launched).ends_with("sandbox  ci  pid 4242\n"));
+        let mut lagged = Event::new(0, EventKind::Lagged);
+        lagged.missed = Some(12);
+        assert!(event_line(&lagged).contains("12 event(s) were lost"));
     }
 
     #[test]

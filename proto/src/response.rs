@@ -318,6 +318,11 @@ pub struct StatusResult {
     /// How sessions are contained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containment: Option<ContainmentStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<Pressure>,
+    /// Where the HTTP listener listens (`--http`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 /// How sessions are contained: each in its own cgroup, or by process group and the process
@@ -332,6 +337,42 @@ pub struct ContainmentStatus {
     pub cgroup_root: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub controllers: Vec<String>,
+}
+
+/// How loaded the daemon and its host are, and whether a launch would be admitted now: what
+/// `status` reports and `GET /pressure` serves (there in browserless's shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
+    /// Live sessions (starting, running or terminating): what `max_sessions` counts.
+    pub running: u32,
+    /// Launches waiting for a free slot.
+    pub queued: u32,
+    pub max_sessions: u32,
+    /// Most launches that may wait for a slot (0: none wait, a launch at capacity fails).
+    pub max_queue: u32,
+    /// Host CPU use in percent of all CPUs, over the time since the previous sample (at
+    /// least 200 ms, at most about 10 s).
+    pub cpu_percent: f64,
+    /// Host memory in use (total minus available), in percent of the total.
+    pub memory_percent: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// Whether a launch sent now would be admitted.
+    pub available: bool,
+    /// Why not, when not: `capacity` or `shutting_down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The same, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `watch` result: the first line of the stream, before the events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchResult {
+    /// The `seq` the next event emitted will have (events of sessions the filters leave out
+    /// are not sent, so the subscriber may see gaps).
+    pub next_seq: u64,
 }
 
 /// `reload` result: the daemon has checked its new binary and config and is about to
@@ -484,7 +525,10 @@ mod tests {
         assert_eq!(value, json!({"reloads": 4}));
         let line = Response::failure(None, WireError::new(ErrorCode::NotFound, "x")).to_line();
         let raw: RawResponse = serde_json::from_str(&line).unwrap();
-        assert_eq!(raw.into_result::<Value>().unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(
+            raw.into_result::<Value>().unwrap_err().code,
+            ErrorCode::NotFound
+        );
     }
 
     #[test]
