@@ -59,7 +59,10 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
         }
     };
     let (id, stderr) = spawn_and_register(ctx, &request, prepared, admission)?;
-    ctx.scanner.kick();
+    // The process table warms up for a kill; a session in a cgroup needs no table.
+    if ctx.members.cgroup(&id).is_none() {
+        ctx.scanner.kick();
+    }
     let Some(stderr) = stderr else {
         // The session as it started, answered once its record is on disk.
         let session = info(ctx, &id)?;

@@ -196,7 +196,14 @@ async fn finish(ctx: &Arc<Context>, ids: Vec<SessionId>) {
     if finished.is_empty() {
         return;
     }
-    ctx.scanner.kick();
+    // The table forgets what exited, off the request path; sessions in cgroups need no
+    // table.
+    if finished
+        .iter()
+        .any(|(id, _)| ctx.members.cgroup(id).is_none())
+    {
+        ctx.scanner.kick();
+    }
     let cleanup: Vec<(SessionId, Vec<std::path::PathBuf>)> = finished
         .iter_mut()
         .map(|(id, done)| (id.clone(), std::mem::take(&mut done.owned_dirs)))
