@@ -66,13 +66,22 @@ impl Podman {
             }
         }
         let mut podman = Podman { conf: None };
+        let info = podman.run(&["info"]);
+        if !info.status.success() {
+            return Err(format!(
+                "Podman does not work here: {}",
+                String::from_utf8_lossy(&info.stderr).trim()
+            ));
+        }
         podman.sweep_stale();
         if !podman
             .run(&["image", "exists", CACHE_IMAGE])
             .status
             .success()
         {
-            eprintln!("container tests: making {BASE_IMAGE} and {CACHE_IMAGE} (once)");
+            say(&format!(
+                "container tests: making {BASE_IMAGE} and {CACHE_IMAGE} (once, ~2 min)"
+            ));
         }
         let script = repo_root().join("scripts/container-prepare");
         let made = output_within(&mut Command::new(&script), BUILD_TIMEOUT);
@@ -94,11 +103,11 @@ impl Podman {
         podman.conf = Some(conf);
         let second = podman.run(&probe);
         if second.status.success() {
-            eprintln!(
-                "podman: running containers without Podman's default ulimits, which this host \
-                 refuses ({})",
+            say(&format!(
+                "container tests: running containers without Podman's default ulimits, which \
+                 this host refuses ({})",
                 String::from_utf8_lossy(&first.stderr).trim()
-            );
+            ));
             return Ok(podman);
         }
         Err(format!(
@@ -341,6 +350,13 @@ pub fn render(template: &str, vars: &BTreeMap<&str, String>) -> Vec<String> {
         "unfilled placeholder in `{text}` (vars: {vars:?})"
     );
     text.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Writes `line` to stderr past the test harness's output capture, so that it shows in every
+/// run (a skip, a slow first run, a host quirk worked around), not only in failing ones.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 fn on_path(tool: &str) -> bool {
