@@ -5,7 +5,7 @@
 use crate::duration::{check_millis, parse_millis, parse_positive_millis};
 use browserd_proto::{
     BulkTerminate, Kill, Launch, Lease, LeaseId, Release, Request, SessionRef, SessionState,
-    SessionType, SessionsFilter, Target, TrackingId, Workspace,
+    SessionType, SessionsFilter, Target, TrackingId, Watch, Workspace,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
@@ -23,6 +23,7 @@ Examples:
   browserctl terminate --workspace ci --force
   echo '{\"all\": true, \"session_type\": \"sandbox\"}' | browserctl terminate --request -
   browserctl --json ls | jq -r '.sessions[].id'
+  browserctl events --workspace ci                   follow sessions starting and ending
 
 Exit status:
   0  everything asked for was done
@@ -114,6 +115,15 @@ Examples:
     /// Print the daemon's metrics in the Prometheus text format (what `GET /metrics`
     /// serves, for hosts without the HTTP listener)
     Metrics,
+
+    /// Follow session events as they happen, a line each, until interrupted
+    ///
+    /// Every state change of every session (launched, running, terminating, exited with its
+    /// exit and reason, lease_expired, ttl_expired, adopted), in order per session. With
+    /// --json, one JSON object per line (NDJSON), exactly as the daemon sends them. Follows
+    /// on across a daemon reload. Exits 1 if the daemon dropped it for falling behind
+    /// (a reader that cannot keep up), 3 if the daemon went away.
+    Events(EventsArgs),
 
     /// Manage the daemon itself
     #[command(subcommand)]
@@ -241,6 +251,26 @@ pub struct LsArgs {
     /// Only the session with this tracking id
     #[arg(long, value_name = "T")]
     pub tracking_id: Option<TrackingId>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of sessions in this workspace
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<Workspace>,
+
+    /// Only events of sessions of this type
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub session_type: Option<TypeArg>,
+}
+
+impl EventsArgs {
+    pub fn watch(&self) -> Watch {
+        Watch {
+            workspace: self.workspace.clone(),
+            session_type: self.session_type.map(SessionType::from),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +437,7 @@ impl Command {
             }),
             Command::Status => Request::Status,
             Command::Metrics => Request::Metrics,
+            Command::Events(args) => Request::Watch(args.watch()),
             Command::Daemon(DaemonCommand::Reload { .. }) => Request::Reload,
         })
     }

@@ -3,7 +3,7 @@
 //! add start-up time.
 
 use crate::exit::LocalFailure;
-use browserd_proto::{encode_request, Request, Response, StatusResult};
+use browserd_proto::{encode_request, RawResponse, Request, StatusResult};
 use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
 use serde_json::json;
 use std::fmt;
@@ -149,7 +149,7 @@ fn describe_io(error: &io::Error) -> String {
 }
 
 /// Sends `request` to the daemon at `socket` and returns its response.
-pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+pub fn call(socket: &Path, request: &Request) -> Result<RawResponse, ClientError> {
     let stream = connect(socket).map_err(|error| ClientError::Connect {
         socket: socket.to_owned(),
         error,
@@ -160,6 +160,29 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
         error,
     })?;
     decode_response(socket, &answer)
+}
+
+/// A stream of lines from the daemon (`watch`), after its first response.
+pub type Lines = BufReader<Stream>;
+
+/// Sends `request` (a `watch`) and returns the connection, to read what follows, with the
+/// daemon's first response.
+pub fn open_stream(socket: &Path, request: &Request) -> Result<(Lines, RawResponse), ClientError> {
+    let stream = connect(socket).map_err(|error| ClientError::Connect {
+        socket: socket.to_owned(),
+        error,
+    })?;
+    let io_error = |error| ClientError::Io {
+        socket: socket.to_owned(),
+        error,
+    };
+    let line = encode_request(Some(&json!(1)), request);
+    (&stream).write_all(line.as_bytes()).map_err(io_error)?;
+    let mut lines = BufReader::with_capacity(64 * 1024, stream);
+    let mut first = Vec::new();
+    lines.read_until(b'\n', &mut first).map_err(io_error)?;
+    let response = decode_response(socket, &first)?;
+    Ok((lines, response))
 }
 
 /// How often a reload's end is checked for (the new daemon answers a connection queued
@@ -234,13 +257,13 @@ where
     Ok(line)
 }
 
-fn decode_response(socket: &Path, answer: &[u8]) -> Result<Response, ClientError> {
+fn decode_response(socket: &Path, answer: &[u8]) -> Result<RawResponse, ClientError> {
     if answer.iter().all(u8::is_ascii_whitespace) {
         return Err(ClientError::NoAnswer {
             socket: socket.to_owned(),
         });
     }
-    let response: Response =
+    let response: RawResponse =
         serde_json::from_slice(answer).map_err(|e| ClientError::BadAnswer {
             socket: socket.to_owned(),
             detail: e.to_string(),

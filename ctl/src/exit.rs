@@ -27,7 +27,7 @@ impl Exit {
             | ErrorCode::InvalidJson
             | ErrorCode::UnknownOp
             | ErrorCode::FrameTooLarge => Exit::Usage,
-            ErrorCode::PermissionDenied => Exit::Unreachable,
+            ErrorCode::PermissionDenied | ErrorCode::Unauthorized => Exit::Unreachable,
             ErrorCode::NotFound
             | ErrorCode::Leased
             | ErrorCode::Timeout
@@ -38,6 +38,7 @@ impl Exit {
             | ErrorCode::LaunchFailed
             | ErrorCode::ShuttingDown
             | ErrorCode::ReloadFailed
+            | ErrorCode::Reloading
             | ErrorCode::Internal => Exit::TargetFailed,
         }
     }

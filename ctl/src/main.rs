@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod clock;
 mod duration;
+mod events;
 mod exit;
 mod render;
 
@@ -31,6 +32,16 @@ fn run(args: Vec<OsString>) -> Report {
         Err(error) => return clap_report(&error, json),
     };
     let socket = cli.socket_path();
+    if let cli::Command::Events(args) = &cli.command {
+        return match events::follow(&socket, args.watch(), cli.json) {
+            Ok(exit) => Report {
+                stdout: String::new(),
+                stderr: String::new(),
+                exit,
+            },
+            Err(report) => report,
+        };
+    }
     let reload_timeout = cli.command.reload_timeout();
     let request = match cli.command.into_request() {
         Ok(request) => request,
@@ -53,9 +64,9 @@ fn run(args: Vec<OsString>) -> Report {
 }
 
 /// The `reloads` count a successful `reload` answer promises.
-fn accepted_reload(response: &browserd_proto::Response) -> Option<u64> {
+fn accepted_reload(response: &browserd_proto::RawResponse) -> Option<u64> {
     let result = response.result.as_ref().filter(|_| response.ok)?;
-    serde_json::from_value::<browserd_proto::ReloadResult>(result.clone())
+    serde_json::from_str::<browserd_proto::ReloadResult>(result.get())
         .ok()
         .map(|r| r.reloads)
 }

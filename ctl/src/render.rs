@@ -6,11 +6,12 @@ use crate::clock::{format_age, format_bytes, now, parse_rfc3339};
 use crate::exit::{Exit, LocalFailure};
 use browserd_proto::duration::format_millis;
 use browserd_proto::{
-    ErrorCode, LaunchResult, LeaseResult, MetricsResult, ReloadResult, Request, Response,
-    SessionInfo, SessionState, SessionsResult, StatusResult, TerminateResult, WireError, PROTOCOL,
+    ErrorCode, Event, EventKind, LaunchResult, LeaseResult, MetricsResult, Pressure, RawResponse,
+    ReloadResult, Request, SessionInfo, SessionState, SessionsResult, StatusResult,
+    TerminateResult, WatchResult, WireError, PROTOCOL,
 };
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::fmt::Write;
 
 /// Everything a run prints, and how it exits.
@@ -40,14 +41,19 @@ impl Report {
 }
 
 /// Renders the response to `request`, as JSON or for people.
-pub fn report(request: &Request, response: Response, json: bool) -> Report {
+pub fn report(request: &Request, response: RawResponse, json: bool) -> Report {
     if json {
         return json_report(response);
     }
     match (response.ok, response.error) {
         (false, Some(error)) => error_report(request, &error),
-        _ => success_report(request, response.result.unwrap_or(Value::Null)),
+        _ => success_report(request, &result_of(response.result)),
     }
+}
+
+/// The result as sent, `null` if there was none.
+fn result_of(result: Option<Box<RawValue>>) -> Box<RawValue> {
+    result.unwrap_or_else(|| RawValue::from_string("null".to_owned()).expect("null is JSON"))
 }
 
 /// A failure browserctl found itself: with `--json`, one error object shaped like the
@@ -81,20 +87,21 @@ pub fn reloaded(status: &StatusResult, json: bool) -> Report {
 }
 
 /// `--json`: exactly one compact JSON document, the result or the error object.
-fn json_report(response: Response) -> Report {
+fn json_report(response: RawResponse) -> Report {
     match (response.ok, response.error) {
         (false, Some(error)) => {
             let exit = Exit::for_error(error.code);
             Report::out(json_line(&error), exit)
         }
         _ => {
-            let result = response.result.unwrap_or(Value::Null);
+            let result = result_of(response.result);
             let exit = if has_failures(&result) {
                 Exit::TargetFailed
             } else {
                 Exit::Done
             };
-            Report::out(json_line(&result), exit)
+            // The daemon's own text: compact JSON on one line.
+            Report::out(format!("{}\n", result.get()), exit)
         }
     }
 }
@@ -106,14 +113,16 @@ fn json_line(value: &impl serde::Serialize) -> String {
 }
 
 /// Whether a termination result names targets it could not finish.
-fn has_failures(result: &Value) -> bool {
-    result
-        .get("failed")
-        .and_then(Value::as_array)
-        .is_some_and(|failed| !failed.is_empty())
+fn has_failures(result: &RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Failed {
+        #[serde(default)]
+        failed: Vec<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<Failed>(result.get()).is_ok_and(|r| !r.failed.is_empty())
 }
 
-fn success_report(request: &Request, result: Value) -> Report {
+fn success_report(request: &Request, result: &RawValue) -> Report {
     match request {
         Request::Launch(_) => typed(result, |r: LaunchResult| {
             Report::out(launch(&r.session), Exit::Done)
@@ -140,13 +149,71 @@ fn success_report(request: &Request, result: Value) -> Report {
         Request::Reload => typed(result, |r: ReloadResult| {
             Report::out(format!("reloading (reload {})\n", r.reloads), Exit::Done)
         }),
+        Request::Watch(_) => typed(result, |r: WatchResult| {
+            Report::out(format!("watching from event {}\n", r.next_seq), Exit::Done)
+        }),
     }
+}
+
+/// One event, for people: when, what, which session, and what there is to say about it.
+///
+/// ```text
+/// 2024-05-01T12:00:00.000Z  launched       5f0c1a2b-000001  sandbox  ci  pid 4242  tracking job-42
+/// 2024-05-01T12:00:03.000Z  exited         5f0c1a2b-000001  sandbox  ci  signal 15: terminated by request
+/// ```
+pub fn event_line(event: &Event) -> String {
+    let mut line = format!("{}  {:<13}", event.at, event.event.as_str());
+    match event.event {
+        EventKind::Lagged => {
+            let missed = event.missed.unwrap_or(0);
+            let _ = write!(
+                line,
+                "  browserd dropped this subscriber: it fell behind and {missed} event(s) were lost"
+            );
+        }
+        EventKind::Reload => line.push_str("  browserd is re-executing itself; following on"),
+        _ => {
+            let dash = || "-".to_owned();
+            let _ = write!(
+                line,
+                "  {}  {}  {}",
+                event
+                    .session
+                    .as_ref()
+                    .map_or_else(dash, ToString::to_string),
+                event.session_type.map_or_else(dash, |t| t.to_string()),
+                event
+                    .workspace
+                    .as_ref()
+                    .map_or_else(dash, ToString::to_string),
+            );
+            if let Some(exit) = event.exit {
+                let _ = write!(line, "  {exit}");
+            }
+            if let Some(reason) = event.reason {
+                let _ = write!(line, ": {reason}");
+            }
+            if matches!(event.event, EventKind::Launched | EventKind::Adopted) {
+                if let Some(pid) = event.pid {
+                    let _ = write!(line, "  pid {pid}");
+                }
+            }
+            if let Some(tracking_id) = &event.tracking_id {
+                let _ = write!(line, "  tracking {tracking_id}");
+            }
+            if let Some(lease_id) = &event.lease_id {
+                let _ = write!(line, "  lease {lease_id}");
+            }
+        }
+    }
+    line.push('\n');
+    line
 }
 
 /// Decodes a result for rendering; a shape this browserctl does not know means the two
 /// programs are different versions, which is worth saying instead of printing nonsense.
-fn typed<T: DeserializeOwned>(result: Value, render: impl FnOnce(T) -> Report) -> Report {
-    match serde_json::from_value(result) {
+fn typed<T: DeserializeOwned>(result: &RawValue, render: impl FnOnce(T) -> Report) -> Report {
+    match serde_json::from_str(result.get()) {
         Ok(result) => render(result),
         Err(e) => Report::err(
             format!(
@@ -405,6 +472,12 @@ fn status(status: StatusResult) -> Report {
         };
         pairs.push(["browser".into(), value]);
     }
+    if let Some(http) = &status.http {
+        pairs.push(["http".into(), http.clone()]);
+    }
+    if let Some(pressure) = &status.pressure {
+        pairs.extend(pressure_pairs(pressure));
+    }
     let stderr = if status.protocol == PROTOCOL {
         String::new()
     } else {
@@ -419,6 +492,26 @@ fn status(status: StatusResult) -> Report {
         stderr,
         exit: Exit::Done,
     }
+}
+
+/// `status`'s pressure lines: whether a launch would be admitted, and the host's load.
+fn pressure_pairs(pressure: &Pressure) -> [[String; 2]; 2] {
+    let admits = match (&pressure.message, pressure.available) {
+        (_, true) => format!(
+            "yes ({} of {} sessions live, {} queued)",
+            pressure.running, pressure.max_sessions, pressure.queued
+        ),
+        (Some(message), false) => format!("no: {message}"),
+        (None, false) => "no".to_owned(),
+    };
+    let host = format!(
+        "cpu {:.1}%, memory {:.1}% ({} of {})",
+        pressure.cpu_percent,
+        pressure.memory_percent,
+        format_bytes(pressure.memory_used_bytes),
+        format_bytes(pressure.memory_total_bytes)
+    );
+    [["admits launches".into(), admits], ["host".into(), host]]
 }
 
 /// An error response: the daemon's message, its code, and what to do about it.
@@ -456,11 +549,13 @@ fn error_hint(request: &Request, code: ErrorCode) -> Option<&'static str> {
              allow. Ask for your uid or one of your groups to be allowed (browserd --allow-uid, \
              --allow-gid), or run your own browserd and point --socket at it."
         }
+        ErrorCode::Unauthorized => "Send browserd's HTTP token (?token= or Authorization: Bearer).",
         ErrorCode::ShuttingDown => "browserd is shutting down; retry once it has restarted.",
         ErrorCode::ReloadFailed => {
             "Nothing changed: browserd serves on as before. Fix what the message names (run \
              `browserd --check-config` with the daemon's flags to see it), then reload again."
         }
+        ErrorCode::Reloading => "browserd is reloading; retry in a moment.",
         ErrorCode::Internal => "This is a bug in browserd; its logs have the details.",
         ErrorCode::FrameTooLarge => "The request is over 1 MiB; split it into smaller ones.",
         ErrorCode::InvalidJson | ErrorCode::UnknownOp => {
@@ -504,17 +599,12 @@ mod tests {
         }
     }
 
-    fn ok(result: Value) -> Response {
-        Response {
-            req_id: Some(json!(1)),
-            ok: true,
-            result: Some(result),
-            error: None,
-        }
+    fn ok(result: serde_json::Value) -> RawResponse {
+        browserd_proto::Response::success(Some(json!(1)), &result).into_raw()
     }
 
-    fn failed(code: ErrorCode, message: &str) -> Response {
-        Response::failure(Some(json!(1)), WireError::new(code, message))
+    fn failed(code: ErrorCode, message: &str) -> RawResponse {
+        browserd_proto::Response::failure(Some(json!(1)), WireError::new(code, message)).into_raw()
     }
 
     fn kill(force: bool) -> Request {
@@ -737,6 +827,62 @@ browser       not found: no chromium on PATH
 "
         );
         assert!(report.stderr.is_empty());
+    }
+
+    #[test]
+    fn status_says_whether_launches_are_admitted_and_where_http_listens() {
+        let result = json!({
+            "version": "0.1.0", "protocol": 1, "pid": 10, "uptime_ms": 1000,
+            "sessions": {"starting": 0, "running": 2, "terminating": 0, "exited": 0},
+            "limits": {"max_sessions": 2, "grace_ms": 5000, "max_grace_ms": 60000,
+                       "lease_ttl_ms": 60000, "max_lease_ttl_ms": 600000},
+            "socket": "/s", "http": "127.0.0.1:8000",
+            "pressure": {"running": 2, "queued": 0, "max_sessions": 2, "max_queue": 0,
+                         "cpu_percent": 12.5, "memory_percent": 50.0,
+                         "memory_used_bytes": 1_073_741_824u64,
+                         "memory_total_bytes": 2_147_483_648u64, "available": false,
+                         "reason": "capacity",
+                         "message": "2 sessions are live and max_sessions is 2"}
+        });
+        let report = report(&Request::Status, ok(result), false);
+        assert!(
+            report.stdout.ends_with(
+                "\
+http             127.0.0.1:8000
+admits launches  no: 2 sessions are live and max_sessions is 2
+host             cpu 12.5%, memory 50.0% (1.0G of 2.0G)
+"
+            ),
+            "{}",
+            report.stdout
+        );
+    }
+
+    #[test]
+    fn events_read_as_one_line_each() {
+        let mut exited = Event::new(7, EventKind::Exited);
+        exited.at = "2024-05-01T12:00:03.000Z".into();
+        exited.session = Some("5f0c1a2b-000001".parse().unwrap());
+        exited.session_type = Some(browserd_proto::SessionType::Sandbox);
+        exited.workspace = Some("ci".parse().unwrap());
+        exited.pid = Some(4242);
+        exited.exit = Some(ExitStatus::Signal(15));
+        exited.reason = Some(browserd_proto::EndReason::Terminated);
+        exited.tracking_id = Some("job-42".parse().unwrap());
+        assert_eq!(
+            event_line(&exited),
+            "2024-05-01T12:00:03.000Z  exited         5f0c1a2b-000001  sandbox  ci  signal 15: \
+             terminated by request  tracking job-42\n"
+        );
+        let mut launched = exited.clone();
+        launched.event = EventKind::Launched;
+        launched.exit = None;
+        launched.reason = None;
+        launched.tracking_id = None;
+        assert!(event_line(&launched).ends_with("sandbox  ci  pid 4242\n"));
+        let mut lagged = Event::new(0, EventKind::Lagged);
+        lagged.missed = Some(12);
+        assert!(event_line(&lagged).contains("12 event(s) were lost"));
     }
 
     #[test]

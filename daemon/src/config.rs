@@ -9,6 +9,7 @@ use browserd_proto::duration::parse_duration;
 use clap::Parser;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -36,10 +37,19 @@ macro_rules! settings {
             )*
         }
 
-        /// The settled configuration: every layer merged over the defaults.
+        /// The settled configuration: every layer merged over the defaults. A handover
+        /// document written by a daemon that predates a setting lacks it; it reads as the
+        /// default.
         #[derive(Debug, Clone, serde::Serialize, Deserialize)]
+        #[serde(default)]
         pub struct Config {
             $( pub $name: settings!(@out $ty, $default), )*
+        }
+
+        impl Default for Config {
+            fn default() -> Config {
+                Layer::default().settle()
+            }
         }
 
         impl Layer {
@@ -133,6 +143,25 @@ settings! {
     /// Log format [default: text]
     #[arg(long, value_name = "FORMAT")]
     log_format: LogFormat = (LogFormat::Text);
+    /// Also serve HTTP on this address, e.g. 127.0.0.1:8000: the browserless and Chaser
+    /// endpoints, /sessions, /pressure, /metrics, /v1/events [default: off]
+    #[arg(long, value_name = "ADDR", env = "BROWSERD_HTTP")]
+    http: SocketAddr = None;
+    /// File holding the token HTTP clients must send (its first line), as ?token= or
+    /// Authorization: Bearer; required unless --http is a loopback address
+    #[arg(long, value_name = "PATH")]
+    http_token_file: PathBuf = None;
+    /// Largest HTTP request body, in bytes [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    http_max_body: usize = (1 << 20);
+    /// How long an HTTP client may take to send a request's headers, or its body, and how
+    /// long an idle keep-alive connection is kept [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    http_client_timeout: Human = (Human::secs(10));
+    /// How many events a subscriber (watch, /v1/events) may fall behind before it is sent
+    /// `lagged` and dropped [default: 1024]
+    #[arg(long, value_name = "N")]
+    event_backlog: usize = 1024;
 }
 
 /// Supervisor daemon for headless browser sessions.
@@ -221,6 +250,36 @@ impl Config {
         }
         if !self.state_dir.is_absolute() {
             return Err("state_dir must be an absolute path".into());
+        }
+        self.check_http()?;
+        if self.event_backlog == 0 {
+            return Err("event_backlog must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// HTTP reachable from other hosts must not be open to them: a non-loopback address
+    /// needs a token.
+    fn check_http(&self) -> Result<(), String> {
+        let Some(addr) = self.http else {
+            return Ok(());
+        };
+        if !addr.ip().is_loopback() && self.http_token_file.is_none() {
+            return Err(format!(
+                "--http {addr} is reachable from other hosts and no --http-token-file is set; \
+                 give the token clients must send in a file (--http-token-file PATH), or listen \
+                 on a loopback address such as 127.0.0.1:{}",
+                addr.port()
+            ));
+        }
+        if self.http_max_body < 1024 {
+            return Err(format!(
+                "http_max_body must be at least 1024 bytes, got {}",
+                self.http_max_body
+            ));
+        }
+        if self.http_client_timeout == Human::ZERO {
+            return Err("http_client_timeout must be positive".into());
         }
         Ok(())
     }
@@ -471,6 +530,39 @@ mod tests {
         assert_eq!(back.allow_gid, vec![Gid(7)]);
         assert_eq!(back.default_ttl, Some(Human::secs(300)));
         assert_eq!(back.socket_mode, Mode(0o660));
+    }
+
+    #[test]
+    fn a_handed_over_config_that_predates_a_setting_reads_it_as_the_default() {
+        let mut json = serde_json::to_value(Config::load(args(&[])).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("event_backlog");
+        let back: Config = serde_json::from_value(json).unwrap();
+        assert_eq!(back.event_backlog, 1024);
+    }
+
+    #[test]
+    fn http_off_the_loopback_needs_a_token() {
+        let err = Config::load(args(&["--http", "0.0.0.0:8000"])).unwrap_err();
+        assert!(err.contains("--http-token-file"), "{err}");
+        let err = Config::load(args(&["--http", "[::]:8000"])).unwrap_err();
+        assert!(err.contains("127.0.0.1:8000"), "{err}");
+        for loopback in ["127.0.0.1:8000", "[::1]:8000", "127.0.0.2:0"] {
+            let config = Config::load(args(&["--http", loopback])).unwrap();
+            assert_eq!(config.http, Some(loopback.parse().unwrap()));
+        }
+        let config = Config::load(args(&[
+            "--http",
+            "0.0.0.0:8000",
+            "--http-token-file",
+            "/etc/browserd/token",
+        ]))
+        .unwrap();
+        assert!(config.http_token_file.is_some());
+        let argv = ["browserd", "--http", "localhost:80"];
+        assert!(
+            Args::try_parse_from(argv).is_err(),
+            "an address, not a name"
+        );
     }
 
     #[test]

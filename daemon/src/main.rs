@@ -9,6 +9,7 @@ mod context;
 mod dirs;
 mod error;
 mod events;
+mod http;
 mod journal;
 mod launch;
 mod members;
@@ -16,6 +17,7 @@ mod metrics;
 mod notify;
 mod ops;
 mod pidfd;
+mod pressure;
 mod procs;
 mod reaper;
 mod records;
@@ -34,6 +36,7 @@ mod supervise;
 mod terminate;
 mod termination;
 mod usage;
+mod watch;
 
 use clap::Parser;
 use config::{Args, Config, LogFormat};
@@ -78,6 +81,17 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
+    // Read before anything is bound, so a bad token file is refused like a bad flag. After
+    // a reload the daemon serves on without HTTP instead (see `http::open`).
+    let http_token = config
+        .http_token_file
+        .as_deref()
+        .map(http::Token::load)
+        .transpose();
+    if let (Err(e), None) = (&http_token, &handover) {
+        eprintln!("browserd: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(e) = handover_error {
         tracing::error!("reload: {e}; recovering from the journal instead");
     }
@@ -110,6 +124,7 @@ fn main() -> ExitCode {
     };
     let start = startup::Start {
         config,
+        http_token,
         inherited,
         handover,
         notifier: notifier.clone(),
@@ -128,7 +143,11 @@ fn main() -> ExitCode {
 async fn run(start: startup::Start) -> Result<(), String> {
     let signals =
         shutdown::Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let (ctx, listener) = startup::bring_up(start).await?;
+    let startup::Up {
+        ctx,
+        listener,
+        http,
+    } = startup::bring_up(start).await?;
     reload::unblock_signals();
     tracing::info!(
         socket = %ctx.config.socket.display(),
@@ -138,6 +157,9 @@ async fn run(start: startup::Start) -> Result<(), String> {
         "browserd ready"
     );
     tokio::spawn(ctx.notifier.clone().run(ctx.clone()));
+    if let Some(http) = http {
+        http::start(&ctx, http);
+    }
     let server = tokio::spawn(server::serve(ctx.clone(), listener));
     shutdown::run(ctx.clone(), signals).await;
     let _ = server.await;
@@ -149,7 +171,14 @@ async fn run(start: startup::Start) -> Result<(), String> {
 
 /// `--check-config`: prints what the daemon would use, or why it cannot start.
 fn check_config(args: Args) -> ExitCode {
-    match Config::load(args) {
+    let loaded = Config::load(args).and_then(|config| {
+        // A token file the daemon could not read would leave HTTP unserved after a reload.
+        if let Some(path) = &config.http_token_file {
+            http::Token::load(path)?;
+        }
+        Ok(config)
+    });
+    match loaded {
         Ok(config) => {
             let check = reload::Check::of(&config);
             println!("{}", serde_json::to_string(&check).unwrap_or_default());

@@ -20,6 +20,14 @@ struct ResultLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    /// The route's template (`/kill/{id}`), never the path: ids are not labels.
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SessionLabels {
     state: StateLabel,
     r#type: TypeLabel,
@@ -52,6 +60,10 @@ pub struct Metrics {
     strays_signalled: Counter,
     queue_depth: Gauge,
     reloads: Gauge,
+    event_subscribers: Gauge,
+    event_subscribers_lagged: Counter,
+    http_requests: Family<HttpLabels, Counter>,
+    max_sessions: Gauge,
 }
 
 impl Default for Metrics {
@@ -112,8 +124,36 @@ impl Default for Metrics {
             "Times this daemon has re-executed itself in place",
             reloads.clone(),
         );
+        let event_subscribers = Gauge::default();
+        registry.register(
+            "event_subscribers",
+            "Event streams open now (watch connections and /v1/events)",
+            event_subscribers.clone(),
+        );
+        let event_subscribers_lagged = Counter::default();
+        registry.register(
+            "event_subscribers_lagged",
+            "Event subscribers dropped with `lagged` because they fell too far behind",
+            event_subscribers_lagged.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            http_requests.clone(),
+        );
+        let max_sessions = Gauge::default();
+        registry.register(
+            "max_sessions",
+            "Most live sessions at once (max_sessions): the capacity the session gauges fill",
+            max_sessions.clone(),
+        );
         Metrics {
             registry,
+            max_sessions,
+            event_subscribers,
+            event_subscribers_lagged,
+            http_requests,
             sessions,
             launches,
             terminations,
@@ -168,9 +208,41 @@ impl Metrics {
         self.strays_signalled.inc();
     }
 
+    // The launch queue sets it; until there is one, the depth stays 0.
+    #[allow(dead_code)]
     pub fn set_queue_depth(&self, depth: usize) {
         self.queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Launches waiting for a slot, as last set.
+    pub fn queue_depth(&self) -> u64 {
+        u64::try_from(self.queue_depth.get()).unwrap_or(0)
+    }
+
+    /// An event stream opened; the guard counts it until dropped.
+    pub fn event_subscriber(&self) -> SubscriberGauge {
+        self.event_subscribers.inc();
+        SubscriberGauge(self.event_subscribers.clone())
+    }
+
+    pub fn event_subscriber_lagged(&self) {
+        self.event_subscribers_lagged.inc();
+    }
+
+    /// An HTTP request was answered; `route` is the matched route's template.
+    pub fn http_request(&self, method: &str, route: &str, status: u16) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn set_max_sessions(&self, max_sessions: u32) {
+        self.max_sessions.set(i64::from(max_sessions));
     }
 
     pub fn set_reloads(&self, reloads: u64) {
@@ -204,6 +276,15 @@ impl Metrics {
     }
 }
 
+/// Counts one open event stream while it lives.
+pub struct SubscriberGauge(Gauge);
+
+impl Drop for SubscriberGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +297,9 @@ mod tests {
         metrics.terminated(Ok(Duration::from_millis(20)));
         metrics.terminated(Err("timeout"));
         metrics.orphans_reaped(2);
+        metrics.http_request("GET", "/kill/{id}", 204);
+        let subscriber = metrics.event_subscriber();
+        metrics.event_subscriber_lagged();
         let text = metrics.encode(&[(SessionState::Running, SessionType::Browser, 3)]);
         for line in [
             "browserd_launches_total{result=\"ok\"} 1",
@@ -224,9 +308,15 @@ mod tests {
             "browserd_orphans_reaped_total 2",
             "browserd_sessions{state=\"running\",type=\"browser\"} 3",
             "browserd_launch_duration_seconds_count 1",
+            "browserd_http_requests_total{method=\"GET\",route=\"/kill/{id}\",status=\"204\"} 1",
+            "browserd_event_subscribers 1",
+            "browserd_event_subscribers_lagged_total 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
+        drop(subscriber);
+        let text = metrics.encode(&[]);
+        assert!(text.contains("browserd_event_subscribers 0"), "{text}");
     }
 }

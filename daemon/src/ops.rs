@@ -1,5 +1,6 @@
 //! Applying requests: one small function per operation, each turning a validated request
-//! into a result or a wire error.
+//! into a result or a wire error. The socket server and the HTTP listener both call these,
+//! so an operation behaves the same whichever way it arrives.
 
 use crate::context::Context;
 use crate::error::Error;
@@ -7,9 +8,9 @@ use crate::{launch, terminate};
 use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{
     format_rfc3339, BrowserStatus, BulkTerminate, ContainmentStatus, EndReason, ErrorCode, Failure,
-    Kill, LaunchResult, Lease, LeaseResult, Limits, MetricsResult, Release, ReloadResult, Request,
-    SessionId, SessionRef, SessionType, SessionsFilter, SessionsResult, StatusResult, Target,
-    TerminateResult, WireError, Workspace,
+    Kill, Launch, LaunchResult, Lease, LeaseResult, Limits, MetricsResult, Release, ReloadResult,
+    Request, SessionId, SessionInfo, SessionRef, SessionType, SessionsFilter, SessionsResult,
+    StatusResult, Target, TerminateResult, WireError, Workspace,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -20,15 +21,9 @@ use std::time::Duration;
 /// Applies one request; its result comes encoded.
 pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Box<RawValue>, WireError> {
     match request {
-        Request::Launch(request) => {
-            let started = std::time::Instant::now();
-            let launched = launch::launch(ctx, request).await;
-            match &launched {
-                Ok(_) => ctx.metrics.launched(Ok(started.elapsed())),
-                Err(e) => ctx.metrics.launched(Err(e.code().as_str())),
-            }
-            encode(&LaunchResult { session: launched? })
-        }
+        Request::Launch(request) => encode(&LaunchResult {
+            session: launch_op(ctx, request).await?,
+        }),
         Request::Sessions(filter) => encode(&sessions(ctx, &filter).await),
         Request::Kill(kill) => encode(&kill_op(ctx, kill).await?),
         Request::BulkTerminate(body) => encode(&bulk_terminate(ctx, body).await?),
@@ -37,14 +32,34 @@ pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Box<RawValue>
             ctx.registry.release(&lease_id)?;
             encode(&serde_json::json!({}))
         }
-        Request::Status => encode(&status(ctx)),
+        Request::Status => encode(&status(ctx).await),
         Request::Metrics => encode(&MetricsResult {
-            text: ctx.metrics.encode(&ctx.registry.counts_by_type()),
+            text: metrics_text(ctx),
         }),
         Request::Reload => encode(&ReloadResult {
             reloads: crate::reload::request(ctx).await?,
         }),
+        Request::Watch(_) => Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            "`watch` turns a connection into an event stream; only the socket server serves it",
+        )),
     }
+}
+
+/// Launches a session and counts the outcome.
+pub async fn launch_op(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo, Error> {
+    let started = std::time::Instant::now();
+    let launched = launch::launch(ctx, request).await;
+    match &launched {
+        Ok(_) => ctx.metrics.launched(Ok(started.elapsed())),
+        Err(e) => ctx.metrics.launched(Err(e.code().as_str())),
+    }
+    launched
+}
+
+/// The Prometheus text exposition, with the session gauges as they are now.
+pub fn metrics_text(ctx: &Context) -> String {
+    ctx.metrics.encode(&ctx.registry.counts_by_type())
 }
 
 fn encode(result: &impl Serialize) -> Result<Box<RawValue>, WireError> {
@@ -55,7 +70,7 @@ fn encode(result: &impl Serialize) -> Result<Box<RawValue>, WireError> {
 /// Lists sessions; live ones with what they use: their process count, memory (PSS summed
 /// over their processes, so a page they share counts once) and CPU time, as last measured,
 /// with how long ago (see `usage`).
-async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult {
+pub async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult {
     let mut sessions = ctx.registry.list(filter);
     let live: Vec<SessionId> = sessions
         .iter()
@@ -79,7 +94,7 @@ async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult
     SessionsResult { sessions }
 }
 
-async fn kill_op(ctx: &Arc<Context>, kill: Kill) -> Result<TerminateResult, Error> {
+pub async fn kill_op(ctx: &Arc<Context>, kill: Kill) -> Result<TerminateResult, Error> {
     let body = match kill.target {
         Target::All => BulkTerminate {
             all: Some(true),
@@ -101,7 +116,10 @@ async fn kill_op(ctx: &Arc<Context>, kill: Kill) -> Result<TerminateResult, Erro
     .await
 }
 
-async fn bulk_terminate(ctx: &Arc<Context>, body: BulkTerminate) -> Result<TerminateResult, Error> {
+pub async fn bulk_terminate(
+    ctx: &Arc<Context>,
+    body: BulkTerminate,
+) -> Result<TerminateResult, Error> {
     let grace = grace(ctx, body.grace_ms)?;
     let (selected, mut failed) = select(
         ctx,
@@ -198,7 +216,7 @@ async fn lease_op(ctx: &Context, lease: &Lease) -> Result<LeaseResult, Error> {
     })
 }
 
-fn status(ctx: &Context) -> StatusResult {
+pub async fn status(ctx: &Context) -> StatusResult {
     let config = &ctx.config;
     StatusResult {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -236,5 +254,7 @@ fn status(ctx: &Context) -> StatusResult {
                 error: Some(error),
             },
         }),
+        pressure: Some(crate::pressure::pressure(ctx).await),
+        http: ctx.server.http.addr().map(|addr| addr.to_string()),
     }
 }

@@ -7,14 +7,16 @@
 //!    use the same state dir. Otherwise the reload is refused and nothing changes.
 //! 2. The server drains: it stops accepting (new clients wait in the kernel's backlog),
 //!    every connection finishes the request it is answering and is parked at a frame
-//!    boundary.
+//!    boundary. HTTP stops accepting too; its connections finish what they are answering
+//!    and close. Event streams are sent everything emitted until then, a `reload` event,
+//!    and end.
 //! 3. One versioned handover document is written to a memfd: the registry's snapshot (every
 //!    session, lease, TTL, tracking id, recent exit, termination in flight), the fds to keep
-//!    (the listener, every parked connection with what it had read, each browser's stderr
-//!    pipe, each adopted leader's pidfd) by number, the service manager's variables and the
-//!    settled config. Those fds lose close-on-exec, signals that must not be lost are
-//!    blocked, and the daemon `execve`s its binary with the same pid, so every session
-//!    stays its child.
+//!    (the listener, the HTTP listener, every parked connection with what it had read, each
+//!    browser's stderr pipe, each adopted leader's pidfd) by number, the service manager's
+//!    variables, the settled config and where the event sequence stands. Those fds lose
+//!    close-on-exec, signals that must not be lost are blocked, and the daemon `execve`s
+//!    its binary with the same pid, so every session stays its child.
 //! 4. The new image reads the document (`BROWSERD_HANDOVER=<fd>`), takes every fd up,
 //!    reaps what exited meanwhile, serves the parked connections on, and tells the service
 //!    manager it is ready. No session is signalled.
@@ -46,6 +48,10 @@ use std::time::Duration;
 
 /// The handover document's version; `--check-config` prints the one a binary reads.
 pub const HANDOVER_VERSION: u32 = 1;
+/// Fields added to version 1 since, each optional: a binary that predates one ignores it.
+/// 1: the HTTP listener and the event sequence. A daemon with an HTTP listener reloads
+/// only into a binary of revision 1 or later, which takes the listener over.
+pub const HANDOVER_REVISION: u32 = 1;
 /// Names the memfd holding the document, in the re-executed daemon's environment.
 const HANDOVER_ENV: &str = "BROWSERD_HANDOVER";
 /// How long the new binary's `--check-config` may take.
@@ -79,6 +85,8 @@ impl Invocation {
 pub struct Check {
     pub version: String,
     pub handover: u32,
+    #[serde(default)]
+    pub handover_revision: u32,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
 }
@@ -88,6 +96,7 @@ impl Check {
         Check {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             handover: HANDOVER_VERSION,
+            handover_revision: HANDOVER_REVISION,
             state_dir: config.state_dir.clone(),
             socket: config.socket.clone(),
         }
@@ -111,6 +120,12 @@ pub struct Handover {
     /// Browsers' stderr pipes.
     pub pipes: Vec<(SessionId, RawFd)>,
     pub notify: notify::Env,
+    /// The HTTP listener (revision 1).
+    #[serde(default)]
+    pub http_listener: Option<RawFd>,
+    /// The `seq` of the next event (revision 1).
+    #[serde(default)]
+    pub events_seq: u64,
 }
 
 /// Checks the binary on disk and schedules the reload; returns the `reloads` count the
@@ -190,6 +205,13 @@ async fn check_new_binary(ctx: &Arc<Context>) -> Result<(), String> {
             check.handover
         ));
     }
+    if ctx.server.http.addr().is_some() && check.handover_revision < 1 {
+        return Err(format!(
+            "{} (version {}) predates the HTTP listener and could not take it over; restart instead",
+            exe.display(),
+            check.version
+        ));
+    }
     if check.state_dir != ctx.config.state_dir {
         return Err(format!(
             "the new config moves the state dir from {} to {}; that takes a restart",
@@ -217,37 +239,51 @@ async fn run(ctx: Arc<Context>) {
     ctx.notifier.reloading();
     let config = &ctx.config;
     let drain_timeout = config.launch_timeout.0.max(config.max_grace.0) + Duration::from_secs(10);
-    let (listener, parked) = ctx.server.drain(drain_timeout).await;
+    let ((listener, parked), ()) = tokio::join!(
+        ctx.server.drain(drain_timeout),
+        ctx.server.http.settle(drain_timeout)
+    );
+    ctx.server.hand_over(STREAMS_END).await;
+    let http = ctx.server.http.take_listener(STREAMS_END).await;
     let Some(listener) = listener else {
         tracing::error!("the server did not hand its listener back; the reload is abandoned");
-        return resume(&ctx, None, parked);
+        return resume(&ctx, None, parked, http);
     };
     // Every record queued is written before the exec ends the writer thread; the new image
     // rewrites the journal from its handover anyway.
     let _ = ctx.registry.recorded().await;
     // From here on nothing awaits, so no other task runs: the snapshot is the last state.
-    let why = exec(&ctx, &listener, &parked);
+    let why = exec(&ctx, &listener, &parked, http.as_ref());
     tracing::error!(
         "cannot re-execute {}: {why}; serving on with this binary",
         ctx.invocation.exe.display()
     );
-    resume(&ctx, Some(listener), parked);
+    resume(&ctx, Some(listener), parked, http);
 }
 
+/// How long event streams and HTTP connections get to end once the drain is over.
+const STREAMS_END: Duration = Duration::from_secs(2);
+
 /// Serves on after a reload that did not happen.
-fn resume(ctx: &Arc<Context>, listener: Option<Listener>, parked: Vec<Parked>) {
+fn resume(
+    ctx: &Arc<Context>,
+    listener: Option<Listener>,
+    parked: Vec<Parked>,
+    http: Option<OwnedFd>,
+) {
     ctx.server.resume();
     server::take_up(ctx, parked);
     if let Some(listener) = listener {
         tokio::spawn(server::serve(ctx.clone(), listener));
     }
+    crate::http::resume(ctx, http);
     ctx.reload_pending.store(false, Ordering::Release);
     ctx.notifier.ready(&ctx.registry.counts());
 }
 
 /// Writes the handover document and execs; returns only if that failed, saying why, with
 /// every fd made close-on-exec again.
-fn exec(ctx: &Context, listener: &Listener, parked: &[Parked]) -> String {
+fn exec(ctx: &Context, listener: &Listener, parked: &[Parked], http: Option<&OwnedFd>) -> String {
     let pipes = ctx.pipes.raw();
     let adopted: Vec<(SessionId, Arc<OwnedFd>)> = ctx.registry.adopted_leaders();
     let document = Handover {
@@ -268,6 +304,8 @@ fn exec(ctx: &Context, listener: &Listener, parked: &[Parked]) -> String {
             .collect(),
         pipes: pipes.clone(),
         notify: ctx.notifier.env(),
+        http_listener: http.map(|fd| fd.as_raw_fd()),
+        events_seq: ctx.registry.events().next_seq(),
     };
     let memfd = match write_document(&document) {
         Ok(memfd) => memfd,
@@ -277,6 +315,7 @@ fn exec(ctx: &Context, listener: &Listener, parked: &[Parked]) -> String {
     kept.extend(document.connections.iter().map(|(fd, _)| *fd));
     kept.extend(document.pipes.iter().map(|(_, fd)| *fd));
     kept.extend(document.adopted.iter().map(|(_, fd)| *fd));
+    kept.extend(document.http_listener);
     let why = match set_cloexec(&kept, false) {
         Ok(()) => exec_self(ctx, memfd.as_raw_fd()),
         Err(e) => format!("cannot keep the fds open across exec: {e}"),
@@ -386,6 +425,8 @@ pub struct TakenOver {
     pub connections: Vec<Parked>,
     pub pipes: Vec<(SessionId, OwnedFd)>,
     pub notify: notify::Env,
+    pub http_listener: Option<OwnedFd>,
+    pub events_seq: u64,
 }
 
 /// The handover an earlier image left this one, if it was re-executed. Call first thing in
@@ -446,6 +487,8 @@ fn read_handover(value: &std::ffi::OsStr) -> Result<TakenOver, String> {
             .map(|(id, fd)| (id, own(fd)))
             .collect(),
         notify: document.notify,
+        http_listener: document.http_listener.map(own),
+        events_seq: document.events_seq,
     })
 }
 

@@ -3,11 +3,18 @@
 //! accepting (new clients wait in the kernel's backlog), lets every connection finish the
 //! request it is answering, and takes each connection, at a frame boundary, out of its task,
 //! so that the re-executed daemon serves it on; no client is refused or dropped.
+//!
+//! A connection that sends `watch` becomes an event stream (see `watch`) and stops counting
+//! as a connection being answered: a drain does not wait for it. Event streams are sent
+//! every event emitted while the drain lasts, and end once it is over (`hand_over`), with
+//! a final `reload` event. The phase is also what the HTTP listener follows (see `http`).
 
 use crate::config::Config;
 use crate::context::Context;
 use crate::ops;
-use browserd_proto::{decode_request, ErrorCode, Frame, LineDecoder, Response, WireError};
+use browserd_proto::{
+    decode_request, Envelope, ErrorCode, Frame, LineDecoder, Request, Response, Watch, WireError,
+};
 use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use std::io;
@@ -19,6 +26,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// Most connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 1024;
+/// Most `watch` streams at once; one more is refused with `capacity`.
+const MAX_STREAMS: usize = 256;
 /// Read size per syscall.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -28,6 +37,8 @@ pub enum Phase {
     Serving,
     /// A reload: stop accepting, finish what is being answered, hand connections over.
     Draining,
+    /// A reload, once drained: event streams send what is left and end.
+    HandingOver,
     /// Shutdown: stop accepting; connections are served until the daemon exits.
     Stopping,
 }
@@ -48,6 +59,10 @@ pub struct Server {
     listener: Mutex<Option<Listener>>,
     /// Connections handed over by their tasks while draining.
     parked: Mutex<Vec<Parked>>,
+    /// One permit per `watch` stream open.
+    streams: Arc<Semaphore>,
+    /// The HTTP listener's state, when `--http` is set; it follows this server's phase.
+    pub http: crate::http::State,
 }
 
 impl Default for Server {
@@ -57,6 +72,8 @@ impl Default for Server {
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             listener: Mutex::new(None),
             parked: Mutex::new(Vec::new()),
+            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            http: crate::http::State::default(),
         }
     }
 }
@@ -70,6 +87,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Server {
     pub fn phase(&self) -> Phase {
         *self.phase.borrow()
+    }
+
+    /// Follows the phase (the HTTP listener and event streams do).
+    pub fn phases(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
     }
 
     /// Stops accepting for good (shutdown).
@@ -96,6 +118,24 @@ impl Server {
         }
         let listener = lock(&self.listener).take();
         (listener, std::mem::take(&mut *lock(&self.parked)))
+    }
+
+    /// Ends every event stream, once each has sent what was emitted so far and a `reload`
+    /// event, or once `timeout` has passed.
+    pub async fn hand_over(&self, timeout: Duration) {
+        self.phase.send_replace(Phase::HandingOver);
+        let ended =
+            tokio::time::timeout(timeout, self.streams.acquire_many(MAX_STREAMS as u32)).await;
+        match ended {
+            Ok(Ok(permits)) => drop(permits),
+            _ => {
+                let open = MAX_STREAMS - self.streams.available_permits();
+                tracing::warn!(
+                    open,
+                    "event streams still open after {timeout:?}; the reload closes them"
+                );
+            }
+        }
     }
 
     /// Serves again after a drain whose reload did not happen.
@@ -136,7 +176,7 @@ pub async fn serve(ctx: Arc<Context>, listener: Listener) {
             }
         }
     }
-    if server.phase() == Phase::Draining {
+    if server.phase() != Phase::Stopping {
         *lock(&server.listener) = Some(listener);
     }
 }
@@ -176,20 +216,33 @@ fn spawn_connection(
     let ctx = ctx.clone();
     tokio::spawn(async move {
         match handle_connection(&ctx, stream, decoder).await {
-            Ok(Some(parked)) => lock(&ctx.server.parked).push(parked),
-            Ok(None) => {}
+            Ok(Ending::Parked(parked)) => lock(&ctx.server.parked).push(parked),
+            Ok(Ending::Closed) => {}
+            Ok(Ending::Watch(stream, req_id, filter)) => {
+                drop(permit);
+                return serve_watch(&ctx, stream, req_id, filter).await;
+            }
             Err(e) => tracing::debug!("connection ended: {e}"),
         }
         drop(permit);
     });
 }
 
-/// Serves one connection. Returns it, parked at a frame boundary, if the server drains.
+/// How a connection's task let go of it.
+enum Ending {
+    Closed,
+    /// Parked at a frame boundary for a reload.
+    Parked(Parked),
+    /// It asked to `watch`: from now on it carries events.
+    Watch(Stream, Option<serde_json::Value>, Watch),
+}
+
+/// Serves one connection until it closes, parks for a drain, or turns into an event stream.
 async fn handle_connection(
     ctx: &Arc<Context>,
     stream: Stream,
     mut decoder: LineDecoder,
-) -> io::Result<Option<Parked>> {
+) -> io::Result<Ending> {
     if let Err(reason) = check_peer(&ctx.config, &stream) {
         tracing::warn!("refused a client: {reason}");
         refuse(
@@ -197,17 +250,22 @@ async fn handle_connection(
             &WireError::new(ErrorCode::PermissionDenied, reason),
         )
         .await?;
-        return Ok(None);
+        return Ok(Ending::Closed);
     }
     let mut phase = ctx.server.phase.subscribe();
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
         let (mut reader, mut writer) = (&stream, &stream);
         while let Some(frame) = decoder.next_frame() {
-            let line = answer(ctx, frame).await;
-            writer.write_all(line.as_bytes()).await?;
+            match answer(ctx, frame).await {
+                Answer::Line(line) => writer.write_all(line.as_bytes()).await?,
+                Answer::Watch(req_id, filter) => return Ok(Ending::Watch(stream, req_id, filter)),
+            }
         }
-        if *phase.borrow_and_update() == Phase::Draining {
+        if matches!(
+            *phase.borrow_and_update(),
+            Phase::Draining | Phase::HandingOver
+        ) {
             return park(stream, decoder);
         }
         let read = tokio::select! {
@@ -216,24 +274,52 @@ async fn handle_connection(
         };
         if read == 0 {
             if let Some(frame) = decoder.finish() {
-                let line = answer(ctx, frame).await;
-                writer.write_all(line.as_bytes()).await?;
+                match answer(ctx, frame).await {
+                    Answer::Line(line) => writer.write_all(line.as_bytes()).await?,
+                    // It closed its side: nobody to stream to.
+                    Answer::Watch(..) => {}
+                }
             }
-            return Ok(None);
+            return Ok(Ending::Closed);
         }
         decoder.push(&chunk[..read]);
     }
 }
 
+/// Streams events to a connection that sent `watch`, within the limit of streams; past
+/// it, the request is answered with `capacity` and the connection closed.
+async fn serve_watch(
+    ctx: &Arc<Context>,
+    stream: Stream,
+    req_id: Option<serde_json::Value>,
+    filter: Watch,
+) {
+    let Ok(slot) = ctx.server.streams.clone().try_acquire_owned() else {
+        let refusal = Response::failure(
+            req_id,
+            WireError::new(
+                ErrorCode::Capacity,
+                format!("{MAX_STREAMS} event streams are open already; close one first"),
+            ),
+        );
+        let _ = (&stream).write_all(refusal.to_line().as_bytes()).await;
+        return;
+    };
+    if let Err(e) = crate::watch::serve(ctx, &stream, req_id, filter).await {
+        tracing::debug!("event stream ended: {e}");
+    }
+    drop(slot);
+}
+
 /// Takes a connection out of its task, with what it has read of the next request. One in
 /// the middle of skipping an oversized line is closed instead (it could not be resumed).
-fn park(stream: Stream, decoder: LineDecoder) -> io::Result<Option<Parked>> {
+fn park(stream: Stream, decoder: LineDecoder) -> io::Result<Ending> {
     let Some(pending) = decoder.into_pending() else {
-        return Ok(None);
+        return Ok(Ending::Closed);
     };
     let Stream::UdSocket(stream) = stream;
     let fd = OwnedFd::try_from(stream)?;
-    Ok(Some(Parked { fd, pending }))
+    Ok(Ending::Parked(Parked { fd, pending }))
 }
 
 /// Most requests a refused client gets answered (each with the refusal) before it is
@@ -284,25 +370,37 @@ async fn refuse(stream: &Stream, error: &WireError) -> io::Result<()> {
     }
 }
 
-/// Answers one frame with a response line; never fails, never panics on input.
-async fn answer(ctx: &Arc<Context>, frame: Frame) -> String {
+/// What a frame gets: its response line, or (for `watch`) the stream that follows.
+enum Answer {
+    Line(String),
+    Watch(Option<serde_json::Value>, Watch),
+}
+
+/// Answers one frame; never fails, never panics on input.
+async fn answer(ctx: &Arc<Context>, frame: Frame) -> Answer {
     let line = match frame {
         Frame::Line(line) => line,
         Frame::TooLarge { len } => {
-            return Response::failure(
-                None,
-                WireError::new(
-                    ErrorCode::FrameTooLarge,
-                    format!(
-                        "request line of {len} bytes exceeds the {} byte limit",
-                        browserd_proto::MAX_FRAME
+            return Answer::Line(
+                Response::failure(
+                    None,
+                    WireError::new(
+                        ErrorCode::FrameTooLarge,
+                        format!(
+                            "request line of {len} bytes exceeds the {} byte limit",
+                            browserd_proto::MAX_FRAME
+                        ),
                     ),
-                ),
+                )
+                .to_line(),
             )
-            .to_line()
         }
     };
-    match decode_request(&line) {
+    Answer::Line(match decode_request(&line) {
+        Ok(Envelope {
+            req_id,
+            request: Request::Watch(filter),
+        }) => return Answer::Watch(req_id, filter),
         Ok(envelope) => {
             let op = envelope.request.name();
             tracing::debug!(op, "request");
@@ -318,7 +416,7 @@ async fn answer(ctx: &Arc<Context>, frame: Frame) -> String {
             tracing::debug!(error = %rejected.error, "rejected request");
             Response::failure(rejected.req_id, rejected.error).to_line()
         }
-    }
+    })
 }
 
 /// Root, the daemon's own uid, and the configured uids and gids may connect.

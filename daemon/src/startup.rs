@@ -1,7 +1,7 @@
 //! How the daemon comes up: fresh, after a crash (the journal says which sessions to take
 //! up again; see `recovery`), or re-executed by a reload (the handover says everything).
 //! Either way it ends with a context whose registry holds every session it should, a
-//! journal that starts from that state, the loops running, and a listener to serve.
+//! journal that starts from that state, the loops running, and the listeners to serve.
 
 use crate::activation::Inherited;
 use crate::config::Config;
@@ -12,7 +12,7 @@ use crate::notify::Notifier;
 use crate::records::from_unix_ms;
 use crate::registry::{Limits, Registry};
 use crate::reload::{Invocation, TakenOver};
-use crate::{browser, recovery, server, socket, supervise, terminate};
+use crate::{browser, http, recovery, server, socket, supervise, terminate};
 use browserd_proto::{EndReason, SessionId};
 use interprocess::local_socket::tokio::Listener;
 use std::collections::HashMap;
@@ -23,15 +23,27 @@ use std::time::SystemTime;
 /// What `main` hands over to the runtime.
 pub struct Start {
     pub config: Config,
+    /// The HTTP token, if the config names its file (or why it could not be read).
+    pub http_token: Result<Option<http::Token>, String>,
     pub inherited: Option<Inherited>,
     pub handover: Option<TakenOver>,
     pub notifier: Notifier,
 }
 
-/// Builds the context and starts every loop; returns the listener to serve.
-pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> {
+/// What is up once [`bring_up`] returns.
+pub struct Up {
+    pub ctx: Arc<Context>,
+    /// The socket's listener.
+    pub listener: Listener,
+    /// The HTTP listener and its token, when `--http` is set.
+    pub http: Option<http::Opened>,
+}
+
+/// Builds the context and starts every loop; returns the listeners to serve.
+pub async fn bring_up(start: Start) -> Result<Up, String> {
     let Start {
         mut config,
+        http_token,
         inherited,
         handover,
         notifier,
@@ -53,9 +65,15 @@ pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> 
     };
     let journal_path = config.state_dir.join("journal");
     let reloaded = handover.is_some();
-    let (listener, parts, handed) = match handover {
+    let (listener, parts, handed, http) = match handover {
         Some(taken) => {
             let listener = socket::adopt(taken.listener)?;
+            // The listener was kept and the token re-read: a failure here is the new
+            // config's, and the daemon serves its sessions on without HTTP.
+            let http = http::open(&config, taken.http_listener, http_token).unwrap_or_else(|e| {
+                tracing::error!("{e}; HTTP is not served after this reload");
+                None
+            });
             if taken.socket_file == socket::SocketFile::Managers {
                 tracing::info!(
                     "serving the socket the service manager passed, as before the reload"
@@ -67,6 +85,7 @@ pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> 
                 .map(|(id, fd)| (id, Arc::new(fd)))
                 .collect();
             let registry = Registry::restore(limits, taken.registry, adopted);
+            registry.events().resume_at(taken.events_seq);
             tracing::info!(reloads = taken.reloads, "reloaded: took over every session");
             let parts = Parts {
                 registry,
@@ -82,10 +101,11 @@ pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> 
                 pipes: taken.pipes,
                 terminate: Vec::new(),
             };
-            (listener, parts, handed)
+            (listener, parts, handed, http)
         }
         None => {
             let (listener, socket_file) = socket::listen(&mut config, inherited)?;
+            let http = http::open(&config, None, http_token)?;
             let replayed = journal::read(&journal_path);
             if let Some(problem) = &replayed.problem {
                 tracing::error!("journal: {problem}");
@@ -119,7 +139,7 @@ pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> 
                 pipes: Vec::new(),
                 terminate: recovered.terminate,
             };
-            (listener, parts, handed)
+            (listener, parts, handed, http)
         }
     };
     let journal = Journal::start(journal_path.clone(), parts.registry.snapshot())
@@ -140,10 +160,16 @@ pub async fn bring_up(start: Start) -> Result<(Arc<Context>, Listener), String> 
     for (id, cgroup) in ctx.registry.cgroups() {
         ctx.members.take_up(&id, &cgroup);
     }
+    ctx.metrics.set_max_sessions(ctx.config.max_sessions);
+    crate::pressure::prime();
     supervise::start(&ctx).map_err(|e| format!("cannot watch for child exits: {e}"))?;
     take_up(&ctx, handed);
     ctx.notifier.ready(&ctx.registry.counts());
-    Ok((ctx, listener))
+    Ok(Up {
+        ctx,
+        listener,
+        http,
+    })
 }
 
 /// What came with the start besides the registry.

@@ -33,6 +33,10 @@ const POLITE_WAIT: Duration = Duration::from_secs(2);
 const POLITE_CONNECT: Duration = Duration::from_secs(1);
 /// How often SIGKILL is repeated while waiting for a forced session to vanish.
 const KILL_RESWEEP: Duration = Duration::from_millis(100);
+/// How many sessions get their first signal in one go, under one hold of the reap lock,
+/// before the event loop may run anything else (a reap, another client's request): a bulk
+/// termination of thousands starts fast without starving them.
+const SIGNAL_BATCH: usize = 32;
 /// How long to wait after SIGKILL before reporting `kill_failed` (processes stuck in the
 /// kernel, e.g. uninterruptible I/O); also how long a session with no live process left is
 /// given to be proven gone before that is reported.
@@ -138,7 +142,7 @@ pub async fn terminate_all(
         };
         pending.push(waiting);
     }
-    begin(ctx, started, asked);
+    begin_all(ctx, started, asked).await;
     if changed {
         ctx.terminator.send(Message::Changed);
     }
@@ -166,22 +170,62 @@ pub fn start_forced(ctx: &Arc<Context>, id: &SessionId, grace: Duration, reason:
     };
     match ctx.registry.begin_termination(id, control, reason) {
         Some(Begin::Started(termination)) => {
-            begin(ctx, vec![(id.clone(), termination)], Instant::now())
+            let started = begin(ctx, vec![(id.clone(), termination)]);
+            log_started(&started);
         }
         Some(Begin::Joined { upgraded: true, .. }) => ctx.terminator.send(Message::Changed),
         _ => {}
     }
 }
 
+/// Starts every new termination of a request: first signals in batches of `SIGNAL_BATCH`,
+/// letting the event loop run in between; the log lines once every signal is out. `asked`
+/// is when the request came, for the `browserd::timing` line.
+async fn begin_all(
+    ctx: &Arc<Context>,
+    started: Vec<(SessionId, Arc<Termination>)>,
+    asked: Instant,
+) {
+    if started.is_empty() {
+        return;
+    }
+    let total = started.len();
+    let mut logged = Vec::with_capacity(total);
+    let mut rest = started.into_iter().peekable();
+    while rest.peek().is_some() {
+        let batch: Vec<_> = rest.by_ref().take(SIGNAL_BATCH).collect();
+        logged.extend(begin(ctx, batch));
+        if rest.peek().is_some() {
+            tokio::task::yield_now().await;
+        }
+    }
+    let signalled = asked.elapsed();
+    log_started(&logged);
+    tracing::debug!(
+        target: "browserd::timing",
+        sessions = total,
+        first_signals_us = u64::try_from(signalled.as_micros()).unwrap_or(u64::MAX),
+        "every first signal sent (or polite close asked)"
+    );
+}
+
+fn log_started(started: &[(SessionId, bool)]) {
+    for (id, force) in started {
+        tracing::info!(session = %id, force, "terminating");
+    }
+}
+
 /// Sends the first signal of each new termination, all in one pass under one hold of the
 /// reap lock (so every group's leader is still unreaped when its group is signalled), and
 /// hands them to the driver. A browser with a DevTools endpoint is first asked to close
-/// itself, within the first half of its grace (at most `POLITE_WAIT`). Nothing else (not
-/// even a log line) is done until every first signal is out. `asked` is when the request
-/// came, for the log.
-fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>, asked: Instant) {
+/// itself, within the first half of its grace (at most `POLITE_WAIT`). Returns each
+/// session with whether it is forced, for the log.
+fn begin(
+    ctx: &Arc<Context>,
+    started: Vec<(SessionId, Arc<Termination>)>,
+) -> Vec<(SessionId, bool)> {
     if started.is_empty() {
-        return;
+        return Vec::new();
     }
     let now = Instant::now();
     let mut flights = Vec::with_capacity(started.len());
@@ -212,7 +256,6 @@ fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>, asked:
             flights.push(flight);
         }
     }
-    let signalled = asked.elapsed();
     let logged: Vec<(SessionId, bool)> = flights
         .iter()
         .map(|f| (f.id.clone(), f.termination.control().force))
@@ -226,15 +269,7 @@ fn begin(ctx: &Arc<Context>, started: Vec<(SessionId, Arc<Termination>)>, asked:
             }
         });
     }
-    for (id, force) in &logged {
-        tracing::info!(session = %id, force, "terminating");
-    }
-    tracing::debug!(
-        target: "browserd::timing",
-        sessions = logged.len(),
-        first_signals_us = u64::try_from(signalled.as_micros()).unwrap_or(u64::MAX),
-        "every first signal sent (or polite close asked)"
-    );
+    logged
 }
 
 /// Signals the session's process group, if its leader is unreaped (which pins the pgid).

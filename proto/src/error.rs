@@ -34,10 +34,16 @@ pub enum ErrorCode {
     LaunchFailed,
     /// The peer's uid/gid is not allowed to use this daemon.
     PermissionDenied,
+    /// An HTTP request without the daemon's token (`?token=` or `Authorization: Bearer`).
+    Unauthorized,
     /// The daemon is shutting down and takes no new work.
     ShuttingDown,
     /// A reload was refused: the new binary or config is not usable (nothing changed).
     ReloadFailed,
+    /// The daemon is re-executing itself (a reload) and an HTTP request came too late to be
+    /// answered by this image; the next one is, in a moment (the socket never sends this:
+    /// its requests are handed over).
+    Reloading,
     /// A daemon-side failure that is not the client's fault.
     Internal,
 }
@@ -59,8 +65,10 @@ impl ErrorCode {
             ErrorCode::NotRunning => "not_running",
             ErrorCode::LaunchFailed => "launch_failed",
             ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ReloadFailed => "reload_failed",
+            ErrorCode::Reloading => "reloading",
             ErrorCode::Internal => "internal",
         }
     }
@@ -116,8 +124,10 @@ mod tests {
             ErrorCode::NotRunning,
             ErrorCode::LaunchFailed,
             ErrorCode::PermissionDenied,
+            ErrorCode::Unauthorized,
             ErrorCode::ShuttingDown,
             ErrorCode::ReloadFailed,
+            ErrorCode::Reloading,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

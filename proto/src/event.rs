@@ -25,6 +25,9 @@ pub enum EventKind {
     Adopted,
     /// The subscriber could not keep up and is disconnected; `missed` events were lost.
     Lagged,
+    /// browserd is re-executing itself (a reload): the stream ends here, after every event
+    /// emitted so far. Subscribe again; `seq` carries on from where it was.
+    Reload,
 }
 
 impl EventKind {
@@ -38,7 +41,14 @@ impl EventKind {
             EventKind::TtlExpired => "ttl_expired",
             EventKind::Adopted => "adopted",
             EventKind::Lagged => "lagged",
+            EventKind::Reload => "reload",
         }
+    }
+
+    /// Whether the event is about the stream itself rather than a session; each of these
+    /// is the last event of its stream.
+    pub fn ends_the_stream(self) -> bool {
+        matches!(self, EventKind::Lagged | EventKind::Reload)
     }
 }
 
@@ -50,7 +60,7 @@ pub struct Event {
     /// RFC 3339.
     pub at: String,
     pub event: EventKind,
-    /// Absent only for `lagged`.
+    /// Absent only for `lagged` and `reload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +80,26 @@ pub struct Event {
     /// `lagged`: how many events the subscriber missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missed: Option<u64>,
+}
+
+impl Event {
+    /// An event of `kind`, stamped now, with no session fields.
+    pub fn new(seq: u64, kind: EventKind) -> Event {
+        Event {
+            seq,
+            at: crate::format_rfc3339(std::time::SystemTime::now()),
+            event: kind,
+            session: None,
+            tracking_id: None,
+            session_type: None,
+            workspace: None,
+            pid: None,
+            exit: None,
+            reason: None,
+            lease_id: None,
+            missed: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +133,7 @@ mod tests {
             EventKind::LeaseExpired,
             EventKind::TtlExpired,
             EventKind::Lagged,
+            EventKind::Reload,
         ] {
             let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(json, format!("\"{}\"", kind.as_str()));

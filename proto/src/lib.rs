@@ -18,13 +18,14 @@ pub use frame::{Frame, LineDecoder, MAX_FRAME};
 pub use ids::{IdError, LeaseId, SessionId, SessionRef, Target, TrackingId, Workspace};
 pub use paths::default_socket_path;
 pub use request::{
-    decode_request, encode_request, BulkTerminate, Envelope, Kill, Launch, Lease, Release, Request,
-    SessionsFilter,
+    decode_body, decode_request, encode_request, BulkTerminate, Envelope, Kill, Launch, Lease,
+    Release, Request, SessionsFilter, Watch,
 };
 pub use response::{
     BrowserStatus, ContainmentStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult,
-    Limits, MetricsResult, ReloadResult, Response, SessionInfo, SessionState, SessionType,
-    SessionsResult, StateCounts, StatusResult, TerminateResult,
+    Limits, MetricsResult, Pressure, RawResponse, ReloadResult, Response, SessionInfo,
+    SessionState, SessionType, SessionsResult, StateCounts, StatusResult, TerminateResult,
+    WatchResult,
 };
 pub use time::format_rfc3339;
 

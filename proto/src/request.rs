@@ -207,6 +207,35 @@ impl BulkTerminate {
     }
 }
 
+/// `watch`: turn the connection into a stream of session events, one JSON object per line
+/// (see [`crate::Event`]); only the events of sessions that match every filter given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_type: Option<SessionType>,
+}
+
+impl Watch {
+    /// Whether a subscriber with these filters gets `event`. Events about the stream itself
+    /// (`lagged`, `reload`) name no session and always pass.
+    pub fn matches(&self, event: &crate::Event) -> bool {
+        if event.session.is_none() {
+            return true;
+        }
+        let workspace = self
+            .workspace
+            .as_ref()
+            .is_none_or(|w| event.workspace.as_ref() == Some(w));
+        let kind = self
+            .session_type
+            .is_none_or(|t| event.session_type == Some(t));
+        workspace && kind
+    }
+}
+
 /// `lease`: protect a session from non-forced termination for `ttl_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -244,6 +273,8 @@ pub enum Request {
     Reload,
     /// The daemon's metrics, in the Prometheus text format.
     Metrics,
+    /// Stream session events on this connection from now on.
+    Watch(Watch),
 }
 
 impl Request {
@@ -259,6 +290,7 @@ impl Request {
             Request::Status => "status",
             Request::Reload => "reload",
             Request::Metrics => "metrics",
+            Request::Watch(_) => "watch",
         }
     }
 }
@@ -274,6 +306,7 @@ pub const OPS: &[&str] = &[
     "status",
     "reload",
     "metrics",
+    "watch",
 ];
 
 /// A decoded request and the `req_id` to answer it under.
@@ -336,7 +369,29 @@ pub fn decode_request(line: &[u8]) -> Result<Envelope, Rejected> {
             ))
         }
     };
-    let request = match op.as_str() {
+    match decode_op(&op, fields) {
+        Ok(request) => Ok(Envelope { req_id, request }),
+        Err(error) => Err(Rejected { req_id, error }),
+    }
+}
+
+/// Decodes the JSON body of an HTTP request as the fields of `op`, with the same checks
+/// as a request line: a body that is not a JSON object is `invalid_json`; fields that do
+/// not fit the operation (`op` and `req_id` included: a body has neither) are
+/// `invalid_request`.
+pub fn decode_body(op: &str, body: &[u8]) -> Result<Request, WireError> {
+    let invalid_json = |detail: String| WireError::new(ErrorCode::InvalidJson, detail);
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid_json(format!("the body is not valid JSON ({e})")))?;
+    let Value::Object(fields) = value else {
+        return Err(invalid_json("the body must be a JSON object".into()));
+    };
+    decode_op(op, fields)
+}
+
+/// Decodes and validates the fields of operation `op`.
+fn decode_op(op: &str, fields: Map<String, Value>) -> Result<Request, WireError> {
+    let request = match op {
         "launch" => fields_of(fields).and_then(|l: Launch| {
             l.validate()?;
             Ok(Request::Launch(l))
@@ -358,10 +413,10 @@ pub fn decode_request(line: &[u8]) -> Result<Envelope, Rejected> {
         "status" => no_fields(&fields, "status").map(|()| Request::Status),
         "reload" => no_fields(&fields, "reload").map(|()| Request::Reload),
         "metrics" => no_fields(&fields, "metrics").map(|()| Request::Metrics),
+        "watch" => fields_of(fields).map(Request::Watch),
         _ => {
             let shown: String = op.chars().take(64).collect();
-            return Err(reject(
-                req_id,
+            return Err(WireError::new(
                 ErrorCode::UnknownOp,
                 format!(
                     "unknown op `{}`; expected one of {}",
@@ -371,14 +426,12 @@ pub fn decode_request(line: &[u8]) -> Result<Envelope, Rejected> {
             ));
         }
     };
-    match request {
-        Ok(request) => Ok(Envelope { req_id, request }),
-        Err(message) => Err(reject(
-            req_id,
+    request.map_err(|message| {
+        WireError::new(
             ErrorCode::InvalidRequest,
             format!("invalid `{op}` request: {message}"),
-        )),
-    }
+        )
+    })
 }
 
 fn no_fields(fields: &Map<String, Value>, op: &str) -> Result<(), String> {
@@ -454,6 +507,10 @@ mod tests {
             Request::Status,
             Request::Reload,
             Request::Metrics,
+            Request::Watch(Watch {
+                workspace: Some("ci".parse().unwrap()),
+                session_type: Some(SessionType::Browser),
+            }),
         ];
         for request in requests {
             let id = json!({"n": 7});
@@ -583,6 +640,47 @@ mod tests {
         };
         assert_eq!(body.all, Some(true));
         assert_eq!(body.session_type, Some(SessionType::Sandbox));
+    }
+
+    #[test]
+    fn http_bodies_are_decoded_with_the_same_checks_as_request_lines() {
+        let body = br#"{"all": true, "force": null, "ids": null, "session_type": "browser", "workspaces": null}"#;
+        let Request::BulkTerminate(decoded) = decode_body("bulk_terminate", body).unwrap() else {
+            panic!("wrong op")
+        };
+        assert_eq!(decoded.session_type, Some(SessionType::Browser));
+        for (body, code) in [
+            (&b"{"[..], ErrorCode::InvalidJson),
+            (b"[1]", ErrorCode::InvalidJson),
+            (b"", ErrorCode::InvalidJson),
+            (b"{}", ErrorCode::InvalidRequest),
+            (br#"{"all": true, "op": "kill"}"#, ErrorCode::InvalidRequest),
+            (br#"{"all": true, "req_id": 1}"#, ErrorCode::InvalidRequest),
+            (br#"{"all": "yes"}"#, ErrorCode::InvalidRequest),
+        ] {
+            let error = decode_body("bulk_terminate", body).unwrap_err();
+            assert_eq!(error.code, code, "{}", String::from_utf8_lossy(body));
+        }
+        assert!(decode_body("launch", b"{}").is_ok());
+    }
+
+    #[test]
+    fn watch_filters_match_session_events_and_pass_stream_events() {
+        let event = |workspace: &str, kind| crate::Event {
+            session: Some("s-1".parse().unwrap()),
+            workspace: Some(workspace.parse().unwrap()),
+            session_type: Some(kind),
+            ..crate::Event::new(1, crate::EventKind::Launched)
+        };
+        let filter = Watch {
+            workspace: Some("ci".parse().unwrap()),
+            session_type: Some(SessionType::Sandbox),
+        };
+        assert!(filter.matches(&event("ci", SessionType::Sandbox)));
+        assert!(!filter.matches(&event("ci", SessionType::Browser)));
+        assert!(!filter.matches(&event("other", SessionType::Sandbox)));
+        assert!(Watch::default().matches(&event("other", SessionType::Browser)));
+        assert!(filter.matches(&crate::Event::new(0, crate::EventKind::Lagged)));
     }
 
     #[test]

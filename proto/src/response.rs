@@ -318,6 +318,11 @@ pub struct StatusResult {
     /// How sessions are contained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containment: Option<ContainmentStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<Pressure>,
+    /// Where the HTTP listener listens (`--http`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 /// How sessions are contained: each in its own cgroup, or by process group and the process
@@ -332,6 +337,42 @@ pub struct ContainmentStatus {
     pub cgroup_root: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub controllers: Vec<String>,
+}
+
+/// How loaded the daemon and its host are, and whether a launch would be admitted now: what
+/// `status` reports and `GET /pressure` serves (there in browserless's shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
+    /// Live sessions (starting, running or terminating): what `max_sessions` counts.
+    pub running: u32,
+    /// Launches waiting for a free slot.
+    pub queued: u32,
+    pub max_sessions: u32,
+    /// Most launches that may wait for a slot (0: none wait, a launch at capacity fails).
+    pub max_queue: u32,
+    /// Host CPU use in percent of all CPUs, over the time since the previous sample (at
+    /// least 200 ms, at most about 10 s).
+    pub cpu_percent: f64,
+    /// Host memory in use (total minus available), in percent of the total.
+    pub memory_percent: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// Whether a launch sent now would be admitted.
+    pub available: bool,
+    /// Why not, when not: `capacity` or `shutting_down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The same, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `watch` result: the first line of the stream, before the events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchResult {
+    /// The `seq` the next event emitted will have (events of sessions the filters leave out
+    /// are not sent, so the subscriber may see gaps).
+    pub next_seq: u64,
 }
 
 /// `reload` result: the daemon has checked its new binary and config and is about to
@@ -413,6 +454,18 @@ impl Response {
         line
     }
 
+    /// The response with its result kept as raw JSON.
+    pub fn into_raw(self) -> RawResponse {
+        RawResponse {
+            req_id: self.req_id,
+            ok: self.ok,
+            result: self
+                .result
+                .map(|r| serde_json::value::to_raw_value(&r).expect("a JSON value serializes")),
+            error: self.error,
+        }
+    }
+
     /// The result decoded as `T`, or the error the daemon sent.
     pub fn into_result<T: serde::de::DeserializeOwned>(self) -> Result<T, WireError> {
         match (self.ok, self.result, self.error) {
@@ -428,10 +481,55 @@ impl Response {
     }
 }
 
+/// A response read with its result left as raw JSON: a client that wants the result as
+/// one type decodes it once, straight from the text, instead of through a [`Value`] tree
+/// (a listing of thousands of sessions is large), and one that prints it prints the text.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawResponse {
+    #[serde(default)]
+    pub req_id: Option<Value>,
+    pub ok: bool,
+    #[serde(default)]
+    pub result: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+impl RawResponse {
+    /// The result decoded as `T`, or the error the daemon sent.
+    pub fn into_result<T: serde::de::DeserializeOwned>(self) -> Result<T, WireError> {
+        match (self.ok, self.result, self.error) {
+            (true, Some(result), _) => serde_json::from_str(result.get()).map_err(|e| {
+                WireError::new(ErrorCode::Internal, format!("unexpected result shape: {e}"))
+            }),
+            (_, _, Some(error)) => Err(error),
+            _ => Err(WireError::new(
+                ErrorCode::Internal,
+                "response has neither a result nor an error",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_raw_response_decodes_its_result_like_a_response() {
+        let line = Response::success(Some(json!(3)), &json!({"reloads": 4})).to_line();
+        let raw: RawResponse = serde_json::from_str(&line).unwrap();
+        assert_eq!(raw.result.as_ref().unwrap().get(), r#"{"reloads":4}"#);
+        let value: Value = raw.clone().into_result().unwrap();
+        assert_eq!(value, json!({"reloads": 4}));
+        let line = Response::failure(None, WireError::new(ErrorCode::NotFound, "x")).to_line();
+        let raw: RawResponse = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            raw.into_result::<Value>().unwrap_err().code,
+            ErrorCode::NotFound
+        );
+    }
 
     #[test]
     fn an_encoded_success_line_is_the_same_response() {

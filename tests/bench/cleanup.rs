@@ -22,6 +22,7 @@ static DAEMON: Mutex<Option<(PidFd, PathBuf)>> = Mutex::new(None);
 static DAEMON_PID: Mutex<Option<i32>> = Mutex::new(None);
 /// Dirs of a second, short-lived daemon (the tmpfs one), removed on an interrupt.
 static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static CGROUPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static ABORTING: AtomicBool = AtomicBool::new(false);
 /// Write end of the pipe the signal handler wakes the watcher thread through.
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
@@ -103,6 +104,12 @@ pub fn set_daemon(pid: i32, dir: PathBuf) -> Result<(), String> {
     *lock(&DAEMON) = Some((pidfd, dir));
     *lock(&DAEMON_PID) = Some(pid);
     Ok(())
+}
+
+/// Remembers a cgroup subtree to empty and remove if the bench is interrupted (its owner
+/// removes it otherwise).
+pub fn remove_cgroup_on_abort(dir: &std::path::Path) {
+    lock(&CGROUPS).push(dir.to_owned());
 }
 
 /// Remembers a dir to remove if the bench is interrupted (its owner removes it otherwise).
@@ -242,6 +249,9 @@ fn abort(signal: Signal) -> ! {
     }
     for dir in lock(&DIRS).iter() {
         let _ = std::fs::remove_dir_all(dir);
+    }
+    for dir in lock(&CGROUPS).iter() {
+        browserd_tests::cgroups::remove_tree(dir);
     }
     eprintln!("bench: interrupted; {left} leftover process(es) were SIGKILLed");
     std::process::exit(128 + signal as i32);

@@ -23,6 +23,7 @@ mod report;
 mod scenarios;
 mod stats;
 
+use browserd_tests::cgroups::PrivateCgroup;
 use browserd_tests::DaemonGuard;
 use options::{Options, Parsed};
 use report::Repeat;
@@ -90,11 +91,22 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
     }
     let mut notes = Vec::new();
     let live_at_most = opts.sessions + 2 * opts.samples + opts.browsers;
-    let mut d = DaemonGuard::builder()
+    let cgroup = match opts.cgroup {
+        true => {
+            let cgroup = PrivateCgroup::create("bench").map_err(|e| format!("--cgroup: {e}"))?;
+            cleanup::remove_cgroup_on_abort(cgroup.path());
+            Some(cgroup)
+        }
+        false => None,
+    };
+    let mut builder = DaemonGuard::builder()
         .max_sessions((live_at_most + 16) as u32)
         .grace(&format!("{}ms", opts.grace.as_millis()))
-        .max_grace("60s")
-        .start();
+        .max_grace("60s");
+    if let Some(cgroup) = &cgroup {
+        builder = builder.flag("--cgroup-root", cgroup.path().display());
+    }
+    let mut d = builder.start();
     cleanup::set_daemon(d.pid(), d.dir().to_path_buf())?;
     std::thread::sleep(Duration::from_millis(200));
     let rss_empty = procs::rss_kib(d.pid());
@@ -133,7 +145,9 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
     };
     let rss_end = procs::rss_kib(d.pid());
     let daemon_pid = d.pid();
+    let containment = d.status().containment.map(|c| c.mode);
     drop(d);
+    drop(cgroup);
     cleanup::clear_daemon();
     let leftovers = cleanup::kill_descendants(Duration::from_secs(10));
     if leftovers > 0 {
@@ -147,12 +161,13 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
     print!("{}", report::table(&rows));
     println!(
         "\nN = {}, {} repeat(s) (median; latencies pooled over {} samples per repeat), \
-         {} CPU(s), {} build",
+         {} CPU(s), {} build; sessions contained by {}",
         opts.sessions,
         opts.repeat,
         opts.samples,
         cpus(),
-        bins.profile
+        bins.profile,
+        containment.as_deref().unwrap_or("unknown")
     );
     print!(
         "\nbrowserd's own CPU time (median over repeats):\n{}",
@@ -190,6 +205,7 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
             "daemon_pid": first_pid,
             "daemon_pid_end": daemon_pid,
             "state_dir_fs": state_fs,
+            "containment": containment,
             "started_unix": started_at,
             "duration_s": started.elapsed().as_secs_f64(),
             "loadavg_before": load_before,

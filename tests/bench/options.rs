@@ -25,6 +25,8 @@ Options:
   --quick           smoke-test preset: --sessions 100 --repeat 1 --samples 20 --reloads 2
   --allow-stale     run even if browserd/browserctl are older than their sources
   --daemon-log L    browserd's log level (RUST_LOG) [default: warn]
+  --cgroup          contain browserd's sessions in cgroups: it gets a private cgroup v2
+                    subtree the bench creates (--cgroup-root); fails where none can be made
   -h, --help        print this help";
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct Options {
     pub json: Option<PathBuf>,
     pub allow_stale: bool,
     pub daemon_log: String,
+    /// Run browserd with sessions contained in cgroups.
+    pub cgroup: bool,
 }
 
 impl Options {
@@ -65,6 +69,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut browsers = 0;
     let mut json = None;
     let mut allow_stale = false;
+    let mut cgroup = false;
     let mut daemon_log = "warn".to_owned();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -82,6 +87,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--quick" => quick = true,
             "--allow-stale" => allow_stale = true,
+            "--cgroup" => cgroup = true,
             "--sessions" => sessions = Some(number(&name, &value(&name)?, 1)?),
             "--repeat" => repeat = Some(number(&name, &value(&name)?, 1)?),
             "--samples" => samples = Some(number(&name, &value(&name)?, 1)?),
@@ -110,6 +116,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         json,
         allow_stale,
         daemon_log,
+        cgroup,
     }))
 }
 

@@ -240,7 +240,7 @@ pub fn rows(
     );
     push(
         "status_during_bulk",
-        format!("  status answered meanwhile (another connection)"),
+        "  status answered meanwhile (another connection)".to_owned(),
         "ms",
         (scalar(Side::Ours, |s| s.status_during_bulk_ms), None),
         Target::None,

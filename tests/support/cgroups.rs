@@ -85,7 +85,7 @@ pub fn cgroup_of(pid: i32) -> Option<String> {
 
 /// Kills everything in `dir` and below, waits for it to empty, and removes it, deepest
 /// first.
-fn remove_tree(dir: &Path) {
+pub fn remove_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {

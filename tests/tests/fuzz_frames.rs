@@ -7,7 +7,9 @@
 //!
 //! Safety: a `launch` only ever runs a command of [`HARMLESS`] (every generated frame that
 //! decodes to a launch is checked before it is sent); kills only reach this daemon's own
-//! sessions. The seed is printed; `BROWSERD_TEST_SEED` replays a run.
+//! sessions. The seed is printed; `BROWSERD_TEST_SEED` replays a run;
+//! `BROWSERD_FUZZ_FRAMES=N` sends N frames per connection instead of 5000 (250000: a million
+//! frames in all).
 
 use browserd_proto::{
     decode_request, ErrorCode, Frame, Launch, LineDecoder, Request, Response, SessionsFilter,
@@ -26,6 +28,15 @@ use std::time::{Duration, Instant};
 /// Concurrent fuzzing connections, and the frames each sends.
 const CONNECTIONS: usize = 4;
 const FRAMES: usize = 5_000;
+
+/// Frames per connection: `BROWSERD_FUZZ_FRAMES`, else [`FRAMES`].
+fn frames() -> usize {
+    std::env::var("BROWSERD_FUZZ_FRAMES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(FRAMES)
+}
 /// The only commands a generated launch may run.
 const HARMLESS: &[&[&str]] = &[
     &["true"],
@@ -405,7 +416,8 @@ fn traffic(seed: u64, conn: usize) -> Traffic {
         expected: Vec::new(),
         launches: 0,
     };
-    while traffic.expected.len() < FRAMES {
+    let wanted = frames();
+    while traffic.expected.len() < wanted {
         let chunk = generator.chunk();
         let mut decoder = LineDecoder::default();
         decoder.push(&chunk);

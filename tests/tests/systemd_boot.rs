@@ -176,7 +176,9 @@ fn the_shipped_unit_runs_reloads_contains_and_stops_browserd_under_a_real_system
     );
     let status = booted.sh(&format!("{ctl} status"));
     assert!(
-        status.contains("containment   cgroup in /sys/fs/cgroup"),
+        status
+            .lines()
+            .any(|l| l.starts_with("containment") && l.contains(" cgroup in /sys/fs/cgroup")),
         "systemd delegates the service's cgroup (Delegate=yes): {status}"
     );
     let main_pid = booted.sh("systemctl show -p MainPID --value browserd");

@@ -48,6 +48,7 @@ pub const FIELDS: &[(&str, &[&str])] = &[
     ("status", &[]),
     ("reload", &[]),
     ("metrics", &[]),
+    ("watch", &["workspace", "session_type"]),
 ];
 
 /// Field names of no operation, and near misses of real ones.
