@@ -16,9 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// The Debian base the image builds on (`DEBIAN_IMAGE`), made by `scripts/container-base`.
+/// The Debian base the image builds on (`DEBIAN_IMAGE`), made by `scripts/container-base`
+/// (which `scripts/container-prepare` runs).
 pub const BASE_IMAGE: &str = "localhost/debian:bookworm-slim";
-/// The Dockerfile's `runtime-base` stage, tagged so that its layers stay cached between runs.
+/// The Dockerfile's `runtime-base` stage, tagged by `scripts/container-prepare` so that its
+/// layers stay cached between runs.
 pub const CACHE_IMAGE: &str = "localhost/browserd-test-cache:runtime-base";
 /// Every container, volume and image a test makes is named `browserd-test-<pid>-<n>`.
 const PREFIX: &str = "browserd-test-";
@@ -42,8 +44,8 @@ pub struct Podman {
 
 impl Podman {
     /// Podman ready to use, or why it cannot be used here (the tests print it and skip).
-    /// Set up once per test binary: stale resources of killed runs swept, the base image
-    /// made, a container started as a probe.
+    /// Set up once per test binary: stale resources of killed runs swept, the cached images
+    /// prepared, a container started as a probe.
     pub fn get() -> Result<&'static Podman, String> {
         static PODMAN: OnceLock<Result<Podman, String>> = OnceLock::new();
         PODMAN
@@ -64,16 +66,25 @@ impl Podman {
             }
         }
         let mut podman = Podman { conf: None };
+        let info = podman.run(&["info"]);
+        if !info.status.success() {
+            return Err(format!(
+                "Podman does not work here: {}",
+                String::from_utf8_lossy(&info.stderr).trim()
+            ));
+        }
         podman.sweep_stale();
         if !podman
-            .run(&["image", "exists", BASE_IMAGE])
+            .run(&["image", "exists", CACHE_IMAGE])
             .status
             .success()
         {
-            eprintln!("container tests: making the Debian base image {BASE_IMAGE} (once)");
+            say(&format!(
+                "container tests: making {BASE_IMAGE} and {CACHE_IMAGE} (once, ~2 min)"
+            ));
         }
-        let script = repo_root().join("scripts/container-base");
-        let made = output_within(Command::new(&script).arg(BASE_IMAGE), BUILD_TIMEOUT);
+        let script = repo_root().join("scripts/container-prepare");
+        let made = output_within(&mut Command::new(&script), BUILD_TIMEOUT);
         assert!(
             made.status.success(),
             "{} failed: {}",
@@ -92,11 +103,11 @@ impl Podman {
         podman.conf = Some(conf);
         let second = podman.run(&probe);
         if second.status.success() {
-            eprintln!(
-                "podman: running containers without Podman's default ulimits, which this host \
-                 refuses ({})",
+            say(&format!(
+                "container tests: running containers without Podman's default ulimits, which \
+                 this host refuses ({})",
                 String::from_utf8_lossy(&first.stderr).trim()
-            );
+            ));
             return Ok(podman);
         }
         Err(format!(
@@ -199,7 +210,6 @@ impl Podman {
             }
         }
         let context = BuildContext::assemble();
-        self.refresh_cache(context.path());
         let vars = BTreeMap::from([
             ("debian", BASE_IMAGE.to_owned()),
             ("image", tag.clone()),
@@ -219,46 +229,6 @@ impl Podman {
         );
         *built = Some(self.ok(&["image", "inspect", "--format", "{{.Id}}", &tag]));
         image
-    }
-
-    /// Builds the `runtime-base` stage (from cache, unless the Dockerfile, the settings or
-    /// the base changed) as [`CACHE_IMAGE`], and removes the cache it replaces.
-    fn refresh_cache(&self, context: &Path) {
-        let id = |podman: &Podman| {
-            let output = podman.run(&["image", "inspect", "--format", "{{.Id}}", CACHE_IMAGE]);
-            output
-                .status
-                .success()
-                .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        };
-        let before = id(self);
-        if before.is_none() {
-            eprintln!("container tests: installing Chromium in {CACHE_IMAGE} (once)");
-        }
-        let base = format!("DEBIAN_IMAGE={BASE_IMAGE}");
-        let args = [
-            "build",
-            "--build-arg",
-            &base,
-            "--target",
-            "runtime-base",
-            "-t",
-            CACHE_IMAGE,
-            ".",
-        ];
-        let mut command = self.command(&args);
-        command.current_dir(context);
-        let output = output_within(&mut command, BUILD_TIMEOUT);
-        assert!(
-            output.status.success(),
-            "building the runtime-base stage failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        if let (Some(old), Some(new)) = (before, id(self)) {
-            if old != new {
-                self.run(&["rmi", &old]);
-            }
-        }
     }
 
     /// A container named `name`, removed (with any container that joined its network) when
@@ -380,6 +350,13 @@ pub fn render(template: &str, vars: &BTreeMap<&str, String>) -> Vec<String> {
         "unfilled placeholder in `{text}` (vars: {vars:?})"
     );
     text.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Writes `line` to stderr past the test harness's output capture, so that it shows in every
+/// run (a skip, a slow first run, a host quirk worked around), not only in failing ones.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 fn on_path(tool: &str) -> bool {

@@ -15,7 +15,7 @@ use browserd_proto::{
     ExitStatus, LaunchResult, SessionState, SessionsResult, StatusResult, TerminateResult,
 };
 use browserd_tests::cdp::{Cdp, PageServer};
-use browserd_tests::container::{render, repo_root, Image, Podman, Removal, BASE_IMAGE};
+use browserd_tests::container::{render, repo_root, say, Image, Podman, Removal, BASE_IMAGE};
 use browserd_tests::{procfs, wait_for, wait_until, yaml};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -41,7 +41,7 @@ const RUN_FOR_SIDECAR: &str =
 /// The app, in the socket's group as its primary group (Kubernetes: runAsGroup)...
 const RUN_APP: &str = "podman run -d --name {app} --user {uid}:{gid} --network container:{daemon} -v {volume}:/run/browserd --entrypoint sleep {image} infinity";
 /// ...or as a supplementary one (Kubernetes: fsGroup, supplementalGroups).
-const RUN_APP_SUPPLEMENTARY: &str = "podman run -d --name {app} --user {uid}:{uid} --group-add {gid} --network container:{daemon} -v {volume}:/run/browserd --entrypoint sleep {image} infinity";
+const RUN_APP_SUPPLEMENTARY: &str = "podman run -d --name {app} --user {uid}:{uid} --group-add {fs_group} --network container:{daemon} -v {volume}:/run/browserd --entrypoint sleep {image} infinity";
 const APP_LAUNCH: &str = "podman exec {app} browserctl {json} launch --tracking-id job-1";
 const APP_LS: &str = "podman exec {app} browserctl {json} ls";
 const APP_KILL: &str = "podman exec {app} browserctl {json} kill job-1";
@@ -148,6 +148,7 @@ fn readme_vars() -> BTreeMap<&'static str, String> {
         ("json", String::new()),
         ("uid", sidecar.uid.to_string()),
         ("gid", sidecar.gid.to_string()),
+        ("fs_group", sidecar.fs_group.to_string()),
         ("daemon_args", sidecar.daemon_args.join(" ")),
     ])
 }
@@ -177,6 +178,7 @@ impl Scene {
             ("json", "--json".to_owned()),
             ("uid", sidecar.uid.to_string()),
             ("gid", sidecar.gid.to_string()),
+            ("fs_group", sidecar.fs_group.to_string()),
             ("daemon_args", sidecar.daemon_args.join(" ")),
         ]);
         let removals = vec![
@@ -254,11 +256,14 @@ impl Scene {
     }
 }
 
+/// Podman, or `None` after saying (once, past the test harness's output capture) why the
+/// container tests are skipped.
 fn podman_or_skip() -> Option<&'static Podman> {
+    static SAID: std::sync::Once = std::sync::Once::new();
     match Podman::get() {
         Ok(podman) => Some(podman),
         Err(reason) => {
-            eprintln!("skipping: {reason}");
+            SAID.call_once(|| say(&format!("container tests skipped: {reason}")));
             None
         }
     }
