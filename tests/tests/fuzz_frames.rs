@@ -569,11 +569,14 @@ fn probe(d: &DaemonGuard, done: &AtomicBool, failure: &Mutex<Option<String>>) ->
             _ => Request::Status,
         };
         let start = Instant::now();
+        let asked = browserd_proto::format_rfc3339(std::time::SystemTime::now());
         let outcome = client.try_request(&request);
         let took = start.elapsed();
         let problem = match outcome {
             Ok(response) if response.ok && took < Duration::from_secs(2) => None,
-            Ok(response) if response.ok => Some(format!("{request:?} took {took:?}")),
+            Ok(response) if response.ok => {
+                Some(format!("{request:?} asked at {asked} took {took:?}"))
+            }
             Ok(response) => Some(format!("{request:?} failed: {response:?}")),
             Err(e) => Some(format!("{request:?} got no answer: {e}")),
         };
