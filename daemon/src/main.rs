@@ -3,6 +3,7 @@
 
 mod activation;
 mod browser;
+mod caller;
 mod cgroup;
 mod config;
 mod context;
@@ -16,6 +17,7 @@ mod metrics;
 mod notify;
 mod ops;
 mod pidfd;
+mod pool;
 mod procs;
 mod reaper;
 mod records;

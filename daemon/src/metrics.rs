@@ -34,6 +34,18 @@ enum StateLabel {
     exited,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WarmLabels {
+    state: WarmState,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum WarmState {
+    ready,
+    starting,
+}
+
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 enum TypeLabel {
@@ -51,6 +63,7 @@ pub struct Metrics {
     orphans_reaped: Counter,
     strays_signalled: Counter,
     queue_depth: Gauge,
+    warm: Family<WarmLabels, Gauge>,
     reloads: Gauge,
 }
 
@@ -106,6 +119,12 @@ impl Default for Metrics {
             "Launches waiting for a free slot",
             queue_depth.clone(),
         );
+        let warm = Family::<WarmLabels, Gauge>::default();
+        registry.register(
+            "warm_browsers",
+            "Warm browsers of the pool, ready to hand out or starting",
+            warm.clone(),
+        );
         let reloads = Gauge::default();
         registry.register(
             "reloads",
@@ -122,6 +141,7 @@ impl Default for Metrics {
             orphans_reaped,
             strays_signalled,
             queue_depth,
+            warm,
             reloads,
         }
     }
@@ -173,6 +193,14 @@ impl Metrics {
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
+    pub fn set_warm(&self, ready: usize, starting: usize) {
+        for (state, count) in [(WarmState::ready, ready), (WarmState::starting, starting)] {
+            self.warm
+                .get_or_create(&WarmLabels { state })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
     pub fn set_reloads(&self, reloads: u64) {
         self.reloads.set(i64::try_from(reloads).unwrap_or(i64::MAX));
     }
@@ -216,6 +244,8 @@ mod tests {
         metrics.terminated(Ok(Duration::from_millis(20)));
         metrics.terminated(Err("timeout"));
         metrics.orphans_reaped(2);
+        metrics.set_queue_depth(4);
+        metrics.set_warm(2, 1);
         let text = metrics.encode(&[(SessionState::Running, SessionType::Browser, 3)]);
         for line in [
             "browserd_launches_total{result=\"ok\"} 1",
@@ -224,6 +254,9 @@ mod tests {
             "browserd_orphans_reaped_total 2",
             "browserd_sessions{state=\"running\",type=\"browser\"} 3",
             "browserd_launch_duration_seconds_count 1",
+            "browserd_queue_depth 4",
+            "browserd_warm_browsers{state=\"ready\"} 2",
+            "browserd_warm_browsers{state=\"starting\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");

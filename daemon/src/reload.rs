@@ -7,7 +7,10 @@
 //!    use the same state dir. Otherwise the reload is refused and nothing changes.
 //! 2. The server drains: it stops accepting (new clients wait in the kernel's backlog),
 //!    every connection finishes the request it is answering and is parked at a frame
-//!    boundary.
+//!    boundary; a launch waiting in the queue is parked unanswered instead, and those come
+//!    first in the handover, in queue order. Warm browsers stay in the pool (they are in
+//!    the registry's snapshot); one still starting is terminated by the next image, which
+//!    launches another.
 //! 3. One versioned handover document is written to a memfd: the registry's snapshot (every
 //!    session, lease, TTL, tracking id, recent exit, termination in flight), the fds to keep
 //!    (the listener, every parked connection with what it had read, each browser's stderr
@@ -217,7 +220,8 @@ async fn run(ctx: Arc<Context>) {
     ctx.notifier.reloading();
     let config = &ctx.config;
     let drain_timeout = config.launch_timeout.0.max(config.max_grace.0) + Duration::from_secs(10);
-    let (listener, parked) = ctx.server.drain(drain_timeout).await;
+    let (listener, mut parked) = ctx.server.drain(drain_timeout).await;
+    server::in_take_up_order(&mut parked);
     let Some(listener) = listener else {
         tracing::error!("the server did not hand its listener back; the reload is abandoned");
         return resume(&ctx, None, parked);
@@ -438,6 +442,7 @@ fn read_handover(value: &std::ffi::OsStr) -> Result<TakenOver, String> {
             .map(|(fd, pending)| Parked {
                 fd: own(fd),
                 pending,
+                queued: None,
             })
             .collect(),
         pipes: document

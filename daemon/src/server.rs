@@ -2,8 +2,11 @@
 //! answers requests in order, and the peer check. For a reload the server drains: it stops
 //! accepting (new clients wait in the kernel's backlog), lets every connection finish the
 //! request it is answering, and takes each connection, at a frame boundary, out of its task,
-//! so that the re-executed daemon serves it on; no client is refused or dropped.
+//! so that the re-executed daemon serves it on; no client is refused or dropped. A launch
+//! waiting in the queue is not finished but handed over unanswered, its request put back in
+//! front of what the connection had read, so the next image queues it again.
 
+use crate::caller::Caller;
 use crate::config::Config;
 use crate::context::Context;
 use crate::ops;
@@ -11,7 +14,7 @@ use browserd_proto::{decode_request, ErrorCode, Frame, LineDecoder, Response, Wi
 use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,8 +39,12 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Parked {
     pub fd: OwnedFd,
-    /// Bytes read but not yet a complete request (the start of a pipelined one).
+    /// Bytes read but not yet answered: the start of a pipelined request, or a queued launch
+    /// handed over unanswered (and what followed it).
     pub pending: Vec<u8>,
+    /// The queue ticket of a launch handed over unanswered: such connections are taken up
+    /// first, in this order, so the launches queue again in the order they waited.
+    pub queued: Option<u64>,
 }
 
 /// The server's shared state.
@@ -102,6 +109,20 @@ impl Server {
     pub fn resume(&self) {
         self.phase.send_replace(Phase::Serving);
     }
+
+    /// Resolves once the server drains for a reload.
+    pub async fn draining(&self) {
+        let mut phase = self.phase.subscribe();
+        if phase.wait_for(|p| *p == Phase::Draining).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Orders parked connections for the next image: launches handed over from the queue
+/// first, in queue order, then the rest.
+pub fn in_take_up_order(parked: &mut [Parked]) {
+    parked.sort_by_key(|p| p.queued.map_or((1, 0), |ticket| (0, ticket)));
 }
 
 /// Accepts connections until the server stops or drains; when draining, the listener is
@@ -144,7 +165,7 @@ pub async fn serve(ctx: Arc<Context>, listener: Listener) {
 /// Serves connections an earlier image (or a drain that did not end in a reload) handed
 /// over, from where they stopped.
 pub fn take_up(ctx: &Arc<Context>, parked: Vec<Parked>) {
-    for Parked { fd, pending } in parked {
+    for Parked { fd, pending, .. } in parked {
         let stream = match uds_stream(fd) {
             Ok(stream) => stream,
             Err(e) => {
@@ -204,7 +225,11 @@ async fn handle_connection(
     loop {
         let (mut reader, mut writer) = (&stream, &stream);
         while let Some(frame) = decoder.next_frame() {
-            let line = answer(ctx, frame).await;
+            let caller = Caller::on(connection_fd(&stream));
+            let line = answer(ctx, &frame, &caller).await;
+            if let Some(ticket) = caller.handed_over() {
+                return park_unanswered(stream, frame, decoder, ticket);
+            }
             writer.write_all(line.as_bytes()).await?;
         }
         if *phase.borrow_and_update() == Phase::Draining {
@@ -216,7 +241,10 @@ async fn handle_connection(
         };
         if read == 0 {
             if let Some(frame) = decoder.finish() {
-                let line = answer(ctx, frame).await;
+                // The client sent its last request and shut down its writing half: it may
+                // still wait for the answer, and a queued launch is not handed over
+                // (its request could not be told from a complete one in the next image).
+                let line = answer(ctx, &frame, &Caller::detached()).await;
                 writer.write_all(line.as_bytes()).await?;
             }
             return Ok(None);
@@ -233,7 +261,42 @@ fn park(stream: Stream, decoder: LineDecoder) -> io::Result<Option<Parked>> {
     };
     let Stream::UdSocket(stream) = stream;
     let fd = OwnedFd::try_from(stream)?;
-    Ok(Some(Parked { fd, pending }))
+    Ok(Some(Parked {
+        fd,
+        pending,
+        queued: None,
+    }))
+}
+
+/// Parks a connection whose queued launch is handed over unanswered: its request goes back
+/// in front of whatever the connection had read after it.
+fn park_unanswered(
+    stream: Stream,
+    frame: Frame,
+    decoder: LineDecoder,
+    ticket: u64,
+) -> io::Result<Option<Parked>> {
+    let Frame::Line(mut request) = frame else {
+        return Ok(None);
+    };
+    request.push(b'\n');
+    let Some(after) = decoder.into_pending() else {
+        return Ok(None);
+    };
+    request.extend_from_slice(&after);
+    let Stream::UdSocket(stream) = stream;
+    let fd = OwnedFd::try_from(stream)?;
+    Ok(Some(Parked {
+        fd,
+        pending: request,
+        queued: Some(ticket),
+    }))
+}
+
+/// The connection's descriptor, to watch for the client hanging up.
+fn connection_fd(stream: &Stream) -> std::os::fd::BorrowedFd<'_> {
+    let Stream::UdSocket(stream) = stream;
+    stream.inner().as_fd()
 }
 
 /// Most requests a refused client gets answered (each with the refusal) before it is
@@ -285,10 +348,10 @@ async fn refuse(stream: &Stream, error: &WireError) -> io::Result<()> {
 }
 
 /// Answers one frame with a response line; never fails, never panics on input.
-async fn answer(ctx: &Arc<Context>, frame: Frame) -> String {
+async fn answer(ctx: &Arc<Context>, frame: &Frame, caller: &Caller<'_>) -> String {
     let line = match frame {
         Frame::Line(line) => line,
-        Frame::TooLarge { len } => {
+        &Frame::TooLarge { len } => {
             return Response::failure(
                 None,
                 WireError::new(
@@ -302,11 +365,11 @@ async fn answer(ctx: &Arc<Context>, frame: Frame) -> String {
             .to_line()
         }
     };
-    match decode_request(&line) {
+    match decode_request(line) {
         Ok(envelope) => {
             let op = envelope.request.name();
             tracing::debug!(op, "request");
-            match ops::apply(ctx, envelope.request).await {
+            match ops::apply(ctx, envelope.request, caller).await {
                 Ok(result) => Response::success_line(envelope.req_id.as_ref(), &result),
                 Err(error) => {
                     tracing::debug!(op, %error, "request failed");

@@ -23,8 +23,8 @@ pub use request::{
 };
 pub use response::{
     BrowserStatus, ContainmentStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult,
-    Limits, MetricsResult, ReloadResult, Response, SessionInfo, SessionState, SessionType,
-    SessionsResult, StateCounts, StatusResult, TerminateResult,
+    Limits, MetricsResult, PoolStatus, QueueStatus, ReloadResult, Response, SessionInfo,
+    SessionState, SessionType, SessionsResult, StateCounts, StatusResult, TerminateResult,
 };
 pub use time::format_rfc3339;
 
