@@ -165,8 +165,6 @@ async fn wait_in_queue(
     caller: &Caller<'_>,
 ) -> Result<Admission> {
     let ticket = queued.ticket;
-    let depth = ctx.registry.queue_depth();
-    tracing::debug!(ticket, depth, "launch queued");
     let mut place = Place {
         registry: &ctx.registry,
         queued: Some(queued),

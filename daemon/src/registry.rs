@@ -665,6 +665,8 @@ impl Registry {
             ttl,
             grant,
         });
+        // The queue's lines are written under the lock, so the log shows its true order.
+        tracing::debug!(target: "browserd::queue", ticket, depth = state.queue.len(), "queued");
         Ok(Admitted::Queued(Queued { ticket, granted }))
     }
 
@@ -685,6 +687,7 @@ impl Registry {
                 return;
             };
             state.reserved += 1;
+            tracing::debug!(target: "browserd::queue", ticket = waiter.ticket, session = %waiter.id, "granted");
             let admission = Admission {
                 id: waiter.id,
                 expires: waiter.ttl.map(Deadline::after),
@@ -704,6 +707,7 @@ impl Registry {
         let mut state = self.lock();
         if let Some(at) = state.queue.iter().position(|w| w.ticket == queued.ticket) {
             if let Some(waiter) = state.queue.remove(at) {
+                tracing::debug!(target: "browserd::queue", ticket = waiter.ticket, "left");
                 state.release_tracking(waiter.tracking_id.as_ref(), &waiter.id);
             }
             return None;
