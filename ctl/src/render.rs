@@ -401,7 +401,6 @@ fn status(status: StatusResult) -> Report {
         pairs.push(["warm pool".into(), warm_pool(pool)]);
     }
     pairs.extend([
-
         [
             "grace".into(),
             limit(Some(limits.grace_ms), Some(limits.max_grace_ms)),

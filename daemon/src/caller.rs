@@ -24,7 +24,9 @@ impl<'a> Caller<'a> {
         }
     }
 
-    /// A caller with no connection to watch (nothing can tell it left).
+    /// A caller with no connection to watch (nothing can tell it left), for an operation
+    /// that does not come from the socket.
+    #[allow(dead_code)]
     pub fn detached() -> Caller<'static> {
         Caller {
             conn: None,
@@ -86,5 +88,38 @@ impl<'a> Caller<'a> {
             }
             ready.clear_ready();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    #[test]
+    fn a_hang_up_is_a_close_not_a_half_close() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+            let caller = Caller::on(ours.as_fd());
+            theirs.shutdown(std::net::Shutdown::Write).unwrap();
+            let quiet = Duration::from_millis(50);
+            assert!(
+                timeout(quiet, caller.hung_up()).await.is_err(),
+                "a client that only stopped sending is still there"
+            );
+            drop(theirs);
+            timeout(Duration::from_secs(5), caller.hung_up())
+                .await
+                .expect("a closed connection is a hang-up");
+            assert!(timeout(quiet, Caller::detached().hung_up()).await.is_err());
+        });
     }
 }

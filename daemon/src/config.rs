@@ -521,14 +521,22 @@ mod tests {
         assert_eq!(config.queue_timeout, Human::secs(2));
 
         let err = Config::load(args(&["--warm", "300"])).unwrap_err();
-        assert!(err.contains("warm") && err.contains("max_sessions"), "{err}");
+        assert!(
+            err.contains("warm") && err.contains("max_sessions"),
+            "{err}"
+        );
         let err = Config::load(args(&["--max-sessions", "2", "--warm", "3"])).unwrap_err();
         assert!(err.contains("warm (3) exceeds max_sessions (2)"), "{err}");
         let err = Config::load(args(&["--max-queue", "100001"])).unwrap_err();
         assert!(err.contains("max_queue"), "{err}");
         let err = Config::load(args(&["--queue-timeout", "0s"])).unwrap_err();
         assert!(err.contains("queue_timeout"), "{err}");
-        for bad in ["warm = -1\n", "warm = \"two\"\n", "max_queue = 1.5\n", "queue_timeout = 30\n"] {
+        for bad in [
+            "warm = -1\n",
+            "warm = \"two\"\n",
+            "max_queue = 1.5\n",
+            "queue_timeout = 30\n",
+        ] {
             let f = file(bad);
             let err = Config::load(args(&["--config", f.path().to_str().unwrap()])).unwrap_err();
             assert!(err.contains("invalid config"), "{bad}: {err}");

@@ -75,10 +75,12 @@ pub async fn launch(
     };
     let started = Instant::now();
     let mut admission = admit(ctx, &request, ttl, caller).await?;
+    let queued = admission.granted_at;
     if ctx.pool.serves(&request) {
         let workspace = request.workspace.clone().unwrap_or_default();
         match ctx.registry.hand_out(admission, workspace) {
             Ok(session) => {
+                slot_used(queued);
                 ctx.pool.handed_out();
                 ctx.registry.recorded().await?;
                 tracing::info!(session = %session.id, pid = session.pid, "launched from the warm pool");
@@ -98,6 +100,7 @@ pub async fn launch(
         }
     };
     let (id, stderr) = spawn_and_register(ctx, &request, prepared, Slot::Session(admission))?;
+    slot_used(queued);
     ctx.scanner.kick();
     let Some(stderr) = stderr else {
         // The session as it started, answered once its record is on disk.
@@ -108,6 +111,15 @@ pub async fn launch(
     let session = until_ready(ctx, &id, stderr, started).await?;
     ctx.registry.recorded().await?;
     Ok(session)
+}
+
+/// Logs how soon a queued launch had its session started after its slot freed (the bench
+/// reads it).
+fn slot_used(granted_at: Option<Instant>) {
+    if let Some(at) = granted_at {
+        let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(target: "browserd::timing", after_slot_freed_us = us, "queued launch started");
+    }
 }
 
 /// Launches a warm browser for the pool: the detected browser with the daemon's flags, its

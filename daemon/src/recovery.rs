@@ -119,7 +119,7 @@ pub fn recover(replayed: Replayed, on_restart: OnRestart) -> Recovered {
     // A warm browser that cannot be running any more is forgotten at once.
     snapshot
         .sessions
-        .retain(|record| !(record.warm && !record.state.is_live()));
+        .retain(|record| !record.warm || record.state.is_live());
     let summary = format!(
         "journal: {kept} session(s) adopted, {lost} lost while browserd was down, {exited} recently exited, {warm} warm browser(s) of the pool to terminate{}",
         match on_restart {

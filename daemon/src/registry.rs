@@ -277,6 +277,8 @@ pub struct Admission {
     pub id: SessionId,
     pub expires: Option<Deadline>,
     tracking_id: Option<TrackingId>,
+    /// For a launch that waited in the queue: when its slot freed.
+    pub granted_at: Option<Instant>,
 }
 
 /// The registry's limits.
@@ -653,6 +655,7 @@ impl Registry {
                 id,
                 expires: ttl.map(Deadline::after),
                 tracking_id: tracking_id.cloned(),
+                granted_at: None,
             }));
         }
         let (grant, granted) = oneshot::channel();
@@ -692,6 +695,7 @@ impl Registry {
                 id: waiter.id,
                 expires: waiter.ttl.map(Deadline::after),
                 tracking_id: waiter.tracking_id,
+                granted_at: Some(Instant::now()),
             };
             if let Err(Ok(unwanted)) = waiter.grant.send(Ok(admission)) {
                 // Nobody waits for it any more: the slot goes to the next in line.
@@ -989,11 +993,7 @@ impl Registry {
     }
 
     fn resolve_locked(state: &State, reference: &SessionRef) -> Option<SessionId> {
-        if let Some(session) = state
-            .sessions
-            .get(reference.as_str())
-            .filter(|s| !s.warm)
-        {
+        if let Some(session) = state.sessions.get(reference.as_str()).filter(|s| !s.warm) {
             return Some(session.id.clone());
         }
         if let Some(id) = state
@@ -1976,12 +1976,20 @@ mod tests {
         let r = queueing(1, 0);
         let w1 = warm(&r, 200);
         let w2 = warm(&r, 201);
-        assert_eq!(r.warm_counts(), WarmCounts { ready: 2, starting: 0 });
+        assert_eq!(
+            r.warm_counts(),
+            WarmCounts {
+                ready: 2,
+                starting: 0
+            }
+        );
         assert!(r.list(&SessionsFilter::default()).is_empty());
         assert_eq!(r.counts(), StateCounts::default());
         assert!(r.live_ids(None).is_empty());
         assert_eq!(r.resolve(&w1.as_str().parse().unwrap()), None);
-        assert!(r.lease(&w1.as_str().parse().unwrap(), Duration::from_secs(1)).is_err());
+        assert!(r
+            .lease(&w1.as_str().parse().unwrap(), Duration::from_secs(1))
+            .is_err());
         assert_eq!(r.live_and_warm_ids().len(), 2, "a shutdown still sees them");
 
         let admission = r
@@ -1997,7 +2005,13 @@ mod tests {
         assert!(session.expires_at.is_some() && session.ws_endpoint.is_some());
         assert_eq!(r.resolve(&"job".parse().unwrap()), Some(w1.clone()));
         assert_eq!(r.live_ids(None), vec![w1.clone()]);
-        assert_eq!(r.warm_counts(), WarmCounts { ready: 1, starting: 0 });
+        assert_eq!(
+            r.warm_counts(),
+            WarmCounts {
+                ready: 1,
+                starting: 0
+            }
+        );
         assert!(
             matches!(r.admit_now(None, None), Err(Error::Capacity(_))),
             "the hand-out took the slot"

@@ -241,10 +241,13 @@ async fn handle_connection(
         };
         if read == 0 {
             if let Some(frame) = decoder.finish() {
-                // The client sent its last request and shut down its writing half: it may
-                // still wait for the answer, and a queued launch is not handed over
-                // (its request could not be told from a complete one in the next image).
-                let line = answer(ctx, &frame, &Caller::detached()).await;
+                // The client sent its last request without a newline and shut down its
+                // writing half: it still waits for the answer.
+                let caller = Caller::on(connection_fd(&stream));
+                let line = answer(ctx, &frame, &caller).await;
+                if let Some(ticket) = caller.handed_over() {
+                    return park_unanswered(stream, frame, decoder, ticket);
+                }
                 writer.write_all(line.as_bytes()).await?;
             }
             return Ok(None);

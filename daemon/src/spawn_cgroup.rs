@@ -600,7 +600,7 @@ pub fn spawn_clone3(spec: SpawnSpec, cg: &Cgroup, opts: Clone3Opts) -> io::Resul
         None => {
             // vfork: the child has exec'd (slot untouched) or exited after a failure.
             let v = unsafe { std::ptr::read_volatile(&err_slot) };
-            Ok((v != 0).then(|| ((v >> 32) as u32, v as u32 as i32)))
+            Ok((v != 0).then_some(((v >> 32) as u32, v as u32 as i32)))
         }
     };
     match result {

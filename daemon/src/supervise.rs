@@ -73,7 +73,9 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
         terminate::drive(driver_ctx.clone())
     });
     let pool_ctx = ctx.clone();
-    keep_running("the warm pool", move || crate::pool::refill(pool_ctx.clone()));
+    keep_running("the warm pool", move || {
+        crate::pool::refill(pool_ctx.clone())
+    });
     for (id, pidfd) in ctx.registry.adopted_leaders() {
         tokio::spawn(watch_adopted(ctx.clone(), id, pidfd));
     }

@@ -605,8 +605,8 @@ mod tests {
             };
             assert_eq!(launch.queue_timeout_ms, Some(ms));
         }
-        let rejected = decode(json!({"op": "launch", "queue_timeout_ms": MAX_DURATION_MS + 1}))
-            .unwrap_err();
+        let rejected =
+            decode(json!({"op": "launch", "queue_timeout_ms": MAX_DURATION_MS + 1})).unwrap_err();
         assert!(
             rejected.error.message.contains("queue_timeout_ms"),
             "{}",

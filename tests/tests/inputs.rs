@@ -145,7 +145,10 @@ fn bad_pool_and_queue_settings_are_refused_in_flags_files_and_the_environment() 
     for (args, needle) in [
         (&["--warm", "-1"][..], "'-1'"),
         (&["--warm", "two"], "--warm"),
-        (&["--max-sessions", "2", "--warm", "3"], "warm (3) exceeds max_sessions (2)"),
+        (
+            &["--max-sessions", "2", "--warm", "3"],
+            "warm (3) exceeds max_sessions (2)",
+        ),
         (&["--max-queue", "x"], "--max-queue"),
         (&["--max-queue", "100001"], "max_queue"),
         (&["--queue-timeout", "30"], "no unit"),
@@ -158,7 +161,11 @@ fn bad_pool_and_queue_settings_are_refused_in_flags_files_and_the_environment() 
         ("warm.toml", &b"warm = -1\n"[..], "warm"),
         ("queue.toml", b"max_queue = \"many\"\n", "max_queue"),
         ("timeout.toml", b"queue_timeout = \"0s\"\n", "queue_timeout"),
-        ("pool.toml", b"max_sessions = 2\nwarm = 5\n", "exceeds max_sessions"),
+        (
+            "pool.toml",
+            b"max_sessions = 2\nwarm = 5\n",
+            "exceeds max_sessions",
+        ),
     ] {
         let path = config_file(dir.path(), name, contents);
         assert_refused(&["--config", path.to_str().unwrap()], &[], 2, needle);

@@ -27,11 +27,7 @@ const BROWSER_FLAG: &str = "--remote-debugging-port=0";
 const TREE_SETTLE: Duration = Duration::from_secs(1);
 
 fn with_pool(warm: u32) -> Option<Browsers> {
-    let b = Browsers::start_with(
-        DaemonGuard::builder()
-            .flag("--warm", warm)
-            .grace("2s"),
-    )?;
+    let b = Browsers::start_with(DaemonGuard::builder().flag("--warm", warm).grace("2s"))?;
     b.require_chromium();
     Some(b)
 }
@@ -61,13 +57,12 @@ impl Warm {
 
 /// The browsers the daemon runs that no live session leads: its warm browsers.
 fn warm_browsers(b: &Browsers) -> BTreeSet<Warm> {
-    let leaders: BTreeSet<i32> = b
-        .d
-        .sessions(SessionsFilter::default())
-        .iter()
-        .filter(|s| s.state.is_live())
-        .map(|s| s.pid)
-        .collect();
+    let leaders: BTreeSet<i32> =
+        b.d.sessions(SessionsFilter::default())
+            .iter()
+            .filter(|s| s.state.is_live())
+            .map(|s| s.pid)
+            .collect();
     b.daemon_tree()
         .into_iter()
         .filter(|p| p.ppid == b.d.pid() && !leaders.contains(&p.pid))
@@ -105,23 +100,27 @@ fn leaders(warm: &BTreeSet<Warm>) -> BTreeSet<i32> {
 #[track_caller]
 fn settled_trees(b: &Browsers, warm: &BTreeSet<Warm>) -> Vec<ProcInfo> {
     let mut last: (BTreeSet<ProcId>, Instant) = (BTreeSet::new(), Instant::now());
-    wait_for(BROWSER_TIMEOUT, "the warm browsers' trees to settle", || {
-        b.daemon_tree();
-        let all = procfs::all_processes();
-        let roots = leaders(warm);
-        let below = browserd_tests::chromium::descendants(&all, &roots);
-        let procs: Vec<ProcInfo> = all
-            .into_iter()
-            .filter(|p| roots.contains(&p.pid) || below.contains(&p.pid))
-            .filter(|p| !p.is_zombie())
-            .collect();
-        let ids: BTreeSet<ProcId> = procs.iter().map(ProcInfo::id).collect();
-        if ids != last.0 {
-            last = (ids, Instant::now());
-            return None;
-        }
-        (last.1.elapsed() >= TREE_SETTLE).then_some(procs)
-    })
+    wait_for(
+        BROWSER_TIMEOUT,
+        "the warm browsers' trees to settle",
+        || {
+            b.daemon_tree();
+            let all = procfs::all_processes();
+            let roots = leaders(warm);
+            let below = browserd_tests::chromium::descendants(&all, &roots);
+            let procs: Vec<ProcInfo> = all
+                .into_iter()
+                .filter(|p| roots.contains(&p.pid) || below.contains(&p.pid))
+                .filter(|p| !p.is_zombie())
+                .collect();
+            let ids: BTreeSet<ProcId> = procs.iter().map(ProcInfo::id).collect();
+            if ids != last.0 {
+                last = (ids, Instant::now());
+                return None;
+            }
+            (last.1.elapsed() >= TREE_SETTLE).then_some(procs)
+        },
+    )
 }
 
 /// Asserts that every warm browser's leader is the same process as before, and that its
@@ -156,7 +155,10 @@ fn assert_untouched(procs: &[ProcInfo], warm: &BTreeSet<Warm>, what: &str) {
         .filter(|p| p.id().current().is_none_or(|now| now.is_zombie()))
         .map(|p| format!("{} ({})", p.pid, p.comm))
         .collect();
-    assert!(gone.is_empty(), "{what}: warm browsers' processes are gone: {gone:?}");
+    assert!(
+        gone.is_empty(),
+        "{what}: warm browsers' processes are gone: {gone:?}"
+    );
 }
 
 #[test]
@@ -233,7 +235,11 @@ fn no_two_sessions_or_warm_browsers_share_a_profile_dir() {
         .iter()
         .map(|s| s.profile_dir.clone().unwrap())
         .collect();
-    assert_eq!(session_profiles.len(), sessions.len(), "each session its own");
+    assert_eq!(
+        session_profiles.len(),
+        sessions.len(),
+        "each session its own"
+    );
     for session in &sessions {
         b.assert_gone(session);
     }
@@ -259,11 +265,18 @@ fn kills_never_touch_a_warm_browser() {
         force: Some(true),
         ..Default::default()
     });
-    assert!(bulk.terminated.is_empty() && bulk.failed.is_empty(), "{bulk:?}");
+    assert!(
+        bulk.terminated.is_empty() && bulk.failed.is_empty(),
+        "{bulk:?}"
+    );
     for w in &warm {
         let id = w.id();
         let result = b.d.kill(&id, true, Some(0));
-        assert_eq!(failure_for(&result, &id).code, ErrorCode::NotFound, "{result:?}");
+        assert_eq!(
+            failure_for(&result, &id).code,
+            ErrorCode::NotFound,
+            "{result:?}"
+        );
         let workspace = b.d.bulk(BulkTerminate {
             workspaces: Some(vec!["default".parse().unwrap()]),
             force: Some(true),
@@ -275,8 +288,16 @@ fn kills_never_touch_a_warm_browser() {
             "a warm browser cannot be leased"
         );
     }
-    assert_untouched(&trees, &warm, "after kill all, bulk terminates and kills by id");
-    assert_eq!(warm_browsers(&b), warm, "the same warm browsers, still in the pool");
+    assert_untouched(
+        &trees,
+        &warm,
+        "after kill all, bulk terminates and kills by id",
+    );
+    assert_eq!(
+        warm_browsers(&b),
+        warm,
+        "the same warm browsers, still in the pool"
+    );
     assert_eq!(pool(&b).ready, 2);
     b.assert_gone(&first);
     b.assert_gone(&second);
@@ -304,9 +325,11 @@ fn a_warm_browser_killed_from_outside_is_replaced_and_cleaned_up() {
         || victim_tree.iter().all(|id| id.current().is_none()),
     );
     let dir = victim.profile.parent().unwrap().to_path_buf();
-    wait_until(BROWSER_TIMEOUT, format!("{} to be removed", dir.display()), || {
-        !dir.exists()
-    });
+    wait_until(
+        BROWSER_TIMEOUT,
+        format!("{} to be removed", dir.display()),
+        || !dir.exists(),
+    );
     assert!(
         b.d.sessions(SessionsFilter::default()).is_empty(),
         "a lost warm browser is no exited session"
@@ -346,7 +369,10 @@ fn warm_browsers_stay_in_the_pool_across_a_reload() {
     assert_eq!(wait_full(&b, 2), warm, "the same browsers after the reload");
     assert_untouched(&trees, &warm, "across the reload");
     let session = b.launch_default();
-    assert!(leaders(&warm).contains(&session.pid), "handed out after the reload");
+    assert!(
+        leaders(&warm).contains(&session.pid),
+        "handed out after the reload"
+    );
     assert_eq!(session.state, SessionState::Running);
     b.d.kill(session.id.as_str(), true, None);
     b.assert_gone(&session);
@@ -366,7 +392,10 @@ fn shutdown_leaves_nothing_of_the_pool() {
 
     assert!(status.success(), "browserd exited with {status}");
     let left = b.remaining_below();
-    assert!(left.is_empty(), "processes outlived the shutdown: {left:#?}");
+    assert!(
+        left.is_empty(),
+        "processes outlived the shutdown: {left:#?}"
+    );
     b.assert_clean();
     let _ = session;
 }

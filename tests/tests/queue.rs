@@ -95,7 +95,11 @@ fn queued_launches_are_admitted_in_order_as_slots_free_and_a_full_queue_fails_at
 
     assert_terminated_exactly(&d.kill(first.id.as_str(), true, Some(0)), &[&first.id]);
     let third = admitted(&mut third);
-    assert_eq!(depth(&d), 2, "one slot, one admission: the others still wait");
+    assert_eq!(
+        depth(&d),
+        2,
+        "one slot, one admission: the others still wait"
+    );
     assert_terminated_exactly(&d.kill(second.id.as_str(), true, Some(0)), &[&second.id]);
     let fourth = admitted(&mut fourth);
     assert_eq!(depth(&d), 1);

@@ -178,10 +178,10 @@ fn hang_up_while_queued(d: &DaemonGuard, rng: &mut Rng) {
 }
 
 fn live_ids(d: &DaemonGuard) -> Vec<String> {
-    let listed: Result<SessionsResult, WireError> =
-        d.client()
-            .request(&Request::Sessions(SessionsFilter::default()))
-            .into_result();
+    let listed: Result<SessionsResult, WireError> = d
+        .client()
+        .request(&Request::Sessions(SessionsFilter::default()))
+        .into_result();
     listed
         .map(|l| l.sessions)
         .unwrap_or_default()
@@ -225,12 +225,17 @@ fn check_status(d: &DaemonGuard, max_sessions: u32, max_queue: u32, v: &Violatio
     };
     let queue = status.queue.unwrap_or_default();
     if queue.depth > max_queue {
-        v.push(format!("{} launches queued, max_queue {max_queue}", queue.depth));
+        v.push(format!(
+            "{} launches queued, max_queue {max_queue}",
+            queue.depth
+        ));
     }
     let counts = status.sessions;
     let live = counts.starting + counts.running + counts.terminating;
     if live > max_sessions {
-        v.push(format!("status counts {live} live sessions, max_sessions {max_sessions}"));
+        v.push(format!(
+            "status counts {live} live sessions, max_sessions {max_sessions}"
+        ));
     }
 }
 
@@ -248,10 +253,7 @@ fn watch_slots(d: &DaemonGuard, max_sessions: u32, done: &AtomicBool, v: &Violat
         if sessions.len() > max_sessions as usize {
             // The listing was not one instant; if every process it met is still there now,
             // they all existed when this check began.
-            let all_there = sessions
-                .values()
-                .flatten()
-                .all(|id| id.current().is_some());
+            let all_there = sessions.values().flatten().all(|id| id.current().is_some());
             if all_there && reported < 3 {
                 reported += 1;
                 v.push(format!(
@@ -311,7 +313,10 @@ fn check_fifo(log: &str, v: &Violations) {
                 if waiting.first() != Some(&ticket) {
                     v.push(format!(
                         "ticket {ticket} was granted a slot while {:?} waited longer",
-                        waiting.iter().take_while(|t| **t < ticket).collect::<Vec<_>>()
+                        waiting
+                            .iter()
+                            .take_while(|t| **t < ticket)
+                            .collect::<Vec<_>>()
                     ));
                 }
                 waiting.remove(&ticket);
