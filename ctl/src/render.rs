@@ -477,8 +477,9 @@ fn error_hint(request: &Request, code: ErrorCode) -> Option<&'static str> {
             "Some processes survived SIGKILL (stuck in the kernel?); inspect them with `ps`."
         }
         ErrorCode::Capacity => {
-            "Terminate sessions you no longer need (`browserctl ls`, `browserctl kill`), or \
-             raise max_sessions in browserd's configuration."
+            "Terminate sessions you no longer need (`browserctl ls`, `browserctl kill`), \
+             raise max_sessions in browserd's configuration, or let launches wait for a slot \
+             (browserd --max-queue; browserctl launch --queue-timeout)."
         }
         ErrorCode::Conflict => "Choose another --tracking-id, or kill the session that has it.",
         ErrorCode::NotRunning => "The session has exited; see `browserctl ls --state exited`.",

@@ -31,18 +31,43 @@ fn browser() -> Launch {
     }
 }
 
-/// Launches a browser and connects to it over CDP; returns it and the time taken.
-fn launch_and_connect(client: &mut Client) -> Result<(SessionInfo, f64), String> {
+/// One launch, timed.
+struct Timed {
+    /// Request → CDP `Browser.getVersion` answered.
+    total_ms: f64,
+    /// Request → browserd's answer.
+    answer_ms: f64,
+    /// A second CDP connection and `Browser.getVersion` to the same browser: the part no
+    /// launcher can take away.
+    cdp_again_ms: f64,
+}
+
+fn cdp_version(endpoint: &str) -> Result<(), String> {
+    Cdp::connect(endpoint)
+        .and_then(|mut cdp| cdp.product())
+        .map(drop)
+        .map_err(|e| format!("CDP on {endpoint}: {e}"))
+}
+
+/// Launches a browser and connects to it over CDP.
+fn launch_and_connect(client: &mut Client) -> Result<(SessionInfo, Timed), String> {
     let start = Instant::now();
     let session = call::<LaunchResult>(client, &Request::Launch(browser()))?.session;
+    let answer_ms = ms(start.elapsed());
     let endpoint = session
         .ws_endpoint
         .clone()
         .ok_or("a browser session without an endpoint")?;
-    Cdp::connect(&endpoint)
-        .and_then(|mut cdp| cdp.product())
-        .map_err(|e| format!("CDP on {endpoint}: {e}"))?;
-    Ok((session, ms(start.elapsed())))
+    cdp_version(&endpoint)?;
+    let total_ms = ms(start.elapsed());
+    let again = Instant::now();
+    cdp_version(&endpoint)?;
+    let timed = Timed {
+        total_ms,
+        answer_ms,
+        cdp_again_ms: ms(again.elapsed()),
+    };
+    Ok((session, timed))
 }
 
 fn kill_all(client: &mut Client) -> Result<(), String> {
@@ -110,7 +135,7 @@ pub fn run(d: &DaemonGuard, k: usize, cycles: usize) -> Result<PoolRun, String> 
     for _ in 0..cycles {
         for _ in 0..k {
             let (_, took) = launch_and_connect(&mut client)?;
-            run.cold_ms.push(took);
+            run.cold_ms.push(took.total_ms);
         }
         kill_all(&mut client)?;
     }
@@ -129,7 +154,9 @@ pub fn run(d: &DaemonGuard, k: usize, cycles: usize) -> Result<PoolRun, String> 
         let first_out = Instant::now();
         for _ in 0..k {
             let (_, took) = launch_and_connect(&mut client)?;
-            run.warm_ms.push(took);
+            run.warm_ms.push(took.total_ms);
+            run.warm_answer_ms.push(took.answer_ms);
+            run.cdp_again_ms.push(took.cdp_again_ms);
         }
         wait_full(&mut client, k)?;
         run.refill_per_s

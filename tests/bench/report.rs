@@ -109,6 +109,10 @@ pub struct PoolRun {
     pub cold_ms: Vec<f64>,
     /// Launch → CDP answers, from a pool of K.
     pub warm_ms: Vec<f64>,
+    /// Of which: launch → browserd's answer.
+    pub warm_answer_ms: Vec<f64>,
+    /// A second CDP connection and `Browser.getVersion` to the same browser.
+    pub cdp_again_ms: Vec<f64>,
     /// Browsers per second, from the first hand-out until K are ready again.
     pub refill_per_s: Vec<f64>,
     /// Each warm browser's PSS while it waits, in MiB.
@@ -478,6 +482,13 @@ pub fn rows(
                 percentile(&run.cold_ms, 99.0),
             ),
             Target::AtMost(20.0),
+        );
+        push(
+            "browser_warm_answer_median",
+            "  of which: launch → browserd answered, median (baseline: CDP alone)".to_owned(),
+            "ms",
+            (median(&run.warm_answer_ms), median(&run.cdp_again_ms)),
+            Target::None,
         );
         push(
             "browser_pool_refill",
