@@ -204,6 +204,11 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_positive_millis)]
     pub ttl: Option<u64>,
 
+    /// When browserd is at its session limit, wait at most this long in its launch queue for
+    /// a free slot, e.g. 30s; 0s fails at once [daemon default: its --queue-timeout]
+    #[arg(long, value_name = "DUR", value_parser = parse_millis)]
+    pub queue_timeout: Option<u64>,
+
     /// Most memory the session may use, e.g. 2G or 512M (binary units); beyond it the
     /// kernel kills the session. Needs browserd to contain sessions in cgroups with the
     /// memory controller (see `browserctl status`)
@@ -466,6 +471,7 @@ impl LaunchArgs {
             ttl_ms: self.ttl,
             memory_max: self.memory_max,
             pids_max: self.pids_max,
+            queue_timeout_ms: self.queue_timeout,
         };
         launch.validate().map_err(|e| {
             let hint = match launch.kind() {
@@ -734,6 +740,22 @@ mod tests {
         assert_eq!(launch.command, None);
         assert_eq!(launch.args, ["--window-size=800,600"]);
         assert_eq!(launch.ttl_ms, Some(60_000));
+        assert_eq!(launch.queue_timeout_ms, None, "the daemon's default");
+    }
+
+    #[test]
+    fn launch_takes_a_queue_timeout_zero_included() {
+        for (flag, ms) in [("30s", 30_000), ("0s", 0), ("250ms", 250)] {
+            let Request::Launch(launch) = request(&["launch", "--queue-timeout", flag]).unwrap()
+            else {
+                panic!("not a launch")
+            };
+            assert_eq!(launch.queue_timeout_ms, Some(ms), "{flag}");
+        }
+        usage_error(&["launch", "--queue-timeout", "soon"]);
+        usage_error(&["launch", "--queue-timeout", "30"]);
+        let error = usage_error(&["launch", "--queue-timeout", "200y"]);
+        assert!(error.to_string().contains("100years"), "{error}");
     }
 
     #[test]
@@ -846,13 +868,14 @@ mod tests {
         ) {
             for args in [
                 &["launch", "--ttl", "{}"][..],
+                &["launch", "--queue-timeout", "{}"],
                 &["lease", "abc", "--ttl", "{}"],
                 &["kill", "all", "--grace", "{}"],
                 &["terminate", "--all", "--grace", "{}"],
             ] {
                 let ms = match parse_with(args, &text) {
                     None => continue,
-                    Some(Command::Launch(launch)) => launch.ttl,
+                    Some(Command::Launch(launch)) => launch.ttl.or(launch.queue_timeout),
                     Some(Command::Lease(lease)) => lease.ttl,
                     Some(Command::Kill(kill)) => kill.grace,
                     Some(Command::Terminate(terminate)) => terminate.grace,

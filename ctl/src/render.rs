@@ -402,6 +402,25 @@ fn force_hint(result: &TerminateResult, forced: bool) -> String {
     )
 }
 
+/// The warm pool's line of `status`.
+fn warm_pool(pool: &browserd_proto::PoolStatus) -> String {
+    if pool.target == 0 {
+        return "none (browserd --warm N keeps N browsers ready)".to_owned();
+    }
+    let mut line = format!(
+        "{} ready, {} starting (keeps {}); {} launches served from it, {} found it empty",
+        pool.ready, pool.starting, pool.target, pool.handed_out, pool.missed
+    );
+    if let Some(ms) = pool.retry_in_ms {
+        line.push_str(&format!(
+            "; {} failures in a row, next launch in {}",
+            pool.failures,
+            format_millis(ms)
+        ));
+    }
+    line
+}
+
 /// `status`: aligned `key  value` lines.
 fn status(status: StatusResult) -> Report {
     let counts = &status.sessions;
@@ -433,6 +452,22 @@ fn status(status: StatusResult) -> Report {
             ),
         ],
         ["max sessions".into(), limits.max_sessions.to_string()],
+    ];
+    if let Some(queue) = &status.queue {
+        let value = match queue.max {
+            0 => "none: a launch at max sessions fails at once".to_owned(),
+            max => format!(
+                "{} waiting (at most {max}, each up to {} by default)",
+                queue.depth,
+                format_millis(queue.timeout_ms)
+            ),
+        };
+        pairs.push(["launch queue".into(), value]);
+    }
+    if let Some(pool) = &status.pool {
+        pairs.push(["warm pool".into(), warm_pool(pool)]);
+    }
+    pairs.extend([
         [
             "grace".into(),
             limit(Some(limits.grace_ms), Some(limits.max_grace_ms)),
@@ -445,7 +480,7 @@ fn status(status: StatusResult) -> Report {
             "lease ttl".into(),
             limit(Some(limits.lease_ttl_ms), Some(limits.max_lease_ttl_ms)),
         ],
-    ];
+    ]);
     if let Some(containment) = &status.containment {
         let value = match (&containment.cgroup_root, &containment.reason) {
             (Some(root), _) if containment.controllers.is_empty() => {
@@ -535,8 +570,9 @@ fn error_hint(request: &Request, code: ErrorCode) -> Option<&'static str> {
             "Some processes survived SIGKILL (stuck in the kernel?); inspect them with `ps`."
         }
         ErrorCode::Capacity => {
-            "Terminate sessions you no longer need (`browserctl ls`, `browserctl kill`), or \
-             raise max_sessions in browserd's configuration."
+            "Terminate sessions you no longer need (`browserctl ls`, `browserctl kill`), \
+             raise max_sessions in browserd's configuration, or let launches wait for a slot \
+             (browserd --max-queue; browserctl launch --queue-timeout)."
         }
         ErrorCode::Conflict => "Choose another --tracking-id, or kill the session that has it.",
         ErrorCode::NotRunning => "The session has exited; see `browserctl ls --state exited`.",
@@ -883,6 +919,37 @@ host             cpu 12.5%, memory 50.0% (1.0G of 2.0G)
         let mut lagged = Event::new(0, EventKind::Lagged);
         lagged.missed = Some(12);
         assert!(event_line(&lagged).contains("12 event(s) were lost"));
+    }
+
+    #[test]
+    fn status_shows_the_queue_and_the_pool() {
+        let result = json!({
+            "version": "0.1.0", "protocol": 1, "pid": 10, "uptime_ms": 1000,
+            "sessions": {"starting": 0, "running": 2, "terminating": 0, "exited": 0},
+            "limits": {"max_sessions": 2, "grace_ms": 5000, "max_grace_ms": 60000,
+                       "lease_ttl_ms": 60000, "max_lease_ttl_ms": 600000},
+            "socket": "/s",
+            "queue": {"depth": 3, "max": 5, "timeout_ms": 30000},
+            "pool": {"target": 2, "ready": 1, "starting": 1, "handed_out": 7, "missed": 1,
+                     "failures": 3, "retry_in_ms": 2000}
+        });
+        let report = report(&Request::Status, ok(result), false);
+        let line = |label: &str| {
+            report
+                .stdout
+                .lines()
+                .find(|l| l.starts_with(label))
+                .map(|l| l[label.len()..].trim_start().to_owned())
+                .unwrap_or_else(|| panic!("no `{label}` line: {}", report.stdout))
+        };
+        assert_eq!(
+            line("launch queue"),
+            "3 waiting (at most 5, each up to 30s by default)"
+        );
+        assert_eq!(
+            line("warm pool"),
+            "1 ready, 1 starting (keeps 2); 7 launches served from it, 1 found it empty; 3 failures in a row, next launch in 2s"
+        );
     }
 
     #[test]

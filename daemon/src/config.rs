@@ -62,6 +62,7 @@ macro_rules! settings {
                 Config { $( $name: settings!(@settle self.$name, $default), )* }
             }
         }
+
     };
     (@out $ty:ty, None) => { Option<$ty> };
     (@out $ty:ty, $default:tt) => { $ty };
@@ -94,6 +95,18 @@ settings! {
     /// Most live sessions at once; a launch beyond it fails with `capacity` [default: 256]
     #[arg(long, value_name = "N")]
     max_sessions: u32 = 256;
+    /// Default browsers kept launched and ready (at most max_sessions): a browser launch
+    /// with no command, args, env or cwd takes one [default: 0]
+    #[arg(long, value_name = "N", env = "BROWSERD_WARM")]
+    warm: u32 = 0;
+    /// Launches that may wait, first come first served, for a slot at max_sessions; 0 fails
+    /// them with `capacity` at once [default: 0]
+    #[arg(long, value_name = "N", env = "BROWSERD_MAX_QUEUE")]
+    max_queue: u32 = 0;
+    /// How long a queued launch waits for a slot unless it says otherwise
+    /// (`queue_timeout_ms`) [default: 30s]
+    #[arg(long, value_name = "DURATION", env = "BROWSERD_QUEUE_TIMEOUT")]
+    queue_timeout: Human = (Human::secs(30));
     /// Default grace between SIGTERM and the end of a termination [default: 5s]
     #[arg(long, value_name = "DURATION")]
     grace: Human = (Human::secs(5));
@@ -195,6 +208,8 @@ pub enum LogFormat {
 
 /// The most sessions `max_sessions` may allow: each costs file descriptors and memory.
 pub const MAX_SESSIONS_LIMIT: u32 = 100_000;
+/// The most launches `max_queue` may let wait: each holds a client's connection.
+pub const MAX_QUEUE_LIMIT: u32 = 100_000;
 /// The largest config file read.
 const MAX_CONFIG: u64 = 1 << 20;
 
@@ -220,6 +235,24 @@ impl Config {
                 "max_sessions must be between 1 and {MAX_SESSIONS_LIMIT}, got {}",
                 self.max_sessions
             ));
+        }
+        if self.warm > self.max_sessions {
+            return Err(format!(
+                "warm ({}) exceeds max_sessions ({}): a pool larger than the sessions that can be live at once is never used up; lower --warm or raise --max-sessions",
+                self.warm, self.max_sessions
+            ));
+        }
+        if self.max_queue > MAX_QUEUE_LIMIT {
+            return Err(format!(
+                "max_queue must be at most {MAX_QUEUE_LIMIT}, got {}",
+                self.max_queue
+            ));
+        }
+        if self.queue_timeout == Human::ZERO {
+            return Err(
+                "queue_timeout must be positive (a launch that must not wait says queue_timeout_ms: 0)"
+                    .into(),
+            );
         }
         if self.grace > self.max_grace {
             return Err(format!(
@@ -563,6 +596,61 @@ mod tests {
             Args::try_parse_from(argv).is_err(),
             "an address, not a name"
         );
+    }
+
+    #[test]
+    fn the_pool_and_the_queue_are_bounded_in_every_layer() {
+        let config = Config::load(args(&["--warm", "2", "--max-queue", "3"])).unwrap();
+        assert_eq!((config.warm, config.max_queue), (2, 3));
+        assert_eq!(config.queue_timeout, Human::secs(30));
+        let f = file("warm = 4\nmax_queue = 10\nqueue_timeout = \"2s\"\n");
+        let config = Config::load(args(&["--config", f.path().to_str().unwrap()])).unwrap();
+        assert_eq!((config.warm, config.max_queue), (4, 10));
+        assert_eq!(config.queue_timeout, Human::secs(2));
+
+        let err = Config::load(args(&["--warm", "300"])).unwrap_err();
+        assert!(
+            err.contains("warm") && err.contains("max_sessions"),
+            "{err}"
+        );
+        let err = Config::load(args(&["--max-sessions", "2", "--warm", "3"])).unwrap_err();
+        assert!(err.contains("warm (3) exceeds max_sessions (2)"), "{err}");
+        let err = Config::load(args(&["--max-queue", "100001"])).unwrap_err();
+        assert!(err.contains("max_queue"), "{err}");
+        let err = Config::load(args(&["--queue-timeout", "0s"])).unwrap_err();
+        assert!(err.contains("queue_timeout"), "{err}");
+        for bad in [
+            "warm = -1\n",
+            "warm = \"two\"\n",
+            "max_queue = 1.5\n",
+            "queue_timeout = 30\n",
+        ] {
+            let f = file(bad);
+            let err = Config::load(args(&["--config", f.path().to_str().unwrap()])).unwrap_err();
+            assert!(err.contains("invalid config"), "{bad}: {err}");
+        }
+        for bad in [
+            &["--warm", "-1"][..],
+            &["--warm", "two"],
+            &["--max-queue", "x"],
+            &["--queue-timeout", "30"],
+        ] {
+            let argv = std::iter::once("browserd").chain(bad.iter().copied());
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_handover_without_the_newer_settings_takes_their_defaults() {
+        let config = Config::load(args(&["--warm", "1"])).unwrap();
+        let mut json = serde_json::to_value(&config).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        for newer in ["warm", "max_queue", "queue_timeout"] {
+            fields.remove(newer);
+        }
+        let back: Config = serde_json::from_value(json).unwrap();
+        assert_eq!((back.warm, back.max_queue), (0, 0));
+        assert_eq!(back.socket, config.socket);
     }
 
     #[test]

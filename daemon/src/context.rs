@@ -8,6 +8,7 @@ use crate::dirs::Layout;
 use crate::members::Members;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::pool::Pool;
 use crate::reaper::Reaper;
 use crate::registry::Registry;
 use crate::reload::Invocation;
@@ -26,6 +27,8 @@ pub struct Context {
     /// Where session dirs are made.
     pub layout: Layout,
     pub registry: Registry,
+    /// The warm pool's target and tally (its browsers are in the registry).
+    pub pool: Pool,
     pub reaper: Reaper,
     /// Which processes are each session's: its cgroup, or the process table.
     pub members: Members,
@@ -89,6 +92,7 @@ impl Context {
         metrics.set_reloads(parts.reloads);
         Context {
             metrics,
+            pool: Pool::new(parts.config.warm),
             layout,
             config: parts.config,
             registry: parts.registry,

@@ -524,6 +524,7 @@ mod tests {
             dirs: Vec::new(),
             browser: None,
             cgroup: None,
+            warm: false,
             state: StateRecord::Running,
         }
     }

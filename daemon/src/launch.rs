@@ -1,14 +1,17 @@
-//! The `launch` operation: admission (capacity, tracking id, TTL), spawning and
-//! registration. A browser session without a `command` gets the detected Chromium with
-//! quiet, self-contained flags, its own profile and TMPDIR, and is reported only once its
-//! DevTools endpoint answers.
+//! The `launch` operation: admission (capacity, tracking id, TTL; at capacity, a wait in
+//! the launch queue), spawning and registration. A browser session without a `command`
+//! gets the detected Chromium with quiet, self-contained flags, its own profile and TMPDIR,
+//! and is reported only once its DevTools endpoint answers; with a warm pool, a default
+//! browser launch is handed a browser launched ahead instead. Warm browsers themselves are
+//! launched here too, the same way.
 
 use crate::browser;
+use crate::caller::Caller;
 use crate::cgroup::Cgroup;
 use crate::context::Context;
 use crate::dirs::SessionDirs;
 use crate::error::{Error, Result};
-use crate::registry::{Admission, BrowserInfo, NewSession};
+use crate::registry::{Admission, Admitted, BrowserInfo, NewSession, Queued, Registry};
 use crate::spawn::{self, SpawnSpec};
 use crate::terminate;
 use browserd_proto::duration::{as_millis, format_millis};
@@ -30,8 +33,29 @@ enum Plan {
     Browser(PathBuf),
 }
 
+/// Who a spawned leader is registered as.
+enum Slot {
+    /// A client's session, in its admitted slot.
+    Session(Admission),
+    /// A warm browser of the pool.
+    Warm(SessionId),
+}
+
+impl Slot {
+    fn id(&self) -> &SessionId {
+        match self {
+            Slot::Session(admission) => &admission.id,
+            Slot::Warm(id) => id,
+        }
+    }
+}
+
 /// Launches a session and returns it once it is running.
-pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> {
+pub async fn launch(
+    ctx: &Arc<Context>,
+    request: Launch,
+    caller: &Caller<'_>,
+) -> Result<SessionInfo> {
     let ttl = session_ttl(ctx, request.ttl_ms)?;
     ctx.members
         .check_limits(request.memory_max.is_some(), request.pids_max.is_some())
@@ -50,7 +74,24 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
         ),
     };
     let started = Instant::now();
-    let admission = ctx.registry.admit(request.tracking_id.as_ref(), ttl)?;
+    let mut admission = admit(ctx, &request, ttl, caller).await?;
+    let queued = admission.granted_at;
+    if ctx.pool.serves(&request) {
+        let workspace = request.workspace.clone().unwrap_or_default();
+        match ctx.registry.hand_out(admission, workspace) {
+            Ok(session) => {
+                slot_used(queued);
+                ctx.pool.handed_out();
+                ctx.registry.recorded().await?;
+                tracing::info!(session = %session.id, pid = session.pid, "launched from the warm pool");
+                return Ok(session);
+            }
+            Err(back) => {
+                ctx.pool.missed();
+                admission = back;
+            }
+        }
+    }
     let prepared = match prepare(ctx, &request, plan, &admission.id) {
         Ok(prepared) => prepared,
         Err(e) => {
@@ -58,7 +99,8 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
             return Err(e);
         }
     };
-    let (id, stderr) = spawn_and_register(ctx, &request, prepared, admission)?;
+    let (id, stderr) = spawn_and_register(ctx, &request, prepared, Slot::Session(admission))?;
+    slot_used(queued);
     // The process table warms up for a kill; a session in a cgroup needs no table.
     if ctx.members.cgroup(&id).is_none() {
         ctx.scanner.kick();
@@ -69,11 +111,158 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
         ctx.registry.recorded().await?;
         return Ok(session);
     };
-    let stderr = match ctx.pipes.keep(&id, stderr) {
+    let session = until_ready(ctx, &id, stderr, started).await?;
+    ctx.registry.recorded().await?;
+    Ok(session)
+}
+
+/// Logs how soon a queued launch had its session started after its slot freed (the bench
+/// reads it).
+fn slot_used(granted_at: Option<Instant>) {
+    if let Some(at) = granted_at {
+        let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(target: "browserd::timing", after_slot_freed_us = us, "queued launch started");
+    }
+}
+
+/// Launches a warm browser for the pool: the detected browser with the daemon's flags, its
+/// own dirs and cgroup, registered hidden. Returns once its endpoint answers.
+pub async fn warm(ctx: &Arc<Context>) -> Result<SessionId> {
+    let path = browser::detect(ctx.config.browser.as_deref()).map_err(Error::LaunchFailed)?;
+    let started = Instant::now();
+    let id = ctx.registry.admit_warm()?;
+    let request = Launch::default();
+    let prepared = prepare(ctx, &request, Plan::Browser(path), &id)?;
+    let (id, stderr) = spawn_and_register(ctx, &request, prepared, Slot::Warm(id))?;
+    ctx.scanner.kick();
+    let stderr = stderr.ok_or_else(|| Error::Internal("a warm browser without stderr".into()))?;
+    until_ready(ctx, &id, stderr, started).await?;
+    Ok(id)
+}
+
+/// A slot for the launch: at once, or after a wait in the queue up to the request's
+/// `queue_timeout_ms` (default `--queue-timeout`; 0: no wait).
+async fn admit(
+    ctx: &Context,
+    request: &Launch,
+    ttl: Option<Duration>,
+    caller: &Caller<'_>,
+) -> Result<Admission> {
+    let wait = request
+        .queue_timeout_ms
+        .map_or(ctx.config.queue_timeout.0, Duration::from_millis);
+    match ctx
+        .registry
+        .admit(request.tracking_id.as_ref(), ttl, !wait.is_zero())?
+    {
+        Admitted::Now(admission) => Ok(admission),
+        Admitted::Queued(queued) => wait_in_queue(ctx, queued, wait, caller).await,
+    }
+}
+
+/// Why a queued launch stopped waiting.
+enum Waited {
+    Granted(Result<Admission>),
+    TimedOut,
+    HungUp,
+    /// A reload is draining the server.
+    Draining,
+}
+
+/// Waits in the queue for a slot, at most `wait`. The slot comes the moment one frees
+/// (the registry hands it over; nothing polls). A client that hangs up leaves the queue. A
+/// reload that drains the server meanwhile hands the request over unanswered: the next
+/// image reads it again and queues it again (its wait starts again).
+async fn wait_in_queue(
+    ctx: &Context,
+    queued: Queued,
+    wait: Duration,
+    caller: &Caller<'_>,
+) -> Result<Admission> {
+    let ticket = queued.ticket;
+    let mut place = Place {
+        registry: &ctx.registry,
+        queued: Some(queued),
+    };
+    let waited = tokio::select! {
+        granted = place.granted() => Waited::Granted(granted),
+        () = tokio::time::sleep(wait) => Waited::TimedOut,
+        () = caller.hung_up() => Waited::HungUp,
+        () = ctx.server.draining(), if caller.can_hand_over() => Waited::Draining,
+    };
+    let admission = match waited {
+        Waited::Granted(granted) => granted,
+        // A slot granted at the very moment the wait ended is taken all the same.
+        Waited::TimedOut => place.leave().ok_or_else(|| {
+            Error::Capacity(format!(
+                "the launch waited {} in the launch queue and no slot freed up (max_sessions {}); retry later, wait longer (queue_timeout_ms, --queue-timeout), or kill sessions",
+                humantime::format_duration(wait),
+                ctx.config.max_sessions
+            ))
+        }),
+        Waited::HungUp => {
+            if let Some(admission) = place.leave() {
+                ctx.registry.cancel(admission);
+            }
+            Err(Error::Capacity(
+                "the client hung up while its launch waited in the queue".into(),
+            ))
+        }
+        Waited::Draining => place.leave().ok_or_else(|| {
+            caller.hand_over(ticket);
+            Error::Internal("handed over unanswered to the reloaded daemon".into())
+        }),
+    }?;
+    // Other tasks ran while this one waited; from here to its registration none does.
+    ctx.registry.still_admitted(admission)
+}
+
+/// A launch's place in the queue; it leaves the queue when dropped (its request was
+/// cancelled), giving back a slot granted meanwhile.
+struct Place<'a> {
+    registry: &'a Registry,
+    queued: Option<Queued>,
+}
+
+impl Place<'_> {
+    async fn granted(&mut self) -> Result<Admission> {
+        let Some(queued) = &mut self.queued else {
+            return std::future::pending().await;
+        };
+        let granted = queued.granted().await;
+        self.queued = None;
+        granted
+    }
+
+    /// Leaves the queue; returns the slot if one was granted meanwhile.
+    fn leave(&mut self) -> Option<Admission> {
+        self.queued
+            .take()
+            .and_then(|queued| self.registry.leave_queue(queued))
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Some(admission) = self.leave() {
+            self.registry.cancel(admission);
+        }
+    }
+}
+
+/// Waits until a spawned browser's endpoint answers and makes it running; a browser that
+/// does not get there is terminated, and the launch fails saying why.
+async fn until_ready(
+    ctx: &Arc<Context>,
+    id: &SessionId,
+    stderr: OwnedFd,
+    started: Instant,
+) -> Result<SessionInfo> {
+    let stderr = match ctx.pipes.keep(id, stderr) {
         Ok(reading) => reading,
         Err(e) => {
             let reason = format!("cannot keep the browser's stderr: {e}");
-            return Err(fail(ctx, &id, reason).await);
+            return Err(fail(ctx, id, reason).await);
         }
     };
     let timeout = ctx.config.launch_timeout.0;
@@ -92,12 +281,11 @@ pub async fn launch(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo> 
     };
     match ready {
         Ok(endpoint) => {
-            let session = ctx.registry.mark_running(&id, endpoint)?;
-            ctx.registry.recorded().await?;
+            let session = ctx.registry.mark_running(id, endpoint)?;
             tracing::info!(session = %id, endpoint = session.ws_endpoint.as_deref(), ms = as_millis(started.elapsed()), "browser ready");
             Ok(session)
         }
-        Err(reason) => Err(fail(ctx, &id, reason).await),
+        Err(reason) => Err(fail(ctx, id, reason).await),
     }
 }
 
@@ -139,21 +327,23 @@ fn prepare(ctx: &Context, request: &Launch, plan: Plan, id: &SessionId) -> Resul
     })
 }
 
-/// Spawns the leader and registers the session, both under the reap lock, so the leader
-/// cannot be reaped (and its pid reused) before it is known; nothing that touches the
-/// filesystem runs under it. On failure the admission is given back and the dirs removed.
-/// Returns the browser's stderr when the launch must wait for its endpoint.
+/// Spawns the leader and registers it, both under the reap lock, so the leader cannot be
+/// reaped (and its pid reused) before it is known; nothing that touches the filesystem runs
+/// under it. On failure the slot is given back and the dirs removed. Returns the browser's
+/// stderr when the launch must wait for its endpoint.
 fn spawn_and_register(
     ctx: &Context,
     request: &Launch,
     prepared: Prepared,
-    admission: Admission,
+    slot: Slot,
 ) -> Result<(SessionId, Option<OwnedFd>)> {
     let Prepared { argv, env, dirs } = prepared;
     let kind = request.kind();
-    let id = admission.id.clone();
-    let undo = |admission: Admission| {
-        ctx.registry.cancel(admission);
+    let id = slot.id().clone();
+    let undo = |slot: Slot| {
+        if let Slot::Session(admission) = slot {
+            ctx.registry.cancel(admission);
+        }
         ctx.members.release(&id);
         for dir in dirs.iter().flat_map(SessionDirs::owned) {
             crate::dirs::remove_dir(&dir);
@@ -162,7 +352,7 @@ fn spawn_and_register(
     let cgroup = match contain(ctx, request, &id) {
         Ok(cgroup) => cgroup,
         Err(e) => {
-            undo(admission);
+            undo(slot);
             return Err(e);
         }
     };
@@ -178,7 +368,7 @@ fn spawn_and_register(
         Ok(leader) => leader,
         Err(e) => {
             drop(reap);
-            undo(admission);
+            undo(slot);
             return Err(Error::LaunchFailed(format!(
                 "cannot start `{}`: {e}",
                 argv[0]
@@ -194,23 +384,30 @@ fn spawn_and_register(
             .as_ref()
             .map(|d| browser::user_profile(&request.args).unwrap_or_else(|| d.profile.clone())),
     });
-    let id = ctx.registry.insert(
-        admission,
-        NewSession {
-            tracking_id: request.tracking_id.clone(),
-            kind,
-            workspace: request.workspace.clone().unwrap_or_default(),
-            command: argv,
-            pid,
-            start_time,
-            starting: dirs.is_some(),
-            browser,
-            owned_dirs: dirs.as_ref().map(SessionDirs::owned).unwrap_or_default(),
-            cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
-        },
-    );
-    drop(reap);
-    tracing::info!(session = %id, pid, "launched");
+    let new = NewSession {
+        tracking_id: request.tracking_id.clone(),
+        kind,
+        workspace: request.workspace.clone().unwrap_or_default(),
+        command: argv,
+        pid,
+        start_time,
+        starting: dirs.is_some(),
+        browser,
+        owned_dirs: dirs.as_ref().map(SessionDirs::owned).unwrap_or_default(),
+        cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
+    };
+    match slot {
+        Slot::Session(admission) => {
+            ctx.registry.insert(admission, new);
+            drop(reap);
+            tracing::info!(session = %id, pid, "launched");
+        }
+        Slot::Warm(_) => {
+            ctx.registry.insert_warm(id.clone(), new);
+            drop(reap);
+            tracing::info!(warm = %id, pid, "launched a warm browser");
+        }
+    }
     Ok((id, leader.stderr))
 }
 

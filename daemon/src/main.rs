@@ -3,6 +3,7 @@
 
 mod activation;
 mod browser;
+mod caller;
 mod cgroup;
 mod config;
 mod context;
@@ -17,6 +18,7 @@ mod metrics;
 mod notify;
 mod ops;
 mod pidfd;
+mod pool;
 mod pressure;
 mod procs;
 mod reaper;

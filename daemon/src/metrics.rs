@@ -42,6 +42,18 @@ enum StateLabel {
     exited,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WarmLabels {
+    state: WarmState,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum WarmState {
+    ready,
+    starting,
+}
+
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 enum TypeLabel {
@@ -59,6 +71,7 @@ pub struct Metrics {
     orphans_reaped: Counter,
     strays_signalled: Counter,
     queue_depth: Gauge,
+    warm: Family<WarmLabels, Gauge>,
     reloads: Gauge,
     event_subscribers: Gauge,
     event_subscribers_lagged: Counter,
@@ -118,6 +131,12 @@ impl Default for Metrics {
             "Launches waiting for a free slot",
             queue_depth.clone(),
         );
+        let warm = Family::<WarmLabels, Gauge>::default();
+        registry.register(
+            "warm_browsers",
+            "Warm browsers of the pool, ready to hand out or starting",
+            warm.clone(),
+        );
         let reloads = Gauge::default();
         registry.register(
             "reloads",
@@ -162,6 +181,7 @@ impl Default for Metrics {
             orphans_reaped,
             strays_signalled,
             queue_depth,
+            warm,
             reloads,
         }
     }
@@ -208,16 +228,9 @@ impl Metrics {
         self.strays_signalled.inc();
     }
 
-    // The launch queue sets it; until there is one, the depth stays 0.
-    #[allow(dead_code)]
     pub fn set_queue_depth(&self, depth: usize) {
         self.queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
-    }
-
-    /// Launches waiting for a slot, as last set.
-    pub fn queue_depth(&self) -> u64 {
-        u64::try_from(self.queue_depth.get()).unwrap_or(0)
     }
 
     /// An event stream opened; the guard counts it until dropped.
@@ -243,6 +256,14 @@ impl Metrics {
 
     pub fn set_max_sessions(&self, max_sessions: u32) {
         self.max_sessions.set(i64::from(max_sessions));
+    }
+
+    pub fn set_warm(&self, ready: usize, starting: usize) {
+        for (state, count) in [(WarmState::ready, ready), (WarmState::starting, starting)] {
+            self.warm
+                .get_or_create(&WarmLabels { state })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn set_reloads(&self, reloads: u64) {
@@ -300,6 +321,8 @@ mod tests {
         metrics.http_request("GET", "/kill/{id}", 204);
         let subscriber = metrics.event_subscriber();
         metrics.event_subscriber_lagged();
+        metrics.set_queue_depth(4);
+        metrics.set_warm(2, 1);
         let text = metrics.encode(&[(SessionState::Running, SessionType::Browser, 3)]);
         for line in [
             "browserd_launches_total{result=\"ok\"} 1",
@@ -311,6 +334,9 @@ mod tests {
             "browserd_http_requests_total{method=\"GET\",route=\"/kill/{id}\",status=\"204\"} 1",
             "browserd_event_subscribers 1",
             "browserd_event_subscribers_lagged_total 1",
+            "browserd_queue_depth 4",
+            "browserd_warm_browsers{state=\"ready\"} 2",
+            "browserd_warm_browsers{state=\"starting\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");

@@ -2,27 +2,32 @@
 //! into a result or a wire error. The socket server and the HTTP listener both call these,
 //! so an operation behaves the same whichever way it arrives.
 
+use crate::caller::Caller;
 use crate::context::Context;
 use crate::error::Error;
 use crate::{launch, terminate};
 use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{
     format_rfc3339, BrowserStatus, BulkTerminate, ContainmentStatus, EndReason, ErrorCode, Failure,
-    Kill, Launch, LaunchResult, Lease, LeaseResult, Limits, MetricsResult, Release, ReloadResult,
-    Request, SessionId, SessionInfo, SessionRef, SessionType, SessionsFilter, SessionsResult,
-    StatusResult, Target, TerminateResult, WireError, Workspace,
+    Kill, Launch, LaunchResult, Lease, LeaseResult, Limits, MetricsResult, QueueStatus, Release,
+    ReloadResult, Request, SessionId, SessionInfo, SessionRef, SessionType, SessionsFilter,
+    SessionsResult, StatusResult, Target, TerminateResult, WireError, Workspace,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Applies one request.
-/// Applies one request; its result comes encoded.
-pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Box<RawValue>, WireError> {
+/// Applies one request; its result comes encoded. `caller` tells a launch waiting in the
+/// queue whether its client is still there.
+pub async fn apply(
+    ctx: &Arc<Context>,
+    request: Request,
+    caller: &Caller<'_>,
+) -> Result<Box<RawValue>, WireError> {
     match request {
         Request::Launch(request) => encode(&LaunchResult {
-            session: launch_op(ctx, request).await?,
+            session: launch_op(ctx, request, caller).await?,
         }),
         Request::Sessions(filter) => encode(&sessions(ctx, &filter).await),
         Request::Kill(kill) => encode(&kill_op(ctx, kill).await?),
@@ -46,20 +51,21 @@ pub async fn apply(ctx: &Arc<Context>, request: Request) -> Result<Box<RawValue>
     }
 }
 
-/// Launches a session and counts the outcome.
-pub async fn launch_op(ctx: &Arc<Context>, request: Launch) -> Result<SessionInfo, Error> {
+/// Launches a session and counts the outcome (a launch handed over to the next image
+/// unanswered is counted there).
+pub async fn launch_op(
+    ctx: &Arc<Context>,
+    request: Launch,
+    caller: &Caller<'_>,
+) -> Result<SessionInfo, Error> {
     let started = std::time::Instant::now();
-    let launched = launch::launch(ctx, request).await;
+    let launched = launch::launch(ctx, request, caller).await;
     match &launched {
         Ok(_) => ctx.metrics.launched(Ok(started.elapsed())),
+        Err(_) if caller.handed_over().is_some() => {}
         Err(e) => ctx.metrics.launched(Err(e.code().as_str())),
     }
     launched
-}
-
-/// The Prometheus text exposition, with the session gauges as they are now.
-pub fn metrics_text(ctx: &Context) -> String {
-    ctx.metrics.encode(&ctx.registry.counts_by_type())
 }
 
 fn encode(result: &impl Serialize) -> Result<Box<RawValue>, WireError> {
@@ -216,6 +222,14 @@ async fn lease_op(ctx: &Context, lease: &Lease) -> Result<LeaseResult, Error> {
     })
 }
 
+/// The Prometheus exposition, with the gauges read from the registry now.
+pub fn metrics_text(ctx: &Context) -> String {
+    let warm = ctx.registry.warm_counts();
+    ctx.metrics.set_queue_depth(ctx.registry.queue_depth());
+    ctx.metrics.set_warm(warm.ready, warm.starting);
+    ctx.metrics.encode(&ctx.registry.counts_by_type())
+}
+
 pub async fn status(ctx: &Context) -> StatusResult {
     let config = &ctx.config;
     StatusResult {
@@ -243,6 +257,12 @@ pub async fn status(ctx: &Context) -> StatusResult {
                 cgroup_root: c.cgroup_root,
                 controllers: c.controllers,
             }
+        }),
+        pool: Some(ctx.pool.status(ctx.registry.warm_counts())),
+        queue: Some(QueueStatus {
+            depth: u32::try_from(ctx.registry.queue_depth()).unwrap_or(u32::MAX),
+            max: config.max_queue,
+            timeout_ms: as_millis(config.queue_timeout.0),
         }),
         browser: Some(match crate::browser::detect(config.browser.as_deref()) {
             Ok(path) => BrowserStatus {

@@ -106,15 +106,18 @@ pub async fn pressure(ctx: &Context) -> Pressure {
     let host = host_use().await;
     let counts = ctx.registry.counts();
     let running = counts.starting + counts.running + counts.terminating;
-    let queued = u32::try_from(ctx.metrics.queue_depth()).unwrap_or(u32::MAX);
+    let queued = u32::try_from(ctx.registry.queue_depth()).unwrap_or(u32::MAX);
     let max_sessions = ctx.config.max_sessions;
-    let refusal = refusal(ctx.server.phase(), running, max_sessions);
+    let refusal = refusal(
+        ctx.server.phase(),
+        (running, max_sessions),
+        (queued, ctx.config.max_queue),
+    );
     Pressure {
         running,
         queued,
         max_sessions,
-        // No launch queue yet: a launch at capacity fails at once.
-        max_queue: 0,
+        max_queue: ctx.config.max_queue,
         cpu_percent: round(host.cpu_percent),
         memory_percent: match host.memory_total_bytes {
             0 => 0.0,
@@ -131,17 +134,28 @@ pub async fn pressure(ctx: &Context) -> Pressure {
 /// Why a launch sent now would be refused, as a code and a sentence; `None` if it would be
 /// admitted. Mirrors the registry's admission: a shutting-down daemon takes nothing, and
 /// `max_sessions` counts every live session.
-fn refusal(phase: Phase, running: u32, max_sessions: u32) -> Option<(&'static str, String)> {
+fn refusal(
+    phase: Phase,
+    (running, max_sessions): (u32, u32),
+    (queued, max_queue): (u32, u32),
+) -> Option<(&'static str, String)> {
     if phase == Phase::Stopping {
         return Some((
             "shutting_down",
             "browserd is shutting down and takes no new sessions".into(),
         ));
     }
-    if running >= max_sessions {
+    // At capacity, a launch still waits its turn while the queue has room.
+    if running >= max_sessions && queued >= max_queue {
         return Some((
             "capacity",
-            format!("{running} sessions are live and max_sessions is {max_sessions}"),
+            match max_queue {
+                0 => format!("{running} sessions are live and max_sessions is {max_sessions}"),
+                _ => format!(
+                    "{running} sessions are live (max_sessions {max_sessions}) and the launch \
+                     queue is full ({queued} of {max_queue} waiting)"
+                ),
+            },
         ));
     }
     None
@@ -158,16 +172,23 @@ mod tests {
 
     #[test]
     fn a_launch_is_admitted_below_capacity_only() {
-        assert!(refusal(Phase::Serving, 1, 2).is_none());
-        let (reason, message) = refusal(Phase::Serving, 2, 2).unwrap();
+        assert!(refusal(Phase::Serving, (1, 2), (0, 0)).is_none());
+        let (reason, message) = refusal(Phase::Serving, (2, 2), (0, 0)).unwrap();
         assert_eq!(reason, "capacity");
         assert!(message.contains("max_sessions is 2"), "{message}");
-        let (reason, _) = refusal(Phase::Stopping, 0, 2).unwrap();
+        let (reason, _) = refusal(Phase::Stopping, (0, 2), (0, 0)).unwrap();
         assert_eq!(reason, "shutting_down");
         assert!(
-            refusal(Phase::Draining, 0, 2).is_none(),
+            refusal(Phase::Draining, (0, 2), (0, 0)).is_none(),
             "a reload parks launches, it does not refuse them"
         );
+        assert!(
+            refusal(Phase::Serving, (2, 2), (2, 3)).is_none(),
+            "at capacity a launch still queues while the queue has room"
+        );
+        let (reason, message) = refusal(Phase::Serving, (2, 2), (3, 3)).unwrap();
+        assert_eq!(reason, "capacity");
+        assert!(message.contains("queue is full (3 of 3"), "{message}");
     }
 
     #[tokio::test(flavor = "current_thread")]

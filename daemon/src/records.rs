@@ -34,6 +34,10 @@ pub struct SessionRecord {
     /// The session's own cgroup, where browserd contains sessions in cgroups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<PathBuf>,
+    /// A warm browser of the pool, not (yet) a session: listed nowhere, selected by no
+    /// kill, taken up after a reload, terminated after a crash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm: bool,
     pub state: StateRecord,
 }
 
@@ -163,6 +167,7 @@ mod tests {
                 profile_dir: None,
             }),
             cgroup: Some("/sys/fs/cgroup/browserd/x".into()),
+            warm: true,
             state: StateRecord::Terminating {
                 force: true,
                 deadline_ms: 9,

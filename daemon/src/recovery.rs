@@ -10,7 +10,9 @@
 //!   only ever signalled through identity-checked pidfds), then listed as exited, "lost
 //!   while browserd was down".
 //!
-//! With `--on-restart kill`, adopted sessions are terminated too. Exited sessions stay
+//! Warm browsers of the pool are never adopted: whatever is left of them is terminated (a
+//! provably identical leader through its pidfd) and they are forgotten; the pool launches
+//! new ones. With `--on-restart kill`, adopted sessions are terminated too. Exited sessions stay
 //! listed for the rest of their retention. Every dir under the session dirs that no live
 //! session owns is removed.
 
@@ -64,7 +66,7 @@ pub fn recover(replayed: Replayed, on_restart: OnRestart) -> Recovered {
     let mut snapshot = replayed.snapshot;
     let mut adopted = HashMap::new();
     let mut terminate = Vec::new();
-    let (mut kept, mut lost, mut exited) = (0, 0, 0);
+    let (mut kept, mut lost, mut exited, mut warm) = (0, 0, 0, 0);
     for record in &mut snapshot.sessions {
         if !record.state.is_live() {
             exited += 1;
@@ -79,6 +81,21 @@ pub fn recover(replayed: Replayed, on_restart: OnRestart) -> Recovered {
             record.state = StateRecord::Running;
         }
         record.leader.adopted = true;
+        if record.warm {
+            // A warm browser is no session anyone waits for: whatever is left of it goes,
+            // and the pool launches new ones.
+            warm += 1;
+            if let Some(pidfd) = proven {
+                adopted.insert(record.id.clone(), Arc::new(pidfd));
+                terminate.push(record.id.clone());
+            } else if record.leader.boot_id == boot {
+                record.leader.exit = Some(record.leader.exit.unwrap_or(ExitStatus::Unknown));
+                terminate.push(record.id.clone());
+            } else {
+                end_lost(record);
+            }
+            continue;
+        }
         match proven {
             Some(pidfd) => {
                 kept += 1;
@@ -99,8 +116,12 @@ pub fn recover(replayed: Replayed, on_restart: OnRestart) -> Recovered {
             }
         }
     }
+    // A warm browser that cannot be running any more is forgotten at once.
+    snapshot
+        .sessions
+        .retain(|record| !record.warm || record.state.is_live());
     let summary = format!(
-        "journal: {kept} session(s) adopted, {lost} lost while browserd was down, {exited} recently exited{}",
+        "journal: {kept} session(s) adopted, {lost} lost while browserd was down, {exited} recently exited, {warm} warm browser(s) of the pool to terminate{}",
         match on_restart {
             OnRestart::Kill if kept > 0 => " (--on-restart kill: terminating the adopted ones)",
             _ => "",
@@ -175,6 +196,7 @@ mod tests {
             dirs: Vec::new(),
             browser: None,
             cgroup: None,
+            warm: false,
             state: StateRecord::Running,
         }
     }
@@ -229,6 +251,38 @@ mod tests {
             OnRestart::Kill,
         );
         assert_eq!(killed.terminate.len(), 1, "kill terminates the adopted too");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn warm_browsers_are_terminated_never_adopted() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let start = crate::procs::read_stat(pid).unwrap().start_time;
+        let boot = boot_id();
+        let warm = |id: &str, boot: &str| SessionRecord {
+            warm: true,
+            ..record(id, pid, start, boot)
+        };
+        let recovered = recover(
+            replayed(vec![warm("w-1", &boot), warm("w-2", "another-boot")]),
+            OnRestart::Adopt,
+        );
+        assert_eq!(
+            recovered.terminate,
+            vec!["w-1".parse::<SessionId>().unwrap()],
+            "an alive warm browser is terminated"
+        );
+        assert!(recovered.adopted.contains_key("w-1"), "through its pidfd");
+        assert_eq!(
+            recovered.snapshot.sessions.len(),
+            1,
+            "a warm browser of another boot is forgotten"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -4,6 +4,20 @@
 //! of which takes the lock, changes or copies a little, and lets go: none holds it across an
 //! `.await` or a blocking syscall. Leases and TTLs are deadlines kept here in one ordered
 //! set, which the expiry loop sleeps on.
+//!
+//! Two things live here besides sessions, because both are decided with the session count
+//! under the same lock:
+//!
+//! * **Warm browsers** of the pool are entries in a hidden state (`warm`): they have an id,
+//!   a leader, dirs and a cgroup like any session, so the one design that tells which
+//!   processes are a session's (marker, leader, cgroup) covers them, and reaping,
+//!   termination and the journal treat them like sessions. They are listed nowhere, counted
+//!   against no limit and selected by no kill. A hand-out turns one into a session in place:
+//!   its id, processes, profile and cgroup are the session's from then on.
+//! * **The launch queue**: launches waiting, first come first served, for a slot at
+//!   `max_sessions`. A slot that frees (a session finishes, an admission is given back) goes
+//!   to the head of the queue at once, under the lock that freed it, so nothing polls and
+//!   no later launch can take it first.
 
 use crate::error::{Error, Result};
 use crate::events::Events;
@@ -24,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 /// Where a session is in its life; each phase carries what only it has.
 #[derive(Debug, Clone)]
@@ -111,6 +125,9 @@ struct Session {
     browser: Option<BrowserInfo>,
     owned_dirs: Vec<PathBuf>,
     cgroup: Option<PathBuf>,
+    /// A warm browser of the pool, not handed out yet: hidden from clients, and its changes
+    /// are not announced.
+    warm: bool,
 }
 
 impl Session {
@@ -204,6 +221,51 @@ pub enum Begin {
 pub struct Finished {
     pub termination: Option<Arc<Termination>>,
     pub owned_dirs: Vec<PathBuf>,
+    /// A warm browser that ended before it was handed out: how long after its launch.
+    pub warm_for: Option<Duration>,
+}
+
+/// The answer to a launch asking for a slot.
+pub enum Admitted {
+    Now(Admission),
+    /// At capacity: the launch waits its turn.
+    Queued(Queued),
+}
+
+/// A launch's place in the queue. The slot comes through [`Queued::granted`]; a launch that
+/// stops waiting (timeout, client gone) must hand this to [`Registry::leave_queue`].
+#[must_use]
+pub struct Queued {
+    pub ticket: u64,
+    granted: oneshot::Receiver<Result<Admission>>,
+}
+
+impl Queued {
+    /// Waits for the slot; fails if the daemon shuts down first.
+    pub async fn granted(&mut self) -> Result<Admission> {
+        (&mut self.granted)
+            .await
+            .unwrap_or(Err(Error::ShuttingDown))
+    }
+}
+
+/// A queued launch, as the registry keeps it.
+struct Waiter {
+    ticket: u64,
+    /// The id its session will have, and its tracking id (reserved while it waits).
+    id: SessionId,
+    tracking_id: Option<TrackingId>,
+    ttl: Option<Duration>,
+    grant: oneshot::Sender<Result<Admission>>,
+}
+
+/// Warm browsers by readiness, for the pool and `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmCounts {
+    /// Ready to hand out.
+    pub ready: usize,
+    /// Launched, endpoint not yet answering.
+    pub starting: usize,
 }
 
 /// A launch's reserved slot: its id, its tracking id taken, its place counted against
@@ -215,12 +277,16 @@ pub struct Admission {
     pub id: SessionId,
     pub expires: Option<Deadline>,
     tracking_id: Option<TrackingId>,
+    /// For a launch that waited in the queue: when its slot freed.
+    pub granted_at: Option<Instant>,
 }
 
 /// The registry's limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_sessions: u32,
+    /// How many launches may wait for a slot.
+    pub max_queue: u32,
     /// How many exited sessions stay listed, and for how long.
     pub keep_exited: usize,
     pub keep_exited_for: Duration,
@@ -242,6 +308,13 @@ struct State {
     expiries: BTreeSet<(Instant, Expiry)>,
     /// Launches admitted but not yet registered.
     reserved: usize,
+    /// Warm browsers among `sessions`.
+    warm: usize,
+    /// Ready warm browsers, in the order they became ready (some may have died since).
+    warm_ready: VecDeque<SessionId>,
+    /// Launches waiting for a slot, first come first served.
+    queue: VecDeque<Waiter>,
+    next_ticket: u64,
     /// Live sessions adopted after a restart.
     adopted: usize,
     next_session: u64,
@@ -253,8 +326,23 @@ struct State {
 }
 
 impl State {
+    /// Live sessions, warm browsers not counted.
     fn live(&self) -> usize {
-        self.sessions.len() - self.exited.len()
+        self.sessions.len() - self.exited.len() - self.warm
+    }
+
+    /// Slots taken against `max_sessions`: live sessions and admitted launches.
+    fn taken(&self) -> usize {
+        self.live() + self.reserved
+    }
+
+    /// Frees a tracking id held for `id`.
+    fn release_tracking(&mut self, tracking_id: Option<&TrackingId>, id: &SessionId) {
+        if let Some(tracking_id) = tracking_id {
+            if self.tracking.get(tracking_id) == Some(id) {
+                self.tracking.remove(tracking_id);
+            }
+        }
     }
 }
 
@@ -336,8 +424,12 @@ impl Registry {
     }
 
     /// Announces a change of `session` (call with the lock held: events of one session
-    /// are emitted in the order its changes happen).
+    /// are emitted in the order its changes happen). A warm browser's are not: its session
+    /// begins when it is handed out.
     fn emit(&self, kind: EventKind, session: &Session, extra: impl FnOnce(&mut Event)) {
+        if session.warm {
+            return;
+        }
         self.events.emit(kind, |event| {
             event.session = Some(session.id.clone());
             event.tracking_id = session.tracking_id.clone();
@@ -396,6 +488,7 @@ impl Registry {
                 .collect(),
             dirs: session.owned_dirs.clone(),
             cgroup: session.cgroup.clone(),
+            warm: session.warm,
             browser: session.browser.as_ref().map(|b| BrowserRecord {
                 ws_endpoint: b.ws_endpoint.clone(),
                 profile_dir: b.profile_dir.clone(),
@@ -506,54 +599,162 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Checks that a launch may proceed and reserves its slot, id and tracking id.
+    /// Checks that a launch may proceed and reserves its slot, id and tracking id. At
+    /// capacity, a launch that may wait (`queue`) joins the queue when it has room; its id
+    /// and tracking id are reserved meanwhile.
     pub fn admit(
         &self,
         tracking_id: Option<&TrackingId>,
         ttl: Option<Duration>,
-    ) -> Result<Admission> {
+        queue: bool,
+    ) -> Result<Admitted> {
         let mut state = self.lock();
         if state.shutting_down {
             return Err(Error::ShuttingDown);
         }
-        let taken = state.live() + state.reserved;
-        if taken >= self.limits.max_sessions as usize {
-            return Err(Error::Capacity(format!(
-                "{taken} sessions are live or starting and max_sessions is {}; kill some, or start browserd with a larger --max-sessions",
-                self.limits.max_sessions
-            )));
-        }
         if let Some(tracking_id) = tracking_id {
             if let Some(owner) = state.tracking.get(tracking_id) {
                 return Err(Error::Conflict(format!(
-                    "tracking id `{tracking_id}` is already used by live session {owner}"
+                    "tracking id `{tracking_id}` is already used by session {owner} (live, starting or queued)"
                 )));
             }
         }
-        let seq = state.next_session;
-        state.next_session += 1;
-        self.reserve_ids(&mut state);
-        let id = SessionId::generate(self.nonce, seq);
+        let max = self.limits.max_sessions as usize;
+        let taken = state.taken();
+        // Whoever waits is first in line for a slot.
+        let full = taken >= max || !state.queue.is_empty();
+        if full {
+            let max_queue = self.limits.max_queue;
+            let waiting = state.queue.len();
+            let refusal = if max_queue == 0 {
+                Some(format!(
+                    "{taken} sessions are live or starting and max_sessions is {max}; kill some, or start browserd with a larger --max-sessions (or with a launch queue: --max-queue)"
+                ))
+            } else if !queue {
+                Some(format!(
+                    "{taken} sessions are live or starting (max_sessions {max}) and the launch asked not to wait in the queue (queue_timeout_ms 0)"
+                ))
+            } else if waiting >= max_queue as usize {
+                Some(format!(
+                    "the launch queue is full: {taken} sessions are live or starting (max_sessions {max}) and {waiting} launches are waiting (max_queue {max_queue}); retry later, or start browserd with a larger --max-queue or --max-sessions"
+                ))
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                return Err(Error::Capacity(refusal));
+            }
+        }
+        let id = self.next_id(&mut state);
         if let Some(tracking_id) = tracking_id {
             state.tracking.insert(tracking_id.clone(), id.clone());
         }
-        state.reserved += 1;
-        Ok(Admission {
+        if !full {
+            state.reserved += 1;
+            return Ok(Admitted::Now(Admission {
+                id,
+                expires: ttl.map(Deadline::after),
+                tracking_id: tracking_id.cloned(),
+                granted_at: None,
+            }));
+        }
+        let (grant, granted) = oneshot::channel();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push_back(Waiter {
+            ticket,
             id,
-            expires: ttl.map(Deadline::after),
             tracking_id: tracking_id.cloned(),
-        })
+            ttl,
+            grant,
+        });
+        // The queue's lines are written under the lock, so the log shows its true order.
+        tracing::debug!(target: "browserd::queue", ticket, depth = state.queue.len(), "queued");
+        Ok(Admitted::Queued(Queued { ticket, granted }))
     }
 
-    /// Gives back an admission that did not become a session.
+    /// A new session id.
+    fn next_id(&self, state: &mut State) -> SessionId {
+        let seq = state.next_session;
+        state.next_session += 1;
+        self.reserve_ids(state);
+        SessionId::generate(self.nonce, seq)
+    }
+
+    /// Gives free slots to the launches at the head of the queue; their TTL starts now.
+    /// Called wherever a slot frees, under the same lock.
+    fn grant_queued(&self, state: &mut State) {
+        let max = self.limits.max_sessions as usize;
+        while state.taken() < max {
+            let Some(waiter) = state.queue.pop_front() else {
+                return;
+            };
+            state.reserved += 1;
+            tracing::debug!(target: "browserd::queue", ticket = waiter.ticket, session = %waiter.id, "granted");
+            let admission = Admission {
+                id: waiter.id,
+                expires: waiter.ttl.map(Deadline::after),
+                tracking_id: waiter.tracking_id,
+                granted_at: Some(Instant::now()),
+            };
+            if let Err(Ok(unwanted)) = waiter.grant.send(Ok(admission)) {
+                // Nobody waits for it any more: the slot goes to the next in line.
+                state.reserved -= 1;
+                state.release_tracking(unwanted.tracking_id.as_ref(), &unwanted.id);
+            }
+        }
+    }
+
+    /// Takes a launch out of the queue (it timed out, or its client left). Returns its
+    /// admission if it was granted a slot meanwhile: the caller uses it or gives it back.
+    pub fn leave_queue(&self, mut queued: Queued) -> Option<Admission> {
+        let mut state = self.lock();
+        if let Some(at) = state.queue.iter().position(|w| w.ticket == queued.ticket) {
+            if let Some(waiter) = state.queue.remove(at) {
+                tracing::debug!(target: "browserd::queue", ticket = waiter.ticket, "left");
+                state.release_tracking(waiter.tracking_id.as_ref(), &waiter.id);
+            }
+            return None;
+        }
+        drop(state);
+        // Not queued any more: granted (sent under the lock, so it is there) or refused.
+        match queued.granted.try_recv() {
+            Ok(Ok(admission)) => Some(admission),
+            _ => None,
+        }
+    }
+
+    /// Checks that a slot granted while its launch waited may still be used: the daemon may
+    /// have begun to shut down since (the launch then registers nothing).
+    pub fn still_admitted(&self, admission: Admission) -> Result<Admission> {
+        if self.lock().shutting_down {
+            self.cancel(admission);
+            return Err(Error::ShuttingDown);
+        }
+        Ok(admission)
+    }
+
+    /// How many launches wait for a slot.
+    pub fn queue_depth(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Gives back an admission that did not become a session; its slot goes to the queue.
     pub fn cancel(&self, admission: Admission) {
         let mut state = self.lock();
         state.reserved -= 1;
-        if let Some(tracking_id) = admission.tracking_id {
-            if state.tracking.get(&tracking_id) == Some(&admission.id) {
-                state.tracking.remove(&tracking_id);
-            }
+        state.release_tracking(admission.tracking_id.as_ref(), &admission.id);
+        self.grant_queued(&mut state);
+    }
+
+    /// An id for a warm browser about to be launched. Warm browsers take no slot; none are
+    /// launched once the daemon shuts down.
+    pub fn admit_warm(&self) -> Result<SessionId> {
+        let mut state = self.lock();
+        if state.shutting_down {
+            return Err(Error::ShuttingDown);
         }
+        Ok(self.next_id(&mut state))
     }
 
     /// Registers a spawned session under its admission. Call with the reap lock held, so the
@@ -568,6 +769,25 @@ impl Registry {
                 .insert((deadline.at, Expiry::Ttl(id.clone())));
             self.expiry_changed.notify_one();
         }
+        self.register(&mut state, id.clone(), new, admission.expires, false);
+        id
+    }
+
+    /// Registers a spawned warm browser (starting). Call with the reap lock held.
+    pub fn insert_warm(&self, id: SessionId, new: NewSession) {
+        let mut state = self.lock();
+        state.warm += 1;
+        self.register(&mut state, id, new, None, true);
+    }
+
+    fn register(
+        &self,
+        state: &mut State,
+        id: SessionId,
+        new: NewSession,
+        expires: Option<Deadline>,
+        warm: bool,
+    ) {
         state.leaders.insert(new.pid, id.clone());
         state.numbers.insert(new.pid, id.clone());
         let session = Session {
@@ -581,7 +801,7 @@ impl Registry {
             adopted: false,
             leader_pidfd: None,
             started_at: SystemTime::now(),
-            expires: admission.expires,
+            expires,
             leases: BTreeSet::new(),
             leader_exit: None,
             left_behind: false,
@@ -593,14 +813,14 @@ impl Registry {
             browser: new.browser,
             owned_dirs: new.owned_dirs,
             cgroup: new.cgroup,
+            warm,
         };
         self.emit(EventKind::Launched, &session, |_| {});
         if matches!(session.phase, Phase::Running) {
             self.emit(EventKind::Running, &session, |_| {});
         }
         state.sessions.insert(id.clone(), session);
-        self.persist(&state, &id);
-        id
+        self.persist(state, &id);
     }
 
     /// A starting browser is ready: records its endpoint and makes it running. Fails if it
@@ -620,8 +840,86 @@ impl Registry {
         }
         let info = session.info();
         self.emit(EventKind::Running, session, |_| {});
+        let warm = session.warm;
+        if warm {
+            state.warm_ready.push_back(id.clone());
+        }
         self.persist(&state, id);
         Ok(info)
+    }
+
+    /// Hands the warm browser that has waited longest out as the admitted launch's session:
+    /// it takes the admission's slot, tracking id and TTL, and `workspace`, and its session
+    /// begins now. Gives the admission back when no warm browser is ready.
+    pub fn hand_out(
+        &self,
+        admission: Admission,
+        workspace: Workspace,
+    ) -> Result<SessionInfo, Admission> {
+        let mut state = self.lock();
+        let id = loop {
+            let Some(id) = state.warm_ready.pop_front() else {
+                return Err(admission);
+            };
+            let ready = state.sessions.get(&id).is_some_and(|s| {
+                s.warm && matches!(s.phase, Phase::Running) && s.leader_exit.is_none()
+            });
+            if ready {
+                break id;
+            }
+        };
+        if let Some(tracking_id) = &admission.tracking_id {
+            state.tracking.insert(tracking_id.clone(), id.clone());
+        }
+        if let Some(deadline) = admission.expires {
+            state
+                .expiries
+                .insert((deadline.at, Expiry::Ttl(id.clone())));
+            self.expiry_changed.notify_one();
+        }
+        let Some(session) = state.sessions.get_mut(&id) else {
+            return Err(admission);
+        };
+        session.warm = false;
+        session.tracking_id = admission.tracking_id;
+        session.workspace = workspace;
+        session.started_at = SystemTime::now();
+        session.expires = admission.expires;
+        self.emit(EventKind::Launched, session, |_| {});
+        self.emit(EventKind::Running, session, |_| {});
+        let info = session.info();
+        state.reserved -= 1;
+        state.warm -= 1;
+        self.persist(&state, &id);
+        Ok(info)
+    }
+
+    /// Warm browsers that are alive, by readiness.
+    pub fn warm_counts(&self) -> WarmCounts {
+        let state = self.lock();
+        let mut counts = WarmCounts::default();
+        for session in state.sessions.values() {
+            if !session.warm || session.leader_exit.is_some() {
+                continue;
+            }
+            match session.phase {
+                Phase::Starting => counts.starting += 1,
+                Phase::Running => counts.ready += 1,
+                Phase::Terminating(_) | Phase::Exited { .. } => {}
+            }
+        }
+        counts
+    }
+
+    /// Warm browsers still starting: after a reload nobody waits for their endpoint.
+    pub fn warm_starting(&self) -> Vec<SessionId> {
+        let state = self.lock();
+        state
+            .sessions
+            .values()
+            .filter(|s| s.warm && matches!(s.phase, Phase::Starting))
+            .map(|s| s.id.clone())
+            .collect()
     }
 
     pub fn info(&self, id: &SessionId) -> Option<SessionInfo> {
@@ -641,6 +939,7 @@ impl Registry {
         let mut found: Vec<&Session> = state
             .sessions
             .values()
+            .filter(|s| !s.warm)
             .filter(|s| filter.workspace.as_ref().is_none_or(|w| *w == s.workspace))
             .filter(|s| filter.session_type.is_none_or(|t| t == s.kind))
             .filter(|s| filter.state.is_none_or(|st| st == s.state()))
@@ -664,7 +963,7 @@ impl Registry {
                 let n = state
                     .sessions
                     .values()
-                    .filter(|s| s.kind == kind && s.state() == phase)
+                    .filter(|s| !s.warm && s.kind == kind && s.state() == phase)
                     .count();
                 counts.push((phase, kind, n as u64));
             }
@@ -675,7 +974,7 @@ impl Registry {
     pub fn counts(&self) -> StateCounts {
         let state = self.lock();
         let mut counts = StateCounts::default();
-        for session in state.sessions.values() {
+        for session in state.sessions.values().filter(|s| !s.warm) {
             match session.state() {
                 SessionState::Starting => counts.starting += 1,
                 SessionState::Running => counts.running += 1,
@@ -694,7 +993,7 @@ impl Registry {
     }
 
     fn resolve_locked(state: &State, reference: &SessionRef) -> Option<SessionId> {
-        if let Some(session) = state.sessions.get(reference.as_str()) {
+        if let Some(session) = state.sessions.get(reference.as_str()).filter(|s| !s.warm) {
             return Some(session.id.clone());
         }
         if let Some(id) = state
@@ -742,10 +1041,21 @@ impl Registry {
         let mut found: Vec<&Session> = state
             .sessions
             .values()
-            .filter(|s| s.is_live() && keep(s))
+            .filter(|s| s.is_live() && !s.warm && keep(s))
             .collect();
         found.sort_by(|a, b| oldest_first(a, b));
         found.into_iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// Every live session and every warm browser: what a shutdown terminates.
+    pub fn live_and_warm_ids(&self) -> Vec<SessionId> {
+        let state = self.lock();
+        state
+            .sessions
+            .values()
+            .filter(|s| s.is_live())
+            .map(|s| s.id.clone())
+            .collect()
     }
 
     /// Starts or joins the termination of a session. `reason` becomes its exit reason if
@@ -924,8 +1234,9 @@ impl Registry {
             .collect()
     }
 
-    /// Marks a session exited: it leaves live listings and its tracking id is free again.
-    /// Only a session whose leader is reaped can finish.
+    /// Marks a session exited: it leaves live listings and its tracking id is free again,
+    /// and its slot goes to the queue. A warm browser is forgotten at once. Only a session
+    /// whose leader is reaped can finish.
     pub fn finish(&self, id: &SessionId, oom_killed: bool) -> Option<Finished> {
         let mut state = self.lock();
         let session = state.sessions.get_mut(id)?;
@@ -948,19 +1259,32 @@ impl Registry {
         let owned_dirs = std::mem::take(&mut session.owned_dirs);
         let tracking_id = session.tracking_id.clone();
         let was_adopted = session.adopted;
+        let warm_for = session.warm.then(|| {
+            SystemTime::now()
+                .duration_since(session.started_at)
+                .unwrap_or_default()
+        });
         session.leader_pidfd = None;
         let number = session.pid;
         if state.numbers.get(&number) == Some(id) {
             state.numbers.remove(&number);
         }
-        if let Some(tracking_id) = tracking_id {
-            if state.tracking.get(&tracking_id) == Some(id) {
-                state.tracking.remove(&tracking_id);
-            }
-        }
+        state.release_tracking(tracking_id.as_ref(), id);
         Self::drop_leases(&mut state, id);
         if was_adopted {
             state.adopted -= 1;
+        }
+        if warm_for.is_some() {
+            state.sessions.remove(id);
+            state.warm -= 1;
+            state.warm_ready.retain(|ready| ready != id);
+            self.persist(&state, id);
+            tracing::info!(warm = %id, %exit, %reason, "warm browser ended");
+            return Some(Finished {
+                termination,
+                owned_dirs,
+                warm_for,
+            });
         }
         let forget_at = Instant::now() + self.limits.keep_exited_for;
         state.exited.push_back((id.clone(), forget_at));
@@ -974,12 +1298,14 @@ impl Registry {
                 self.persist(&state, &oldest);
             }
         }
+        self.grant_queued(&mut state);
         self.persist(&state, id);
         self.expiry_changed.notify_one();
         tracing::info!(session = %id, %exit, %reason, "session exited");
         Some(Finished {
             termination,
             owned_dirs,
+            warm_for,
         })
     }
 
@@ -1156,9 +1482,18 @@ impl Registry {
         }
     }
 
-    /// Refuses new launches from now on. Returns false if already shutting down.
+    /// Refuses new launches from now on, and fails every queued one. Returns false if
+    /// already shutting down.
     pub fn begin_shutdown(&self) -> bool {
-        !std::mem::replace(&mut self.lock().shutting_down, true)
+        let mut state = self.lock();
+        if std::mem::replace(&mut state.shutting_down, true) {
+            return false;
+        }
+        for waiter in std::mem::take(&mut state.queue) {
+            state.release_tracking(waiter.tracking_id.as_ref(), &waiter.id);
+            let _ = waiter.grant.send(Err(Error::ShuttingDown));
+        }
+        true
     }
 }
 
@@ -1220,7 +1555,23 @@ fn restore_session(
         }),
         owned_dirs: record.dirs,
         cgroup: record.cgroup,
+        warm: record.warm,
     };
+    if session.warm && !session.is_live() {
+        return;
+    }
+    if session.warm {
+        state.warm += 1;
+        let ready = session.leader_exit.is_none()
+            && matches!(session.phase, Phase::Running)
+            && session
+                .browser
+                .as_ref()
+                .is_some_and(|b| b.ws_endpoint.is_some());
+        if ready {
+            state.warm_ready.push_back(id.clone());
+        }
+    }
     if session.is_live() {
         if session.adopted {
             state.adopted += 1;
@@ -1288,11 +1639,66 @@ mod tests {
     use super::*;
 
     fn registry(max_sessions: u32) -> Registry {
+        queueing(max_sessions, 0)
+    }
+
+    fn queueing(max_sessions: u32, max_queue: u32) -> Registry {
         Registry::new(Limits {
             max_sessions,
+            max_queue,
             keep_exited: 2,
             keep_exited_for: Duration::from_secs(600),
         })
+    }
+
+    impl Registry {
+        /// Admits without queueing.
+        fn admit_now(
+            &self,
+            tracking_id: Option<&TrackingId>,
+            ttl: Option<Duration>,
+        ) -> Result<Admission> {
+            match self.admit(tracking_id, ttl, false)? {
+                Admitted::Now(admission) => Ok(admission),
+                Admitted::Queued(_) => unreachable!("a launch that may not wait never queues"),
+            }
+        }
+
+        /// Admits, queueing at capacity.
+        fn admit_or_queue(&self, tracking_id: Option<&str>) -> Result<Admitted> {
+            self.admit(tracking_id.map(tracking).as_ref(), None, true)
+        }
+    }
+
+    /// The admission a queued launch was granted, if any yet.
+    fn granted(queued: &mut Queued) -> Option<Result<Admission>> {
+        queued.granted.try_recv().ok()
+    }
+
+    fn queued(admitted: Result<Admitted>) -> Queued {
+        match admitted {
+            Ok(Admitted::Queued(queued)) => queued,
+            Ok(Admitted::Now(_)) => panic!("admitted at once"),
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+
+    /// Launches and readies a warm browser led by `pid`.
+    fn warm(registry: &Registry, pid: i32) -> SessionId {
+        let id = registry.admit_warm().unwrap();
+        registry.insert_warm(
+            id.clone(),
+            NewSession {
+                kind: SessionType::Browser,
+                starting: true,
+                browser: Some(BrowserInfo::default()),
+                ..new_session(pid, None)
+            },
+        );
+        registry
+            .mark_running(&id, format!("ws://127.0.0.1:1/devtools/browser/{pid}"))
+            .unwrap();
+        id
     }
 
     fn tracking(name: &str) -> TrackingId {
@@ -1317,7 +1723,7 @@ mod tests {
     /// Admits and inserts a running session led by `pid`.
     fn launch(registry: &Registry, pid: i32, tracking_id: Option<&str>) -> SessionId {
         let admission = registry
-            .admit(tracking_id.map(tracking).as_ref(), None)
+            .admit_now(tracking_id.map(tracking).as_ref(), None)
             .unwrap();
         registry.insert(admission, new_session(pid, tracking_id))
     }
@@ -1339,14 +1745,14 @@ mod tests {
     fn capacity_counts_live_sessions_and_pending_launches() {
         let r = registry(2);
         let first = launch(&r, 100, None);
-        let pending = r.admit(None, None).unwrap();
-        assert!(matches!(r.admit(None, None), Err(Error::Capacity(_))));
+        let pending = r.admit_now(None, None).unwrap();
+        assert!(matches!(r.admit_now(None, None), Err(Error::Capacity(_))));
         r.cancel(pending);
         let second = launch(&r, 101, None);
-        assert!(matches!(r.admit(None, None), Err(Error::Capacity(_))));
+        assert!(matches!(r.admit_now(None, None), Err(Error::Capacity(_))));
         exit(&r, &first, 100, 0);
         assert!(
-            r.admit(None, None).is_ok(),
+            r.admit_now(None, None).is_ok(),
             "an exited session frees its slot"
         );
         assert_ne!(first, second);
@@ -1357,19 +1763,19 @@ mod tests {
         let r = registry(10);
         let first = launch(&r, 100, Some("job"));
         assert!(matches!(
-            r.admit(Some(&tracking("job")), None),
+            r.admit_now(Some(&tracking("job")), None),
             Err(Error::Conflict(_))
         ));
-        let reserved = r.admit(Some(&tracking("other")), None).unwrap();
+        let reserved = r.admit_now(Some(&tracking("other")), None).unwrap();
         assert!(
             matches!(
-                r.admit(Some(&tracking("other")), None),
+                r.admit_now(Some(&tracking("other")), None),
                 Err(Error::Conflict(_))
             ),
             "a pending launch holds its tracking id"
         );
         r.cancel(reserved);
-        assert!(r.admit(Some(&tracking("other")), None).is_ok());
+        assert!(r.admit_now(Some(&tracking("other")), None).is_ok());
         exit(&r, &first, 100, 0);
         let second = launch(&r, 101, Some("job"));
         assert_eq!(r.resolve(&"job".parse().unwrap()), Some(second.clone()));
@@ -1488,10 +1894,161 @@ mod tests {
         r.release(&lease).unwrap();
         let (due, _) = r.take_due(Instant::now() + Duration::from_secs(1));
         assert!(due.is_empty(), "a released lease does not expire: {due:?}");
-        let admission = r.admit(None, Some(Duration::from_millis(5))).unwrap();
+        let admission = r.admit_now(None, Some(Duration::from_millis(5))).unwrap();
         let ttl_id = r.insert(admission, new_session(701, None));
         let (due, _) = r.take_due(Instant::now() + Duration::from_secs(1));
         assert_eq!(due, vec![Expiry::Ttl(ttl_id)]);
+    }
+
+    #[test]
+    fn queued_launches_get_freed_slots_in_order() {
+        let r = queueing(1, 3);
+        let first = launch(&r, 100, None);
+        let mut a = queued(r.admit_or_queue(Some("a")));
+        let mut b = queued(r.admit_or_queue(None));
+        let mut c = queued(r.admit_or_queue(None));
+        let err = r.admit_or_queue(None).err().unwrap().to_string();
+        assert!(err.contains("queue is full"), "{err}");
+        assert_eq!(r.queue_depth(), 3);
+        assert!(
+            matches!(r.admit_or_queue(Some("a")), Err(Error::Conflict(_))),
+            "a queued launch holds its tracking id"
+        );
+        assert!(granted(&mut a).is_none());
+
+        exit(&r, &first, 100, 0);
+        let admission = granted(&mut a).expect("the head gets the slot").unwrap();
+        assert!(granted(&mut b).is_none(), "one slot, one launch");
+        assert_eq!(r.queue_depth(), 2);
+        let second = r.insert(admission, new_session(101, Some("a")));
+        assert_eq!(r.resolve(&"a".parse().unwrap()), Some(second.clone()));
+
+        // A launch that gives its slot back passes it on.
+        exit(&r, &second, 101, 0);
+        let admission = granted(&mut b).unwrap().unwrap();
+        r.cancel(admission);
+        assert!(granted(&mut c).is_some(), "the next in line gets it");
+        assert_eq!(r.queue_depth(), 0);
+    }
+
+    #[test]
+    fn a_launch_that_leaves_the_queue_frees_its_place_or_its_slot() {
+        let r = queueing(1, 2);
+        let first = launch(&r, 100, None);
+        let a = queued(r.admit_or_queue(Some("a")));
+        let b = queued(r.admit_or_queue(None));
+        assert!(r.leave_queue(a).is_none(), "not granted yet");
+        assert_eq!(r.queue_depth(), 1);
+        assert!(
+            r.admit_or_queue(Some("a")).is_ok(),
+            "its tracking id is free again"
+        );
+        exit(&r, &first, 100, 0);
+        // Granted while it was giving up: the admission comes back to the caller.
+        let admission = r.leave_queue(b).expect("granted meanwhile");
+        r.cancel(admission);
+    }
+
+    #[test]
+    fn without_a_queue_or_a_wait_a_launch_at_capacity_fails_at_once() {
+        let r = registry(1);
+        launch(&r, 100, None);
+        let err = r.admit_or_queue(None).err().unwrap().to_string();
+        assert!(err.contains("--max-queue"), "{err}");
+        let r = queueing(1, 5);
+        launch(&r, 100, None);
+        let err = r.admit_now(None, None).unwrap_err().to_string();
+        assert!(err.contains("queue_timeout_ms 0"), "{err}");
+    }
+
+    #[test]
+    fn shutdown_fails_every_queued_launch() {
+        let r = queueing(1, 2);
+        launch(&r, 100, None);
+        let mut a = queued(r.admit_or_queue(Some("a")));
+        assert!(r.begin_shutdown());
+        assert!(matches!(granted(&mut a), Some(Err(Error::ShuttingDown))));
+        assert_eq!(r.queue_depth(), 0);
+    }
+
+    #[test]
+    fn warm_browsers_are_no_sessions_until_handed_out() {
+        let r = queueing(1, 0);
+        let w1 = warm(&r, 200);
+        let w2 = warm(&r, 201);
+        assert_eq!(
+            r.warm_counts(),
+            WarmCounts {
+                ready: 2,
+                starting: 0
+            }
+        );
+        assert!(r.list(&SessionsFilter::default()).is_empty());
+        assert_eq!(r.counts(), StateCounts::default());
+        assert!(r.live_ids(None).is_empty());
+        assert_eq!(r.resolve(&w1.as_str().parse().unwrap()), None);
+        assert!(r
+            .lease(&w1.as_str().parse().unwrap(), Duration::from_secs(1))
+            .is_err());
+        assert_eq!(r.live_and_warm_ids().len(), 2, "a shutdown still sees them");
+
+        let admission = r
+            .admit_now(Some(&tracking("job")), Some(Duration::from_secs(60)))
+            .expect("warm browsers take no slot");
+        let session = r
+            .hand_out(admission, "scrape".parse().unwrap())
+            .unwrap_or_else(|_| panic!("a warm browser is ready"));
+        assert_eq!(session.id, w1, "the one that waited longest");
+        assert_eq!(session.pid, 200);
+        assert_eq!(session.tracking_id, Some(tracking("job")));
+        assert_eq!(session.workspace.as_str(), "scrape");
+        assert!(session.expires_at.is_some() && session.ws_endpoint.is_some());
+        assert_eq!(r.resolve(&"job".parse().unwrap()), Some(w1.clone()));
+        assert_eq!(r.live_ids(None), vec![w1.clone()]);
+        assert_eq!(
+            r.warm_counts(),
+            WarmCounts {
+                ready: 1,
+                starting: 0
+            }
+        );
+        assert!(
+            matches!(r.admit_now(None, None), Err(Error::Capacity(_))),
+            "the hand-out took the slot"
+        );
+
+        // A warm browser that dies is forgotten, not listed as exited.
+        assert_eq!(r.record_reaped(&[(201, ExitStatus::Signal(9))]), 1);
+        let finished = r.finish(&w2, false).unwrap();
+        assert!(finished.warm_for.is_some());
+        assert_eq!(r.warm_counts(), WarmCounts::default());
+        assert_eq!(r.counts().exited, 0);
+        assert!(r.info(&w2).is_none());
+    }
+
+    #[test]
+    fn no_hand_out_without_a_ready_warm_browser() {
+        let r = registry(2);
+        let id = r.admit_warm().unwrap();
+        r.insert_warm(
+            id,
+            NewSession {
+                starting: true,
+                ..new_session(300, None)
+            },
+        );
+        let starting = r.admit_now(None, None).unwrap();
+        let starting = r
+            .hand_out(starting, Workspace::default())
+            .expect_err("a starting warm browser is not handed out");
+        r.cancel(starting);
+        let w = warm(&r, 301);
+        r.record_reaped(&[(301, ExitStatus::Signal(9))]);
+        let admission = r.admit_now(None, None).unwrap();
+        assert!(
+            r.hand_out(admission, Workspace::default()).is_err(),
+            "nor one whose leader died ({w})"
+        );
     }
 
     #[test]
@@ -1499,6 +2056,7 @@ mod tests {
         let r = registry(10);
         assert!(r.begin_shutdown());
         assert!(!r.begin_shutdown());
-        assert!(matches!(r.admit(None, None), Err(Error::ShuttingDown)));
+        assert!(matches!(r.admit_now(None, None), Err(Error::ShuttingDown)));
+        assert!(matches!(r.admit_warm(), Err(Error::ShuttingDown)));
     }
 }

@@ -7,9 +7,12 @@
 //!    use the same state dir. Otherwise the reload is refused and nothing changes.
 //! 2. The server drains: it stops accepting (new clients wait in the kernel's backlog),
 //!    every connection finishes the request it is answering and is parked at a frame
-//!    boundary. HTTP stops accepting too; its connections finish what they are answering
-//!    and close. Event streams are sent everything emitted until then, a `reload` event,
-//!    and end.
+//!    boundary; a launch waiting in the queue is parked unanswered instead, and those come
+//!    first in the handover, in queue order. HTTP stops accepting too; its connections
+//!    finish what they are answering and close. Event streams are sent everything emitted
+//!    until then, a `reload` event, and end. Warm browsers stay in the pool (they are in
+//!    the registry's snapshot); one still starting is terminated by the next image, which
+//!    launches another.
 //! 3. One versioned handover document is written to a memfd: the registry's snapshot (every
 //!    session, lease, TTL, tracking id, recent exit, termination in flight), the fds to keep
 //!    (the listener, the HTTP listener, every parked connection with what it had read, each
@@ -239,10 +242,11 @@ async fn run(ctx: Arc<Context>) {
     ctx.notifier.reloading();
     let config = &ctx.config;
     let drain_timeout = config.launch_timeout.0.max(config.max_grace.0) + Duration::from_secs(10);
-    let ((listener, parked), ()) = tokio::join!(
+    let ((listener, mut parked), ()) = tokio::join!(
         ctx.server.drain(drain_timeout),
         ctx.server.http.settle(drain_timeout)
     );
+    server::in_take_up_order(&mut parked);
     ctx.server.hand_over(STREAMS_END).await;
     let http = ctx.server.http.take_listener(STREAMS_END).await;
     let Some(listener) = listener else {
@@ -479,6 +483,7 @@ fn read_handover(value: &std::ffi::OsStr) -> Result<TakenOver, String> {
             .map(|(fd, pending)| Parked {
                 fd: own(fd),
                 pending,
+                queued: None,
             })
             .collect(),
         pipes: document

@@ -2,13 +2,16 @@
 //! answers requests in order, and the peer check. For a reload the server drains: it stops
 //! accepting (new clients wait in the kernel's backlog), lets every connection finish the
 //! request it is answering, and takes each connection, at a frame boundary, out of its task,
-//! so that the re-executed daemon serves it on; no client is refused or dropped.
+//! so that the re-executed daemon serves it on; no client is refused or dropped. A launch
+//! waiting in the queue is not finished but handed over unanswered, its request put back in
+//! front of what the connection had read, so the next image queues it again.
 //!
 //! A connection that sends `watch` becomes an event stream (see `watch`) and stops counting
 //! as a connection being answered: a drain does not wait for it. Event streams are sent
 //! every event emitted while the drain lasts, and end once it is over (`hand_over`), with
 //! a final `reload` event. The phase is also what the HTTP listener follows (see `http`).
 
+use crate::caller::Caller;
 use crate::config::Config;
 use crate::context::Context;
 use crate::ops;
@@ -18,7 +21,7 @@ use browserd_proto::{
 use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,8 +50,12 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Parked {
     pub fd: OwnedFd,
-    /// Bytes read but not yet a complete request (the start of a pipelined one).
+    /// Bytes read but not yet answered: the start of a pipelined request, or a queued launch
+    /// handed over unanswered (and what followed it).
     pub pending: Vec<u8>,
+    /// The queue ticket of a launch handed over unanswered: such connections are taken up
+    /// first, in this order, so the launches queue again in the order they waited.
+    pub queued: Option<u64>,
 }
 
 /// The server's shared state.
@@ -142,6 +149,20 @@ impl Server {
     pub fn resume(&self) {
         self.phase.send_replace(Phase::Serving);
     }
+
+    /// Resolves once the server drains for a reload.
+    pub async fn draining(&self) {
+        let mut phase = self.phase.subscribe();
+        if phase.wait_for(|p| *p == Phase::Draining).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Orders parked connections for the next image: launches handed over from the queue
+/// first, in queue order, then the rest.
+pub fn in_take_up_order(parked: &mut [Parked]) {
+    parked.sort_by_key(|p| p.queued.map_or((1, 0), |ticket| (0, ticket)));
 }
 
 /// Accepts connections until the server stops or drains; when draining, the listener is
@@ -184,7 +205,7 @@ pub async fn serve(ctx: Arc<Context>, listener: Listener) {
 /// Serves connections an earlier image (or a drain that did not end in a reload) handed
 /// over, from where they stopped.
 pub fn take_up(ctx: &Arc<Context>, parked: Vec<Parked>) {
-    for Parked { fd, pending } in parked {
+    for Parked { fd, pending, .. } in parked {
         let stream = match uds_stream(fd) {
             Ok(stream) => stream,
             Err(e) => {
@@ -257,7 +278,12 @@ async fn handle_connection(
     loop {
         let (mut reader, mut writer) = (&stream, &stream);
         while let Some(frame) = decoder.next_frame() {
-            match answer(ctx, frame).await {
+            let caller = Caller::on(connection_fd(&stream));
+            match answer(ctx, &frame, &caller).await {
+                Answer::Line(_) if caller.handed_over().is_some() => {
+                    let ticket = caller.handed_over().unwrap_or_default();
+                    return park_unanswered(stream, frame, decoder, ticket);
+                }
                 Answer::Line(line) => writer.write_all(line.as_bytes()).await?,
                 Answer::Watch(req_id, filter) => return Ok(Ending::Watch(stream, req_id, filter)),
             }
@@ -274,7 +300,14 @@ async fn handle_connection(
         };
         if read == 0 {
             if let Some(frame) = decoder.finish() {
-                match answer(ctx, frame).await {
+                // The client sent its last request without a newline and shut down its
+                // writing half: it still waits for the answer.
+                let caller = Caller::on(connection_fd(&stream));
+                match answer(ctx, &frame, &caller).await {
+                    Answer::Line(_) if caller.handed_over().is_some() => {
+                        let ticket = caller.handed_over().unwrap_or_default();
+                        return park_unanswered(stream, frame, decoder, ticket);
+                    }
                     Answer::Line(line) => writer.write_all(line.as_bytes()).await?,
                     // It closed its side: nobody to stream to.
                     Answer::Watch(..) => {}
@@ -319,7 +352,42 @@ fn park(stream: Stream, decoder: LineDecoder) -> io::Result<Ending> {
     };
     let Stream::UdSocket(stream) = stream;
     let fd = OwnedFd::try_from(stream)?;
-    Ok(Ending::Parked(Parked { fd, pending }))
+    Ok(Ending::Parked(Parked {
+        fd,
+        pending,
+        queued: None,
+    }))
+}
+
+/// Parks a connection whose queued launch is handed over unanswered: its request goes back
+/// in front of whatever the connection had read after it.
+fn park_unanswered(
+    stream: Stream,
+    frame: Frame,
+    decoder: LineDecoder,
+    ticket: u64,
+) -> io::Result<Ending> {
+    let Frame::Line(mut request) = frame else {
+        return Ok(Ending::Closed);
+    };
+    request.push(b'\n');
+    let Some(after) = decoder.into_pending() else {
+        return Ok(Ending::Closed);
+    };
+    request.extend_from_slice(&after);
+    let Stream::UdSocket(stream) = stream;
+    let fd = OwnedFd::try_from(stream)?;
+    Ok(Ending::Parked(Parked {
+        fd,
+        pending: request,
+        queued: Some(ticket),
+    }))
+}
+
+/// The connection's descriptor, to watch for the client hanging up.
+fn connection_fd(stream: &Stream) -> std::os::fd::BorrowedFd<'_> {
+    let Stream::UdSocket(stream) = stream;
+    stream.inner().as_fd()
 }
 
 /// Most requests a refused client gets answered (each with the refusal) before it is
@@ -377,10 +445,10 @@ enum Answer {
 }
 
 /// Answers one frame; never fails, never panics on input.
-async fn answer(ctx: &Arc<Context>, frame: Frame) -> Answer {
+async fn answer(ctx: &Arc<Context>, frame: &Frame, caller: &Caller<'_>) -> Answer {
     let line = match frame {
         Frame::Line(line) => line,
-        Frame::TooLarge { len } => {
+        &Frame::TooLarge { len } => {
             return Answer::Line(
                 Response::failure(
                     None,
@@ -396,7 +464,7 @@ async fn answer(ctx: &Arc<Context>, frame: Frame) -> Answer {
             )
         }
     };
-    Answer::Line(match decode_request(&line) {
+    Answer::Line(match decode_request(line) {
         Ok(Envelope {
             req_id,
             request: Request::Watch(filter),
@@ -404,7 +472,7 @@ async fn answer(ctx: &Arc<Context>, frame: Frame) -> Answer {
         Ok(envelope) => {
             let op = envelope.request.name();
             tracing::debug!(op, "request");
-            match ops::apply(ctx, envelope.request).await {
+            match ops::apply(ctx, envelope.request, caller).await {
                 Ok(result) => Response::success_line(envelope.req_id.as_ref(), &result),
                 Err(error) => {
                     tracing::debug!(op, %error, "request failed");

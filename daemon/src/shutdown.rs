@@ -1,6 +1,7 @@
 //! The daemon's own signals. SIGHUP reloads (see `reload`). SIGTERM or SIGINT shut down:
-//! tell the service manager, stop accepting, terminate every session with force within the
-//! grace period, and return so `main` can remove the socket and exit 0. A second SIGTERM or
+//! tell the service manager, fail every queued launch, stop accepting, terminate every
+//! session and warm browser with force within the grace period, and return so `main` can
+//! remove the socket and exit 0. A second SIGTERM or
 //! SIGINT cuts the grace period short: SIGKILL at once. The handlers are installed
 //! explicitly, so this works as PID 1 too, where default-action signals are ignored.
 
@@ -56,7 +57,10 @@ pub async fn run(ctx: Arc<Context>, mut signals: Signals) {
     ctx.notifier.stopping(&ctx.registry.counts());
     ctx.registry.begin_shutdown();
     ctx.server.stop();
-    let ids = ctx.registry.live_ids(None);
+    // Launches are refused from here on (queued ones have failed), and a launch registers
+    // its session in the same step as it is admitted, with nothing awaited between them:
+    // no session or warm browser can appear after this.
+    let ids = ctx.registry.live_and_warm_ids();
     if !ids.is_empty() {
         tracing::info!(sessions = ids.len(), "terminating every session");
     }

@@ -60,6 +60,7 @@ pub async fn bring_up(start: Start) -> Result<Up, String> {
         })?;
     let limits = Limits {
         max_sessions: config.max_sessions,
+        max_queue: config.max_queue,
         keep_exited: config.keep_exited,
         keep_exited_for: config.keep_exited_for.0,
     };
@@ -194,6 +195,11 @@ fn take_up(ctx: &Arc<Context>, handed: Handed) {
     }
     for id in handed.terminate {
         terminate::start_forced(ctx, &id, ctx.config.grace(), EndReason::Lost);
+    }
+    // Warm browsers a reload met while they were starting: nobody waits for their endpoint
+    // any more. They go, and the pool launches others. (Ready ones stay in the pool.)
+    for id in ctx.registry.warm_starting() {
+        terminate::start_forced(ctx, &id, ctx.config.grace(), EndReason::LaunchFailed);
     }
     server::take_up(ctx, handed.connections);
 }

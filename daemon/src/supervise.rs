@@ -1,7 +1,7 @@
 //! The loops that keep sessions' state true, started once at startup: the reaper (SIGCHLD →
 //! reap → record), the gone checker (a reaped leader → proven gone → finished), the
 //! process-table scanner, the expiry loop (leases, TTLs, the end of an exited session's
-//! listing) and the termination driver.
+//! listing), the termination driver and the warm pool's refill.
 
 use crate::context::Context;
 use crate::procs;
@@ -71,6 +71,10 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
     let driver_ctx = ctx.clone();
     keep_running("the termination driver", move || {
         terminate::drive(driver_ctx.clone())
+    });
+    let pool_ctx = ctx.clone();
+    keep_running("the warm pool", move || {
+        crate::pool::refill(pool_ctx.clone())
     });
     for (id, pidfd) in ctx.registry.adopted_leaders() {
         tokio::spawn(watch_adopted(ctx.clone(), id, pidfd));
@@ -219,6 +223,17 @@ async fn finish(ctx: &Arc<Context>, ids: Vec<SessionId>) {
     })
     .await;
     for (_, done) in finished {
+        if let Some(after) = done.warm_for {
+            // A shutdown's or a failed launch's end is no sign the pool should back off.
+            let deliberate = done.termination.as_ref().is_some_and(|t| {
+                matches!(t.reason(), EndReason::Shutdown | EndReason::LaunchFailed)
+            });
+            if let Some(termination) = &done.termination {
+                termination.settle(crate::termination::Outcome::Terminated);
+            }
+            ctx.pool.lost(after, deliberate);
+            continue;
+        }
         if let Some(termination) = done.termination {
             if termination.settle(crate::termination::Outcome::Terminated) {
                 ctx.metrics.terminated(Ok(termination.age()));

@@ -23,9 +23,9 @@ pub use request::{
 };
 pub use response::{
     BrowserStatus, ContainmentStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult,
-    Limits, MetricsResult, Pressure, RawResponse, ReloadResult, Response, SessionInfo,
-    SessionState, SessionType, SessionsResult, StateCounts, StatusResult, TerminateResult,
-    WatchResult,
+    Limits, MetricsResult, PoolStatus, Pressure, QueueStatus, RawResponse, ReloadResult, Response,
+    SessionInfo, SessionState, SessionType, SessionsResult, StateCounts, StatusResult,
+    TerminateResult, WatchResult,
 };
 pub use time::format_rfc3339;
 

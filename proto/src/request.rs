@@ -46,6 +46,11 @@ pub struct Launch {
     /// controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
+    /// How long the launch may wait for a free slot when `max_sessions` is reached and the
+    /// daemon keeps a launch queue (`--max-queue`); 0 means not at all. Default: the
+    /// daemon's `--queue-timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout_ms: Option<u64>,
 }
 
 /// The longest argv (command plus args) a launch may carry.
@@ -115,7 +120,8 @@ impl Launch {
         if self.memory_max == Some(0) || self.pids_max == Some(0) {
             return Err("`memory_max` and `pids_max` must be positive".into());
         }
-        check_positive_millis("ttl_ms", self.ttl_ms)
+        check_positive_millis("ttl_ms", self.ttl_ms)?;
+        check_optional_millis("queue_timeout_ms", self.queue_timeout_ms)
     }
 }
 
@@ -483,6 +489,7 @@ mod tests {
                 ttl_ms: Some(1000),
                 memory_max: Some(1 << 30),
                 pids_max: Some(512),
+                queue_timeout_ms: Some(0),
             }),
             Request::Sessions(SessionsFilter {
                 state: Some(SessionState::Running),
@@ -609,6 +616,10 @@ mod tests {
             json!({"op": "bulk_terminate", "all": true, "grace_ms": u64::MAX}),
             json!({"op": "lease", "id": "x", "ttl_ms": 0}),
             json!({"op": "lease", "id": "x", "ttl_ms": u64::MAX}),
+            json!({"op": "launch", "queue_timeout_ms": MAX_DURATION_MS + 1}),
+            json!({"op": "launch", "queue_timeout_ms": u64::MAX}),
+            json!({"op": "launch", "queue_timeout_ms": -1}),
+            json!({"op": "launch", "queue_timeout_ms": "30s"}),
         ] {
             assert_eq!(code_of(bad.clone()), ErrorCode::InvalidRequest, "{bad}");
         }
@@ -681,6 +692,24 @@ mod tests {
         assert!(!filter.matches(&event("other", SessionType::Sandbox)));
         assert!(Watch::default().matches(&event("other", SessionType::Browser)));
         assert!(filter.matches(&crate::Event::new(0, crate::EventKind::Lagged)));
+    }
+
+    #[test]
+    fn a_queue_timeout_may_be_zero_and_at_most_the_bound() {
+        for ms in [0, 1, MAX_DURATION_MS] {
+            let envelope = decode(json!({"op": "launch", "queue_timeout_ms": ms})).unwrap();
+            let Request::Launch(launch) = envelope.request else {
+                panic!("wrong op")
+            };
+            assert_eq!(launch.queue_timeout_ms, Some(ms));
+        }
+        let rejected =
+            decode(json!({"op": "launch", "queue_timeout_ms": MAX_DURATION_MS + 1})).unwrap_err();
+        assert!(
+            rejected.error.message.contains("queue_timeout_ms"),
+            "{}",
+            rejected.error.message
+        );
     }
 
     #[test]

@@ -299,6 +299,41 @@ pub struct BrowserStatus {
     pub error: Option<String>,
 }
 
+/// The warm pool (`--warm N`): browsers launched ahead, each handed out whole to the next
+/// default browser launch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// How many warm browsers the daemon keeps (0: no pool).
+    pub target: u32,
+    /// Warm browsers ready to hand out (their DevTools endpoint answers).
+    pub ready: u32,
+    /// Warm browsers being launched.
+    pub starting: u32,
+    /// Launches served from the pool since this daemon image started.
+    pub handed_out: u64,
+    /// Default browser launches that found the pool empty and started a browser of their
+    /// own.
+    pub missed: u64,
+    /// Warm browsers that failed to start or died in the pool, one after another; the pool
+    /// backs off while this is above one.
+    pub failures: u32,
+    /// While backing off: how long until the next warm browser is started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+}
+
+/// The launch queue (`--max-queue N`): launches waiting for a free slot, first come first
+/// served.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    /// Launches waiting now.
+    pub depth: u32,
+    /// The most that may wait (0: a launch at capacity fails at once).
+    pub max: u32,
+    /// How long a launch waits unless it says otherwise (`queue_timeout_ms`).
+    pub timeout_ms: u64,
+}
+
 /// `status` result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusResult {
@@ -323,6 +358,12 @@ pub struct StatusResult {
     /// Where the HTTP listener listens (`--http`), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    /// The warm pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolStatus>,
+    /// The launch queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueStatus>,
 }
 
 /// How sessions are contained: each in its own cgroup, or by process group and the process

@@ -17,7 +17,9 @@ mod browsers;
 mod cleanup;
 mod journal;
 mod options;
+mod pool;
 mod procs;
+mod queue;
 mod reload;
 mod report;
 mod scenarios;
@@ -116,7 +118,7 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
     let mut repeats = Vec::new();
     for rep in 0..opts.repeat {
         eprintln!("bench: repeat {}/{}: baseline", rep + 1, opts.repeat);
-        let baseline = baseline::run_once(opts, &bins.browserctl)?;
+        let mut baseline = baseline::run_once(opts, &bins.browserctl)?;
         eprintln!(
             "bench: repeat {}/{}: launches with the journal on tmpfs",
             rep + 1,
@@ -132,6 +134,8 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
             opts.repeat
         );
         adopt::run_once(&mut d, opts, rep, &mut browserd, &mut notes)?;
+        eprintln!("bench: repeat {}/{}: queued launches", rep + 1, opts.repeat);
+        queue::run_once(opts.samples, &mut browserd, &mut baseline, &mut notes)?;
         repeats.push(Repeat { browserd, baseline });
     }
     let browsers = if opts.browsers > 0 {
@@ -140,6 +144,24 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
             opts.browsers, opts.repeat
         );
         Some(browsers::run(&d, opts, &mut notes)?)
+    } else {
+        None
+    };
+    // With --browsers K: as many cycles of K launches as make about --samples launches.
+    let pool = if let Some(per_browser) = opts.samples.checked_div(opts.browsers) {
+        let cycles = per_browser.clamp(3, 20);
+        eprintln!(
+            "bench: a warm pool of {} Chromium × {cycles} cycles, and as many cold launches",
+            opts.browsers
+        );
+        let run = pool::run(&d, opts.browsers, cycles)?;
+        if run.missed > 0 {
+            notes.push(format!(
+                "warm pool: {} launches found the pool empty (cold starts among the warm figures)",
+                run.missed
+            ));
+        }
+        Some(run)
     } else {
         None
     };
@@ -156,7 +178,7 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
         ));
     }
 
-    let rows = report::rows(opts, &repeats, rss_empty, browsers.as_ref());
+    let rows = report::rows(opts, &repeats, rss_empty, browsers.as_ref(), pool.as_ref());
     println!();
     print!("{}", report::table(&rows));
     println!(
@@ -215,6 +237,7 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
         "daemon": { "rss_empty_kib": rss_empty, "rss_end_kib": rss_end },
         "repeats": repeats,
         "browsers": browsers,
+        "pool": pool,
         "leftover_processes": leftovers,
         "notes": notes,
     });

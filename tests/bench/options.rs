@@ -20,7 +20,8 @@ Options:
   --samples S       samples per repeat for kill-one, status and natural exit [default: 50]
   --idle-ms W       window of the idle-CPU measurement [default: 10000]
   --reloads L       reloads per repeat by the reload op, and as many by SIGHUP [default: 3]
-  --browsers K      also launch and kill K real Chromium sessions [default: 0]
+  --browsers K      also launch and kill K real Chromium sessions, and measure a warm
+                    pool of K against cold launches [default: 0]
   --json PATH       where the JSON report goes [default: target/bench/bench.json]
   --quick           smoke-test preset: --sessions 100 --repeat 1 --samples 20 --reloads 2
   --allow-stale     run even if browserd/browserctl are older than their sources

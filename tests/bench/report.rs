@@ -71,6 +71,13 @@ pub struct Sample {
     /// browserd only: bulk terminate of the adopted sessions until every process is gone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bulk_adopted_ms: Option<f64>,
+    /// browserd only: a queued launch's slot freed → its session started (the daemon's log).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queue_admission_ms: Vec<f64>,
+    /// browserd: kill sent → the queued launch answered; baseline: kill sent → answered,
+    /// then a launch → answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queue_after_kill_ms: Vec<f64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -93,6 +100,25 @@ pub struct BrowserRun {
     /// Processes per browser when its kill began.
     pub browserd_processes: Vec<usize>,
     pub baseline_processes: Vec<usize>,
+}
+
+/// The warm pool with real Chromium (`--browsers K`), pooled over its cycles.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PoolRun {
+    /// Launch → CDP answers, no pool.
+    pub cold_ms: Vec<f64>,
+    /// Launch → CDP answers, from a pool of K.
+    pub warm_ms: Vec<f64>,
+    /// Of which: launch → browserd's answer.
+    pub warm_answer_ms: Vec<f64>,
+    /// A second CDP connection and `Browser.getVersion` to the same browser.
+    pub cdp_again_ms: Vec<f64>,
+    /// Browsers per second, from the first hand-out until K are ready again.
+    pub refill_per_s: Vec<f64>,
+    /// Each warm browser's PSS while it waits, in MiB.
+    pub warm_pss_mib: Vec<f64>,
+    /// Launches that found the pool empty.
+    pub missed: u64,
 }
 
 /// How a value is judged.
@@ -174,6 +200,7 @@ pub fn rows(
     repeats: &[Repeat],
     rss_empty_kib: Option<u64>,
     browsers: Option<&BrowserRun>,
+    pool: Option<&PoolRun>,
 ) -> Vec<Row> {
     let n = opts.sessions;
     let g = opts.grace.as_millis() as f64;
@@ -416,6 +443,68 @@ pub fn rows(
         ),
         Target::None,
     );
+    push(
+        "queue_admission_median",
+        "queued launch: slot freed → its session started (daemon), median".to_owned(),
+        "ms",
+        (pooled(Side::Ours, |s| &s.queue_admission_ms, 50.0), None),
+        Target::AtMost(1.0),
+    );
+    push(
+        "queue_admission_p99",
+        "queued launch: slot freed → its session started (daemon), p99".to_owned(),
+        "ms",
+        (pooled(Side::Ours, |s| &s.queue_admission_ms, 99.0), None),
+        Target::None,
+    );
+    push(
+        "queue_after_kill_median",
+        "kill → queued launch answered (baseline: kill, then launch)".to_owned(),
+        "ms",
+        both_pooled(|s| &s.queue_after_kill_ms, 50.0),
+        Target::None,
+    );
+    if let Some(run) = pool {
+        let k = opts.browsers;
+        push(
+            "browser_warm_launch_median",
+            format!("Chromium, pool of {k}: launch → CDP answers, median (baseline: no pool)"),
+            "ms",
+            (median(&run.warm_ms), median(&run.cold_ms)),
+            Target::AtMost(5.0),
+        );
+        push(
+            "browser_warm_launch_p99",
+            format!("Chromium, pool of {k}: launch → CDP answers, p99 (baseline: no pool)"),
+            "ms",
+            (
+                percentile(&run.warm_ms, 99.0),
+                percentile(&run.cold_ms, 99.0),
+            ),
+            Target::AtMost(20.0),
+        );
+        push(
+            "browser_warm_answer_median",
+            "  of which: launch → browserd answered, median (baseline: CDP alone)".to_owned(),
+            "ms",
+            (median(&run.warm_answer_ms), median(&run.cdp_again_ms)),
+            Target::None,
+        );
+        push(
+            "browser_pool_refill",
+            format!("Chromium, pool of {k}: refill, first hand-out → {k} ready"),
+            "browsers/s",
+            (median(&run.refill_per_s), None),
+            Target::None,
+        );
+        push(
+            "browser_warm_pss",
+            "Chromium: memory of one warm browser waiting (PSS)".to_owned(),
+            "MiB",
+            (median(&run.warm_pss_mib), None),
+            Target::None,
+        );
+    }
     if let Some(run) = browsers {
         let k = opts.browsers;
         push(

@@ -113,6 +113,8 @@ pub struct Browsers {
     pub d: DaemonGuard,
     /// Every process observed in each session, zombies excluded.
     seen: Mutex<BTreeMap<SessionId, BTreeSet<ProcId>>>,
+    /// Every process observed below the daemon (warm browsers of the pool included).
+    below: Mutex<BTreeSet<ProcId>>,
     /// Chromium temp dirs in `/tmp` before the test: none may be added.
     temp_before: BTreeSet<PathBuf>,
     /// Dropped last, after the daemon has stopped.
@@ -140,6 +142,7 @@ impl Browsers {
             temp_before: temp_dirs(),
             d: builder.start(),
             seen: Mutex::default(),
+            below: Mutex::default(),
             _serial: serial,
         })
     }
@@ -221,6 +224,27 @@ impl Browsers {
             format!("session {} to have {count} processes", session.id),
             || Some(self.processes(session)).filter(|p| p.len() >= count),
         )
+    }
+
+    /// Every live process below the daemon now (sessions' and warm browsers' alike), and
+    /// remembers them for the leak guard.
+    pub fn daemon_tree(&self) -> Vec<ProcInfo> {
+        let all = procfs::all_processes();
+        let below = descendants(&all, &BTreeSet::from([self.d.pid()]));
+        let procs: Vec<ProcInfo> = all
+            .into_iter()
+            .filter(|p| below.contains(&p.pid) && !p.is_zombie())
+            .collect();
+        lock(&self.below).extend(procs.iter().map(ProcInfo::id));
+        procs
+    }
+
+    /// The processes ever seen below the daemon that still exist (zombies included).
+    pub fn remaining_below(&self) -> Vec<ProcInfo> {
+        lock(&self.below)
+            .iter()
+            .filter_map(ProcId::current)
+            .collect()
     }
 
     /// Asserts that Chromium put its temp dir (the process singleton's socket, which the
@@ -330,7 +354,8 @@ impl Drop for Browsers {
     /// their marker.
     fn drop(&mut self) {
         let seen = lock(&self.seen);
-        for id in seen.values().flatten() {
+        let below = lock(&self.below);
+        for id in seen.values().flatten().chain(below.iter()) {
             if id.current().is_some_and(|p| !p.is_zombie()) {
                 eprintln!("leak guard: SIGKILL to Chromium process {}", id.pid);
                 procfs::signal_exact(*id, libc::SIGKILL);

@@ -141,6 +141,46 @@ fn hostile_environment_values_are_refused() {
 }
 
 #[test]
+fn bad_pool_and_queue_settings_are_refused_in_flags_files_and_the_environment() {
+    for (args, needle) in [
+        (&["--warm", "-1"][..], "'-1'"),
+        (&["--warm", "two"], "--warm"),
+        (
+            &["--max-sessions", "2", "--warm", "3"],
+            "warm (3) exceeds max_sessions (2)",
+        ),
+        (&["--max-queue", "x"], "--max-queue"),
+        (&["--max-queue", "100001"], "max_queue"),
+        (&["--queue-timeout", "30"], "no unit"),
+        (&["--queue-timeout", "0s"], "queue_timeout must be positive"),
+    ] {
+        assert_refused(args, &[], 2, needle);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (name, contents, needle) in [
+        ("warm.toml", &b"warm = -1\n"[..], "warm"),
+        ("queue.toml", b"max_queue = \"many\"\n", "max_queue"),
+        ("timeout.toml", b"queue_timeout = \"0s\"\n", "queue_timeout"),
+        (
+            "pool.toml",
+            b"max_sessions = 2\nwarm = 5\n",
+            "exceeds max_sessions",
+        ),
+    ] {
+        let path = config_file(dir.path(), name, contents);
+        assert_refused(&["--config", path.to_str().unwrap()], &[], 2, needle);
+    }
+    for (env, needle) in [
+        (("BROWSERD_WARM", "lots"), "--warm"),
+        (("BROWSERD_MAX_QUEUE", "-3"), "--max-queue"),
+        (("BROWSERD_QUEUE_TIMEOUT", "forever"), "--queue-timeout"),
+        (("BROWSERD_WARM", "1000"), "exceeds max_sessions"),
+    ] {
+        assert_refused(&[], &[env], 2, needle);
+    }
+}
+
+#[test]
 fn a_garbage_log_filter_falls_back_and_the_daemon_serves() {
     let d = DaemonGuard::builder().env("RUST_LOG", "=!%,,[[").start();
     assert_eq!(d.status().protocol, 1);

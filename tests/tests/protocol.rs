@@ -1,6 +1,7 @@
 //! The wire protocol under abuse: every bad line gets a precise error on its own connection,
 //! the connection stays usable where the framing allows, and other clients never notice.
 
+use browserd_proto::duration::MAX_DURATION_MS;
 use browserd_proto::{ErrorCode, Request, Response, StatusResult, MAX_FRAME, PROTOCOL};
 use browserd_tests::{Client, DaemonGuard, Fixture};
 use serde_json::{json, Value};
@@ -236,4 +237,30 @@ fn a_response_without_req_id_carries_none() {
         "no req_id was sent, none should come back: {value}"
     );
     assert!(value.get("result").is_some() && value.get("error").is_none());
+}
+
+#[test]
+fn a_queue_timeout_beyond_the_bound_is_an_invalid_request() {
+    let d = DaemonGuard::start();
+    let mut client = d.client();
+    for (value, bound) in [
+        (json!(MAX_DURATION_MS + 1), true),
+        (json!(u64::MAX), true),
+        (json!(-1), false),
+        (json!("30s"), false),
+    ] {
+        let response = client.request_json(&json!({
+            "op": "launch", "req_id": 1, "queue_timeout_ms": value
+        }));
+        let error = response.error.expect("refused");
+        assert_eq!(error.code, ErrorCode::InvalidRequest, "{value}: {error:?}");
+        if bound {
+            assert!(
+                error.message.contains("queue_timeout_ms") && error.message.contains("100 years"),
+                "{value}: {}",
+                error.message
+            );
+        }
+    }
+    assert_served(&mut client);
 }

@@ -17,6 +17,7 @@
 use super::auth::{self, Token};
 use super::reply::{self, Failure};
 use super::sse;
+use crate::caller::Caller;
 use crate::context::Context;
 use crate::ops;
 use axum::body::Body;
@@ -171,10 +172,9 @@ async fn launch(
             other => return Err(decoded_as(other)),
         }
     };
-    let session = run(
-        &ctx,
-        |ctx| async move { ops::launch_op(&ctx, launch).await },
-    )
+    let session = run(&ctx, |ctx| async move {
+        ops::launch_op(&ctx, launch, &Caller::detached()).await
+    })
     .await??;
     Ok((StatusCode::CREATED, Json(session)).into_response())
 }
