@@ -4,8 +4,9 @@
 //! `<state-dir>/journal` is an append-only log, one record per line: the CRC-32 of the JSON
 //! in hex, a space, the JSON. The registry submits records as it changes (under its own
 //! lock, so they are in the order the changes happened); one writer thread appends every
-//! record waiting with one `write` (a group commit), tells the waiters, then syncs the file
-//! and tells them again. When the log has grown well past the state it describes, the
+//! record waiting with one `write` (a group commit) and tells the waiters; a second thread
+//! syncs the file and tells them again, so that no record waits behind the disk to be
+//! written. When the log has grown well past the state it describes, the
 //! registry submits a snapshot instead, which the writer writes to a temporary file, syncs
 //! and renames over the log (and syncs the dir): a crash leaves either the old log or the
 //! new one, never a mix.
@@ -229,12 +230,24 @@ struct Shared {
     snapshot_size: AtomicU64,
     /// A write failed: the next snapshot rewrites the journal from scratch.
     broken: AtomicBool,
+    /// What the syncer is to sync next, and whether the writer has stopped.
+    sync: Mutex<SyncState>,
+    sync_wake: Condvar,
+}
+
+/// The syncer's inbox: the records to make durable (the first, for an error; the last) and
+/// the file they were written to.
+#[derive(Default)]
+struct SyncState {
+    pending: Option<(u64, u64, Arc<File>)>,
+    closed: bool,
 }
 
 /// The journal's writing end.
 pub struct Journal {
     shared: Arc<Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Journal {
@@ -252,7 +265,14 @@ impl Journal {
             appended: AtomicU64::new(0),
             snapshot_size: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            sync: Mutex::new(SyncState::default()),
+            sync_wake: Condvar::new(),
         });
+        let syncer_shared = shared.clone();
+        let syncer_path = path.clone();
+        let syncer = std::thread::Builder::new()
+            .name("journal-sync".into())
+            .spawn(move || sync_loop(&syncer_path, &syncer_shared))?;
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("journal".into())
@@ -260,6 +280,7 @@ impl Journal {
         Ok(Journal {
             shared,
             writer: Mutex::new(Some(writer)),
+            syncer: Mutex::new(Some(syncer)),
         })
     }
 
@@ -341,6 +362,13 @@ impl Journal {
         if let Some(writer) = writer {
             let _ = writer.join();
         }
+        // The writer has handed the syncer its last records: sync them, and stop.
+        lock(&self.shared.sync).closed = true;
+        self.shared.sync_wake.notify_one();
+        let syncer = lock(&self.syncer).take();
+        if let Some(syncer) = syncer {
+            let _ = syncer.join();
+        }
     }
 }
 
@@ -350,16 +378,13 @@ impl Drop for Journal {
     }
 }
 
-/// The writer thread: takes everything queued, writes it (one `write`), reports, syncs it,
-/// reports, repeats.
+/// The writer thread: takes everything queued, writes it (one `write`), reports it written,
+/// hands it to the syncer, repeats.
 fn write_loop(path: &Path, shared: &Shared) {
-    let mut file: Option<File> = None;
+    let mut file: Option<Arc<File>> = None;
     loop {
         let (items, closed) = {
-            let mut queue = shared
-                .queue
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut queue = lock(&shared.queue);
             while queue.items.is_empty() && !queue.closed {
                 queue = shared
                     .wake
@@ -375,48 +400,97 @@ fn write_loop(path: &Path, shared: &Shared) {
             let compacted = items
                 .iter()
                 .any(|(_, item)| matches!(item, Item::Compact(_)));
-            let report = |done: io::Result<()>, mark: Mark, file: &mut Option<File>| {
-                shared.progress.send_modify(|progress| {
-                    let reached = match done {
-                        Ok(()) if compacted => {
-                            progress.failed_from = None;
-                            true
-                        }
-                        Ok(()) => progress.failed_from.is_none(),
-                        Err(e) => {
-                            tracing::error!(journal = %path.display(), "cannot write the journal: {e}");
-                            shared.broken.store(true, Ordering::Relaxed);
-                            *file = None;
-                            let why = format!("cannot write the journal {}: {e}", path.display());
-                            progress.failed_from.get_or_insert((first, why));
-                            false
-                        }
-                    };
-                    if reached {
-                        progress.written = progress.written.max(last);
-                        if mark == Mark::Durable {
-                            progress.durable = last;
-                        }
-                    }
-                })
-            };
             match write_batch(path, &mut file, items, shared) {
-                Ok(Batch::Synced) => report(Ok(()), Mark::Durable, &mut file),
-                Ok(Batch::Written) => {
-                    report(Ok(()), Mark::Written, &mut file);
-                    let synced = match &file {
-                        Some(out) => out.sync_data(),
-                        None => Ok(()),
-                    };
-                    report(synced, Mark::Durable, &mut file);
+                Ok(Batch::Synced) => {
+                    report(path, shared, first, last, Ok(()), Mark::Durable, compacted)
                 }
-                Err(e) => report(Err(e), Mark::Durable, &mut file),
+                Ok(Batch::Written) => {
+                    report(path, shared, first, last, Ok(()), Mark::Written, compacted);
+                    if let Some(out) = &file {
+                        let mut sync = lock(&shared.sync);
+                        let from = sync.pending.as_ref().map_or(first, |(from, ..)| *from);
+                        sync.pending = Some((from, last, out.clone()));
+                        shared.sync_wake.notify_one();
+                    }
+                }
+                Err(e) => {
+                    file = None;
+                    report(path, shared, first, last, Err(e), Mark::Durable, compacted);
+                }
             }
         }
         if closed {
             return;
         }
     }
+}
+
+/// The syncer thread: makes what the writer wrote durable, as many records per sync as
+/// were written meanwhile.
+fn sync_loop(path: &Path, shared: &Shared) {
+    loop {
+        let (first, last, file) = {
+            let mut sync = lock(&shared.sync);
+            loop {
+                if let Some(pending) = sync.pending.take() {
+                    break pending;
+                }
+                if sync.closed {
+                    return;
+                }
+                sync = shared
+                    .sync_wake
+                    .wait(sync)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        };
+        let synced = file.sync_data();
+        report(path, shared, first, last, synced, Mark::Durable, false);
+    }
+}
+
+/// Records how far records `first..=last` got: `mark` reached, or the error that stopped
+/// them (every record from `first` on then fails until a snapshot is written).
+fn report(
+    path: &Path,
+    shared: &Shared,
+    first: u64,
+    last: u64,
+    done: io::Result<()>,
+    mark: Mark,
+    compacted: bool,
+) {
+    shared.progress.send_modify(|progress| {
+        let reached = match done {
+            Ok(()) if compacted => {
+                progress.failed_from = None;
+                true
+            }
+            Ok(()) => progress
+                .failed_from
+                .as_ref()
+                .is_none_or(|(from, _)| last < *from),
+            Err(e) => {
+                tracing::error!(journal = %path.display(), "cannot write the journal: {e}");
+                shared.broken.store(true, Ordering::Relaxed);
+                let why = format!("cannot write the journal {}: {e}", path.display());
+                progress.failed_from.get_or_insert((first, why));
+                false
+            }
+        };
+        if reached {
+            progress.written = progress.written.max(last);
+            if mark == Mark::Durable {
+                progress.durable = progress.durable.max(last);
+            }
+        }
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// How far a batch got.
@@ -431,7 +505,7 @@ enum Batch {
 /// synced: the caller syncs them once it has said they are written).
 fn write_batch(
     path: &Path,
-    file: &mut Option<File>,
+    file: &mut Option<Arc<File>>,
     items: Vec<(u64, Item)>,
     shared: &Shared,
 ) -> io::Result<Batch> {
@@ -454,14 +528,14 @@ fn write_batch(
     }
     let out = match file {
         Some(file) => file,
-        None => file.insert(
+        None => file.insert(Arc::new(
             OpenOptions::new()
                 .append(true)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(path)?,
-        ),
+        )),
     };
-    out.write_all(&pending)?;
+    (&**out).write_all(&pending)?;
     shared
         .appended
         .fetch_add(pending.len() as u64, Ordering::Relaxed);

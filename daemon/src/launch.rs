@@ -99,15 +99,16 @@ pub async fn launch(
             return Err(e);
         }
     };
-    let (id, stderr) = spawn_and_register(ctx, &request, prepared, Slot::Session(admission))?;
+    let spawned = spawn_off_loop(ctx, &request, prepared, Slot::Session(admission)).await?;
+    let id = spawned.id;
     slot_used(queued);
     // The process table warms up for a kill; a session in a cgroup needs no table.
     if ctx.members.cgroup(&id).is_none() {
         ctx.scanner.kick();
     }
-    let Some(stderr) = stderr else {
-        // The session as it started, answered once its record is on disk.
-        let session = info(ctx, &id)?;
+    let Some(stderr) = spawned.stderr else {
+        // The session as it started, answered once its record is written.
+        let session = spawned.registered.map_or_else(|| info(ctx, &id), Ok)?;
         ctx.registry.recorded().await?;
         return Ok(session);
     };
@@ -133,9 +134,12 @@ pub async fn warm(ctx: &Arc<Context>) -> Result<SessionId> {
     let id = ctx.registry.admit_warm()?;
     let request = Launch::default();
     let prepared = prepare(ctx, &request, Plan::Browser(path), &id)?;
-    let (id, stderr) = spawn_and_register(ctx, &request, prepared, Slot::Warm(id))?;
+    let spawned = spawn_off_loop(ctx, &request, prepared, Slot::Warm(id)).await?;
+    let id = spawned.id;
     ctx.scanner.kick();
-    let stderr = stderr.ok_or_else(|| Error::Internal("a warm browser without stderr".into()))?;
+    let stderr = spawned
+        .stderr
+        .ok_or_else(|| Error::Internal("a warm browser without stderr".into()))?;
     until_ready(ctx, &id, stderr, started).await?;
     Ok(id)
 }
@@ -327,6 +331,23 @@ fn prepare(ctx: &Context, request: &Launch, plan: Plan, id: &SessionId) -> Resul
     })
 }
 
+/// [`spawn_and_register`] on the blocking pool. A `vfork`-style spawn suspends its thread
+/// until the child has exec'd, which on a loaded machine can take a while; the event loop
+/// serves every other client meanwhile (the reap lock it holds is shared: no kill waits
+/// for it).
+async fn spawn_off_loop(
+    ctx: &Arc<Context>,
+    request: &Launch,
+    prepared: Prepared,
+    slot: Slot,
+) -> Result<Spawned> {
+    let ctx = ctx.clone();
+    let request = request.clone();
+    tokio::task::spawn_blocking(move || spawn_and_register(&ctx, &request, prepared, slot))
+        .await
+        .unwrap_or_else(|e| Err(Error::Internal(format!("the spawn did not finish: {e}"))))
+}
+
 /// Spawns the leader and registers it, both under the reap lock, so the leader cannot be
 /// reaped (and its pid reused) before it is known; nothing that touches the filesystem runs
 /// under it. On failure the slot is given back and the dirs removed. Returns the browser's
@@ -336,7 +357,7 @@ fn spawn_and_register(
     request: &Launch,
     prepared: Prepared,
     slot: Slot,
-) -> Result<(SessionId, Option<OwnedFd>)> {
+) -> Result<Spawned> {
     let Prepared { argv, env, dirs } = prepared;
     let kind = request.kind();
     let id = slot.id().clone();
@@ -363,7 +384,14 @@ fn spawn_and_register(
         session: &id,
         browser: dirs.is_some(),
     };
-    let reap = ctx.reaper.hold();
+    let reap = ctx.reaper.hold_registering();
+    // Shutdown takes the registering lock once it has begun, then ends every session it
+    // finds: a spawn that comes after must not start at all.
+    if ctx.registry.is_shutting_down() {
+        drop(reap);
+        undo(slot);
+        return Err(Error::ShuttingDown);
+    }
     let leader = match spawn::spawn(spec, cgroup.as_deref()) {
         Ok(leader) => leader,
         Err(e) => {
@@ -396,19 +424,34 @@ fn spawn_and_register(
         owned_dirs: dirs.as_ref().map(SessionDirs::owned).unwrap_or_default(),
         cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
     };
-    match slot {
+    let registered = match slot {
         Slot::Session(admission) => {
-            ctx.registry.insert(admission, new);
+            let session = ctx.registry.insert(admission, new);
             drop(reap);
             tracing::info!(session = %id, pid, "launched");
+            Some(session)
         }
         Slot::Warm(_) => {
             ctx.registry.insert_warm(id.clone(), new);
             drop(reap);
             tracing::info!(warm = %id, pid, "launched a warm browser");
+            None
         }
-    }
-    Ok((id, leader.stderr))
+    };
+    Ok(Spawned {
+        id,
+        registered,
+        stderr: leader.stderr,
+    })
+}
+
+/// A leader spawned and registered.
+struct Spawned {
+    id: SessionId,
+    /// A client's session as registered (what a launch that need not wait answers).
+    registered: Option<SessionInfo>,
+    /// A browser's stderr, to read its DevTools endpoint from.
+    stderr: Option<OwnedFd>,
 }
 
 /// The session's own cgroup with its limits set, where browserd contains sessions in

@@ -759,7 +759,9 @@ impl Registry {
 
     /// Registers a spawned session under its admission. Call with the reap lock held, so the
     /// leader cannot be reaped before it is known.
-    pub fn insert(&self, admission: Admission, new: NewSession) -> SessionId {
+    /// Returns the session as registered (a launch answers with that, whatever another
+    /// client does to it a moment later).
+    pub fn insert(&self, admission: Admission, new: NewSession) -> SessionInfo {
         let mut state = self.lock();
         state.reserved -= 1;
         let id = admission.id;
@@ -769,8 +771,7 @@ impl Registry {
                 .insert((deadline.at, Expiry::Ttl(id.clone())));
             self.expiry_changed.notify_one();
         }
-        self.register(&mut state, id.clone(), new, admission.expires, false);
-        id
+        self.register(&mut state, id, new, admission.expires, false)
     }
 
     /// Registers a spawned warm browser (starting). Call with the reap lock held.
@@ -787,7 +788,7 @@ impl Registry {
         new: NewSession,
         expires: Option<Deadline>,
         warm: bool,
-    ) {
+    ) -> SessionInfo {
         state.leaders.insert(new.pid, id.clone());
         state.numbers.insert(new.pid, id.clone());
         let session = Session {
@@ -819,8 +820,10 @@ impl Registry {
         if matches!(session.phase, Phase::Running) {
             self.emit(EventKind::Running, &session, |_| {});
         }
+        let info = session.info();
         state.sessions.insert(id.clone(), session);
         self.persist(state, &id);
+        info
     }
 
     /// A starting browser is ready: records its endpoint and makes it running. Fails if it
@@ -1482,6 +1485,11 @@ impl Registry {
         }
     }
 
+    /// Whether shutdown has begun (nothing new is registered any more).
+    pub fn is_shutting_down(&self) -> bool {
+        self.lock().shutting_down
+    }
+
     /// Refuses new launches from now on, and fails every queued one. Returns false if
     /// already shutting down.
     pub fn begin_shutdown(&self) -> bool {
@@ -1725,7 +1733,7 @@ mod tests {
         let admission = registry
             .admit_now(tracking_id.map(tracking).as_ref(), None)
             .unwrap();
-        registry.insert(admission, new_session(pid, tracking_id))
+        registry.insert(admission, new_session(pid, tracking_id)).id
     }
 
     /// The leader is reaped with `code` and the session finishes.
@@ -1895,7 +1903,7 @@ mod tests {
         let (due, _) = r.take_due(Instant::now() + Duration::from_secs(1));
         assert!(due.is_empty(), "a released lease does not expire: {due:?}");
         let admission = r.admit_now(None, Some(Duration::from_millis(5))).unwrap();
-        let ttl_id = r.insert(admission, new_session(701, None));
+        let ttl_id = r.insert(admission, new_session(701, None)).id;
         let (due, _) = r.take_due(Instant::now() + Duration::from_secs(1));
         assert_eq!(due, vec![Expiry::Ttl(ttl_id)]);
     }
@@ -1920,7 +1928,7 @@ mod tests {
         let admission = granted(&mut a).expect("the head gets the slot").unwrap();
         assert!(granted(&mut b).is_none(), "one slot, one launch");
         assert_eq!(r.queue_depth(), 2);
-        let second = r.insert(admission, new_session(101, Some("a")));
+        let second = r.insert(admission, new_session(101, Some("a"))).id;
         assert_eq!(r.resolve(&"a".parse().unwrap()), Some(second.clone()));
 
         // A launch that gives its slot back passes it on.

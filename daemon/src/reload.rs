@@ -288,6 +288,9 @@ fn resume(
 /// Writes the handover document and execs; returns only if that failed, saying why, with
 /// every fd made close-on-exec again.
 fn exec(ctx: &Context, listener: &Listener, parked: &[Parked], http: Option<&OwnedFd>) -> String {
+    // Leaders are spawned off the event loop: one under way registers before the snapshot,
+    // and none starts until the exec has replaced this image (or failed).
+    let _registering = ctx.reaper.hold_registering();
     let pipes = ctx.pipes.raw();
     let adopted: Vec<(SessionId, Arc<OwnedFd>)> = ctx.registry.adopted_leaders();
     let document = Handover {

@@ -57,9 +57,11 @@ pub async fn run(ctx: Arc<Context>, mut signals: Signals) {
     ctx.notifier.stopping(&ctx.registry.counts());
     ctx.registry.begin_shutdown();
     ctx.server.stop();
-    // Launches are refused from here on (queued ones have failed), and a launch registers
-    // its session in the same step as it is admitted, with nothing awaited between them:
-    // no session or warm browser can appear after this.
+    // Launches are refused from here on (queued ones have failed). A leader being spawned
+    // (off the event loop) registers before the sessions to end are chosen, and no spawn
+    // starts after this (see `launch`): no session or warm browser can appear later.
+    let registering = ctx.clone();
+    let _ = tokio::task::spawn_blocking(move || drop(registering.reaper.hold_registering())).await;
     let ids = ctx.registry.live_and_warm_ids();
     if !ids.is_empty() {
         tracing::info!(sessions = ids.len(), "terminating every session");

@@ -47,7 +47,8 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
             return procs::Owner::Foreign;
         }
         let marker = procs::read_marker(process.pid, browserd_proto::SESSION_ENV);
-        let _reap = owner_ctx.reaper.hold();
+        // A leader being spawned is registered before it is judged.
+        let _reap = owner_ctx.reaper.hold_registering();
         let owner = owner_ctx.registry.owner_for(process, &marker, root);
         tracing::debug!(
             pid = process.pid,
@@ -140,11 +141,17 @@ async fn reap(ctx: Arc<Context>, mut sigchld: tokio::signal::unix::Signal) {
             ctx.metrics.orphans_reaped((batch.len() - leaders) as u64);
             !batch.is_empty()
         });
-        if reaped {
+        if reaped == Some(true) {
             ctx.check_gone();
         }
-        if sigchld.recv().await.is_none() {
-            return;
+        tokio::select! {
+            signalled = sigchld.recv() => {
+                if signalled.is_none() {
+                    return;
+                }
+            }
+            // The lock was held: whoever held it says when it let go.
+            () = ctx.reaper.retry_wanted() => {}
         }
     }
 }
