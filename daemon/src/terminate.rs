@@ -190,6 +190,9 @@ async fn begin_all(
         return;
     }
     let total = started.len();
+    // The loop runs on one thread (the runtime is single-threaded): it stays raised, with
+    // whatever else the loop serves between batches, until every first signal is out.
+    let burst = (total > 1).then(signals::burst);
     let mut logged = Vec::with_capacity(total);
     let mut rest = started.into_iter().peekable();
     while rest.peek().is_some() {
@@ -200,6 +203,7 @@ async fn begin_all(
         }
     }
     let signalled = asked.elapsed();
+    drop(burst);
     log_started(&logged);
     tracing::debug!(
         target: "browserd::timing",
@@ -382,6 +386,8 @@ async fn advance(ctx: &Arc<Context>, flights: &mut HashMap<SessionId, Flight>) -
     let mut plan = Plan::default();
     {
         let _reap = ctx.reaper.hold();
+        // At a shared deadline, every group's SIGKILL goes out before any victim runs.
+        let _burst = (flights.len() > 1).then(signals::burst);
         for flight in flights.values_mut() {
             step(ctx, flight, now, &mut plan);
         }
