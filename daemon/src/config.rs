@@ -172,9 +172,9 @@ settings! {
     #[arg(long, value_name = "DURATION")]
     http_client_timeout: Human = (Human::secs(10));
     /// How many events a subscriber (watch, /v1/events) may fall behind before it is sent
-    /// `lagged` and dropped [default: 1024]
+    /// `lagged` and dropped [default: 8192]
     #[arg(long, value_name = "N")]
-    event_backlog: usize = 1024;
+    event_backlog: usize = 8192;
 }
 
 /// Supervisor daemon for headless browser sessions.
@@ -570,7 +570,7 @@ mod tests {
         let mut json = serde_json::to_value(Config::load(args(&[])).unwrap()).unwrap();
         json.as_object_mut().unwrap().remove("event_backlog");
         let back: Config = serde_json::from_value(json).unwrap();
-        assert_eq!(back.event_backlog, 1024);
+        assert_eq!(back.event_backlog, 8192);
     }
 
     #[test]

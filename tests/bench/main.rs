@@ -15,6 +15,8 @@ mod baseline;
 mod binaries;
 mod browsers;
 mod cleanup;
+mod http;
+mod http_client;
 mod journal;
 mod options;
 mod pool;
@@ -136,6 +138,12 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
         adopt::run_once(&mut d, opts, rep, &mut browserd, &mut notes)?;
         eprintln!("bench: repeat {}/{}: queued launches", rep + 1, opts.repeat);
         queue::run_once(opts.samples, &mut browserd, &mut baseline, &mut notes)?;
+        eprintln!(
+            "bench: repeat {}/{}: HTTP next to the socket, an event subscriber",
+            rep + 1,
+            opts.repeat
+        );
+        http::run_once(opts, rep, &mut browserd, &mut notes)?;
         repeats.push(Repeat { browserd, baseline });
     }
     let browsers = if opts.browsers > 0 {

@@ -78,6 +78,25 @@ pub struct Sample {
     /// then a launch → answered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub queue_after_kill_ms: Vec<f64>,
+    /// browserd only, on a daemon also serving HTTP: the socket's `kill` of one session
+    /// (forced, default grace), request → answer, N live.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub socket_kill_ms: Vec<f64>,
+    /// browserd only: `GET /kill/{id}` on the same daemon, in turn with those.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http_kill_ms: Vec<f64>,
+    /// browserd only: the socket's polite bulk terminate of N on the HTTP daemon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_bulk_ms: Option<f64>,
+    /// browserd only: `POST /v1/sessions/bulk-terminate` of N with the same body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_bulk_ms: Option<f64>,
+    /// browserd only: the socket's bulk terminate of N with an SSE subscriber reading.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribed_bulk_ms: Option<f64>,
+    /// browserd only: the events that subscriber read, from the kill-all's request on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriber_events: Option<usize>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -464,6 +483,72 @@ pub fn rows(
         both_pooled(|s| &s.queue_after_kill_ms, 50.0),
         Target::None,
     );
+    let socket_kill = pooled(Side::Ours, |s| &s.socket_kill_ms, 50.0);
+    let http_kill = pooled(Side::Ours, |s| &s.http_kill_ms, 50.0);
+    push(
+        "socket_kill_one_median",
+        format!("kill one, {n} live, over the socket (forced): median"),
+        "ms",
+        (socket_kill, None),
+        Target::None,
+    );
+    push(
+        "http_kill_one_median",
+        format!("kill one, {n} live, GET /kill/{{id}}: median (baseline: the socket)"),
+        "ms",
+        (http_kill, socket_kill),
+        Target::None,
+    );
+    push(
+        "http_kill_one_over_socket",
+        "  GET /kill/{id} − the socket's kill, medians".to_owned(),
+        "ms",
+        (http_kill.zip(socket_kill).map(|(h, s)| h - s), None),
+        Target::AtMost(1.0),
+    );
+    let socket_bulk = scalar(Side::Ours, |s| s.socket_bulk_ms);
+    let http_bulk = scalar(Side::Ours, |s| s.http_bulk_ms);
+    push(
+        "socket_bulk",
+        format!("bulk terminate all {n}, polite, over the socket (HTTP daemon)"),
+        "ms",
+        (socket_bulk, None),
+        Target::None,
+    );
+    push(
+        "http_bulk",
+        format!("POST bulk-terminate all {n}, polite (baseline: the socket)"),
+        "ms",
+        (http_bulk, socket_bulk),
+        Target::None,
+    );
+    push(
+        "http_bulk_over_socket",
+        "  POST bulk-terminate − the socket's bulk terminate".to_owned(),
+        "ms",
+        (http_bulk.zip(socket_bulk).map(|(h, s)| h - s), None),
+        Target::AtMost(1.0),
+    );
+    push(
+        "bulk_subscribed",
+        format!("bulk terminate all {n}, polite, an SSE subscriber reading (baseline: none)"),
+        "ms",
+        (scalar(Side::Ours, |s| s.subscribed_bulk_ms), socket_bulk),
+        Target::RatioAtMost(1.05),
+    );
+    push(
+        "subscriber_events",
+        format!(
+            "  events the subscriber read (baseline: {} per session killed)",
+            crate::http::EVENTS_PER_KILL
+        ),
+        "events",
+        (
+            scalar(Side::Ours, |s| s.subscriber_events.map(|e| e as f64)),
+            Some((crate::http::EVENTS_PER_KILL * n) as f64),
+        ),
+        Target::None,
+    );
     if let Some(run) = pool {
         let k = opts.browsers;
         push(
@@ -536,6 +621,7 @@ fn per_launch_ms(rate: Option<f64>) -> Option<f64> {
 fn format_value(value: f64, unit: &str) -> String {
     match unit {
         "/s" => format!("{value:.0}/s"),
+        "events" => format!("{value:.0}"),
         "MiB" => format!("{value:.1} MiB"),
         _ if value < 10.0 => format!("{value:.2} {unit}"),
         _ if value < 100.0 => format!("{value:.1} {unit}"),

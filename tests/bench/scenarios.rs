@@ -322,7 +322,7 @@ fn bulk_polite(
 
 /// Sends `bulk` and times it until the answer, or until every one of `ids` is gone if the
 /// daemon answered before that (which is noted: the contract says gone at the answer).
-fn terminate(
+pub fn terminate(
     client: &mut Client,
     bulk: BulkTerminate,
     ids: &[ProcId],
@@ -337,7 +337,7 @@ fn terminate(
 
 /// The time from `start` until `result`, or until every one of `ids` is gone if that was
 /// later (noted).
-fn finished(
+pub fn finished(
     start: Instant,
     result: &TerminateResult,
     ids: &[ProcId],
