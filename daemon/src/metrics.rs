@@ -70,6 +70,7 @@ pub struct Metrics {
     kill_seconds: Histogram,
     orphans_reaped: Counter,
     strays_signalled: Counter,
+    oom_killed: Counter,
     queue_depth: Gauge,
     warm: Family<WarmLabels, Gauge>,
     reloads: Gauge,
@@ -124,6 +125,12 @@ impl Default for Metrics {
             "strays_signalled",
             "Signals sent to single processes outside their session's process group",
             strays_signalled.clone(),
+        );
+        let oom_killed = Counter::default();
+        registry.register(
+            "sessions_oom_killed",
+            "Sessions that ended after the kernel killed a process of theirs for exceeding their memory_max (memory.events oom_kill)",
+            oom_killed.clone(),
         );
         let queue_depth = Gauge::default();
         registry.register(
@@ -180,6 +187,7 @@ impl Default for Metrics {
             kill_seconds,
             orphans_reaped,
             strays_signalled,
+            oom_killed,
             queue_depth,
             warm,
             reloads,
@@ -226,6 +234,10 @@ impl Metrics {
 
     pub fn stray_signalled(&self) {
         self.strays_signalled.inc();
+    }
+
+    pub fn session_oom_killed(&self) {
+        self.oom_killed.inc();
     }
 
     pub fn set_queue_depth(&self, depth: usize) {

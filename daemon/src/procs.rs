@@ -174,8 +174,13 @@ const MAX_PROBE: i32 = 2048;
 /// exited processes from the table.
 const FULL_EVERY: Duration = Duration::from_secs(1);
 /// How long a probed pid without a process is probed again: far longer than a fork takes
-/// to make its child visible.
-const HOLE_TTL: Duration = Duration::from_secs(2);
+/// from allocating the pid to making its child visible (microseconds), yet short, because
+/// nearly every hole is a process that has already exited, and each costs every refresh a
+/// probe while it is kept (a machine forking a thousand short-lived processes a second
+/// would otherwise have every refresh probe thousands of them). Probes only keep the table
+/// warm; a process they miss is met by the next listing, and no session is proven gone
+/// without a listing or the daemon's children (see `confirm_gone`).
+const HOLE_TTL: Duration = Duration::from_millis(100);
 /// Most holes kept; beyond it the next refresh lists instead.
 const MAX_HOLES: usize = 8192;
 /// How long an orphan whose environment cannot be read stays undecided: an `execve` takes
@@ -245,6 +250,18 @@ impl ProcTable {
     /// process whose pid was allocated before a listing but which became visible only after
     /// the listing passed it is found by neither.
     ///
+    /// Otherwise the daemon's children stand in for the listing where `children` gives them
+    /// (the daemon's direct children that are not unreaped session leaders, read while
+    /// nothing could be reaped). The daemon is a subreaper and reaps every child itself: once
+    /// every known process of a session is gone (released, so their children were
+    /// re-parented first), every process the session still has is in the tree of a direct
+    /// child of the daemon that is not another session's leader and not known to the table
+    /// as another session's, or is such a child itself (a session adopted after a restart is
+    /// not the daemon's descendant: `children` gives nothing then, and a listing is made).
+    /// With reaping held off, no child leaves the daemon's lists while they are read, so
+    /// each child there at the start is met; reading costs the daemon's children, not every
+    /// process of the machine.
+    ///
     /// While a process whose owner cannot be decided yet exists, nothing is confirmed: it
     /// could be any session's. `Confirmed::retry` then says to ask again shortly.
     pub fn confirm_gone(
@@ -252,6 +269,7 @@ impl ProcTable {
         candidates: Vec<SessionId>,
         ancestor: i32,
         root_owner: impl FnMut(&ProcInfo, Root) -> Owner,
+        children: impl FnOnce() -> Option<Vec<i32>>,
     ) -> io::Result<Confirmed> {
         let nothing_known =
             |table: &ProcTable, id: &SessionId| !table.of(id).iter().any(|p| reread(p).is_some());
@@ -265,13 +283,19 @@ impl ProcTable {
         let forks = read_fork_count();
         let complete = forks.is_some() && forks == self.listed_forks;
         if !complete {
-            let last_pid = read_last_pid();
-            let new = self.list(forks)?;
+            let new = match children() {
+                Some(children) => self.read_children(children),
+                None => {
+                    let last_pid = read_last_pid();
+                    let new = self.list(forks)?;
+                    self.last_pid = last_pid;
+                    self.forks = forks;
+                    new
+                }
+            };
             if !new.is_empty() {
                 self.resolve(new, ancestor, root_owner);
             }
-            self.last_pid = last_pid;
-            self.forks = forks;
         }
         if !self.undecided.is_empty() {
             return Ok(Confirmed {
@@ -286,6 +310,18 @@ impl ProcTable {
                 .collect(),
             retry: false,
         })
+    }
+
+    /// Of the daemon's children `pids`, those the table has not met.
+    fn read_children(&mut self, pids: Vec<i32>) -> Found {
+        let mut new = HashMap::new();
+        let mut buf = [0u8; 1024];
+        for pid in pids {
+            if let Probe::New(ino, info) = self.read_new(pid, &mut buf) {
+                new.insert(pid, (ino, info));
+            }
+        }
+        new
     }
 
     /// Whether some process's owner is not decided yet (a later refresh decides it).
@@ -569,8 +605,34 @@ enum Probe {
 /// The last pid the kernel allocated in this pid namespace (the last field of
 /// `/proc/loadavg`).
 fn read_last_pid() -> Option<i32> {
-    let text = fs::read_to_string("/proc/loadavg").ok()?;
-    text.split_whitespace().nth(4)?.parse().ok()
+    let text = read_small("/proc/loadavg", 256).ok()?;
+    std::str::from_utf8(&text)
+        .ok()?
+        .split_whitespace()
+        .nth(4)?
+        .parse()
+        .ok()
+}
+
+/// Reads a procfs file in as few `read` calls as `capacity` allows (procfs reports no
+/// size, so a plain read to the end starts with small probing reads).
+fn read_small(path: &str, capacity: usize) -> io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    let mut text = vec![0u8; capacity];
+    let mut len = 0;
+    loop {
+        if len == text.len() {
+            text.resize(text.len() * 2, 0);
+        }
+        match file.read(&mut text[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    text.truncate(len);
+    Ok(text)
 }
 
 /// Of processes the table listed, those still alive now (re-read; zombies left out).
@@ -591,9 +653,42 @@ pub fn live_pids(known: &[ProcInfo]) -> Vec<i32> {
 
 /// How many tasks (processes and threads, each taking a pid) the kernel has created since
 /// boot: the `processes` line of `/proc/stat`.
+/// The daemon's direct children: `/proc/self/task/TID/children` of each of its threads, the
+/// main thread's last. A thread that exits hands its children to the main thread (the first
+/// live thread of the group), which is read after every other one, so no child is missed by
+/// moving between them. Call with reaping held off (see [`ProcTable::confirm_gone`]). Fails
+/// where the kernel does not offer the file.
+pub fn daemon_children() -> io::Result<Vec<i32>> {
+    let me = std::process::id() as i32;
+    let mut threads: Vec<i32> = Vec::new();
+    for entry in fs::read_dir("/proc/self/task")? {
+        if let Some(tid) = parse_pid(entry?.file_name().as_bytes()) {
+            if tid != me {
+                threads.push(tid);
+            }
+        }
+    }
+    threads.push(me);
+    let mut children = Vec::new();
+    for tid in threads {
+        match fs::read(format!("/proc/self/task/{tid}/children")) {
+            Ok(text) => children.extend(
+                text.split(|b| b.is_ascii_whitespace())
+                    .filter_map(parse_pid),
+            ),
+            // A thread that ended meanwhile: its children are the main thread's by now.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tid != me => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(children)
+}
+
 fn read_fork_count() -> Option<u64> {
-    let text = fs::read_to_string("/proc/stat").ok()?;
-    text.lines()
+    let text = read_small("/proc/stat", 16 * 1024).ok()?;
+    std::str::from_utf8(&text)
+        .ok()?
+        .lines()
         .find_map(|line| line.strip_prefix("processes "))?
         .trim()
         .parse()
@@ -866,12 +961,16 @@ mod tests {
                 Owner::Unowned
             }
         };
-        let confirmed = table.confirm_gone(vec![id.clone()], me, owner).unwrap();
+        let confirmed = table
+            .confirm_gone(vec![id.clone()], me, owner, || None)
+            .unwrap();
         assert!(confirmed.gone.is_empty(), "{confirmed:?}");
         assert!(table.of(&id).iter().any(|p| p.pid == pid));
         child.kill().unwrap();
         child.wait().unwrap();
-        let confirmed = table.confirm_gone(vec![id.clone()], me, owner).unwrap();
+        let confirmed = table
+            .confirm_gone(vec![id.clone()], me, owner, || None)
+            .unwrap();
         assert_eq!(confirmed.gone, vec![id]);
     }
 
@@ -887,7 +986,7 @@ mod tests {
         // As if the kernel had created no task since that listing began.
         table.listed_forks = read_fork_count();
         let confirmed = table
-            .confirm_gone(vec![id.clone()], me, |_, _: Root| Owner::Unowned)
+            .confirm_gone(vec![id.clone()], me, |_, _: Root| Owner::Unowned, || None)
             .unwrap();
         if table.listed_forks == read_fork_count() {
             assert_eq!(table.last_listing, listed, "nothing new: no listing");
@@ -896,11 +995,73 @@ mod tests {
         // One more task, and the table must look again.
         table.listed_forks = table.listed_forks.map(|f| f - 1);
         table
-            .confirm_gone(vec!["s-5".parse().unwrap()], me, |_, _: Root| {
-                Owner::Unowned
-            })
+            .confirm_gone(
+                vec!["s-5".parse().unwrap()],
+                me,
+                |_, _: Root| Owner::Unowned,
+                || None,
+            )
             .unwrap();
         assert_ne!(table.last_listing, listed, "a task was created: it lists");
+    }
+
+    #[test]
+    fn the_daemons_children_of_every_thread_are_read() {
+        let mut here = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut elsewhere = std::thread::spawn(|| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        let children = daemon_children().unwrap();
+        for child in [&mut here, &mut elsewhere] {
+            assert!(children.contains(&(child.id() as i32)), "{children:?}");
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_daemons_children_find_a_process_created_since_the_last_listing_without_a_listing() {
+        let me = std::process::id() as i32;
+        let id: SessionId = "s-6".parse().unwrap();
+        let mut table = ProcTable::default();
+        table
+            .refresh(me, false, |_, _: Root| Owner::Unowned)
+            .unwrap();
+        let listed = table.last_listing;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let owner = |p: &ProcInfo, _: Root| {
+            if p.pid == pid {
+                Owner::Session(id.clone())
+            } else {
+                Owner::Unowned
+            }
+        };
+        let children = || Some(daemon_children().unwrap());
+        let confirmed = table
+            .confirm_gone(vec![id.clone()], me, owner, children)
+            .unwrap();
+        assert!(confirmed.gone.is_empty(), "{confirmed:?}");
+        assert!(table.of(&id).iter().any(|p| p.pid == pid));
+        assert_eq!(table.last_listing, listed, "no listing");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let confirmed = table
+            .confirm_gone(vec![id.clone()], me, owner, children)
+            .unwrap();
+        assert_eq!(confirmed.gone, vec![id]);
+        assert_eq!(table.last_listing, listed, "no listing");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use browserd_proto::{
     format_rfc3339, EndReason, Event, EventKind, ExitStatus, LeaseId, SessionId, SessionInfo,
     SessionRef, SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
 };
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1162,6 +1162,12 @@ impl Registry {
             }
         }
         leaders
+    }
+
+    /// The pids of every unreaped leader (sessions' and warm browsers'). With the reap lock
+    /// held, each still names its leader.
+    pub fn leader_pids(&self) -> HashSet<i32> {
+        self.lock().leaders.keys().copied().collect()
     }
 
     /// The session's pgid while its leader is unreaped (only then is the pgid pinned).

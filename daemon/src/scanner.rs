@@ -38,6 +38,16 @@ const KICK_DELAY: Duration = Duration::from_millis(20);
 /// Decides who owns a new process at the top of the known tree.
 pub type RootOwner = dyn Fn(&ProcInfo, Root) -> Owner + Send + Sync;
 
+/// The daemon's direct children that are not unreaped session leaders, read with reaping
+/// held off; `None` where they cannot prove a session gone (see `ProcTable::confirm_gone`).
+pub type DaemonChildren = dyn Fn() -> Option<Vec<i32>> + Send + Sync;
+
+/// What the scanner asks the daemon.
+pub struct Daemon {
+    pub root_owner: Arc<RootOwner>,
+    pub children: Arc<DaemonChildren>,
+}
+
 #[derive(Default)]
 pub struct Scanner {
     queue: Mutex<Vec<Request>>,
@@ -95,9 +105,9 @@ impl Scanner {
         self.wake.notify_one();
     }
 
-    /// The scanner loop. `root_owner` decides who owns a new direct child of the daemon; it
-    /// runs on the blocking pool, after the child was read from `/proc`.
-    pub async fn run(self: Arc<Self>, root_owner: Arc<RootOwner>) {
+    /// The scanner loop. `daemon.root_owner` decides who owns a new direct child of the
+    /// daemon; it runs on the blocking pool, after the child was read from `/proc`.
+    pub async fn run(self: Arc<Self>, daemon: Arc<Daemon>) {
         let mut table = ProcTable::default();
         loop {
             self.wake.notified().await;
@@ -110,9 +120,9 @@ impl Scanner {
             if requests.is_empty() {
                 continue;
             }
-            let root_owner = root_owner.clone();
+            let daemon = daemon.clone();
             let job = tokio::task::spawn_blocking(move || {
-                answer(&mut table, requests, &*root_owner);
+                answer(&mut table, requests, &daemon);
                 table
             });
             table = match job.await {
@@ -131,7 +141,8 @@ impl Scanner {
 }
 
 /// Refreshes the table once and answers every request with it.
-fn answer(table: &mut ProcTable, requests: Vec<Request>, root_owner: &RootOwner) {
+fn answer(table: &mut ProcTable, requests: Vec<Request>, daemon: &Daemon) {
+    let root_owner = &*daemon.root_owner;
     let me = std::process::id() as i32;
     let started = std::time::Instant::now();
     let background = requests.iter().all(|r| matches!(r, Request::Background));
@@ -170,13 +181,15 @@ fn answer(table: &mut ProcTable, requests: Vec<Request>, root_owner: &RootOwner)
             .iter()
             .flat_map(|(c, _)| c.iter().cloned())
             .collect();
-        let confirmed = table.confirm_gone(all, me, root_owner).unwrap_or_else(|e| {
-            tracing::error!("cannot list /proc to confirm sessions gone: {e}");
-            Confirmed {
-                gone: Vec::new(),
-                retry: true,
-            }
-        });
+        let confirmed = table
+            .confirm_gone(all, me, root_owner, &*daemon.children)
+            .unwrap_or_else(|e| {
+                tracing::error!("cannot list /proc to confirm sessions gone: {e}");
+                Confirmed {
+                    gone: Vec::new(),
+                    retry: true,
+                }
+            });
         for (candidates, reply) in confirm {
             let _ = reply.send(Confirmed {
                 gone: candidates

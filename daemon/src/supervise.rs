@@ -6,7 +6,7 @@
 use crate::context::Context;
 use crate::procs;
 use crate::registry::Expiry;
-use crate::scanner::RootOwner;
+use crate::scanner::{Daemon, DaemonChildren, RootOwner};
 use crate::terminate;
 use browserd_proto::{EndReason, SessionId};
 use std::sync::Arc;
@@ -61,9 +61,34 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
         );
         owner
     });
+    let children_ctx = ctx.clone();
+    let children: Arc<DaemonChildren> = Arc::new(move || {
+        // Sessions adopted after a restart are not the daemon's descendants.
+        if children_ctx.registry.has_adopted() {
+            return None;
+        }
+        let _reap = children_ctx.reaper.hold();
+        let leaders = children_ctx.registry.leader_pids();
+        match procs::daemon_children() {
+            Ok(children) => Some(
+                children
+                    .into_iter()
+                    .filter(|pid| !leaders.contains(pid))
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::debug!("cannot read the daemon's children ({e}); listing /proc instead");
+                None
+            }
+        }
+    });
+    let daemon = Arc::new(Daemon {
+        root_owner,
+        children,
+    });
     let scanner = ctx.scanner.clone();
     keep_running("the process scanner", move || {
-        scanner.clone().run(root_owner.clone())
+        scanner.clone().run(daemon.clone())
     });
     // A first refresh lists /proc once, so later ones only meet newcomers.
     ctx.scanner.kick();
@@ -199,6 +224,9 @@ async fn finish(ctx: &Arc<Context>, ids: Vec<SessionId>) {
     for id in ids {
         let oom_killed = ctx.members.oom_killed(&id);
         if let Some(done) = ctx.registry.finish(&id, oom_killed) {
+            if oom_killed {
+                ctx.metrics.session_oom_killed();
+            }
             ctx.pipes.close(&id);
             ctx.usage.forget(&id);
             finished.push((id, done));

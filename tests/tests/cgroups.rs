@@ -195,6 +195,15 @@ fn limits_are_enforced_where_the_controller_is_and_refused_with_the_reason_where
             d.session(&session.id).state == SessionState::Exited
         });
         assert_eq!(d.session(&session.id).reason, Some(EndReason::OutOfMemory));
+        let metrics: browserd_proto::MetricsResult =
+            d.call(browserd_proto::Request::Metrics).unwrap();
+        assert!(
+            metrics
+                .text
+                .contains("browserd_sessions_oom_killed_total 1"),
+            "{}",
+            metrics.text
+        );
     } else {
         let refused = launch(Some(1 << 30), None, &["true"]).unwrap_err();
         assert_eq!(refused.code, ErrorCode::InvalidRequest);
