@@ -189,20 +189,27 @@ impl Members {
     }
 
     /// The processes of `ids` now (as last known: re-read before relying on one's state).
+    /// Cgroups are read off the event loop, alongside the scanner's refresh.
     pub async fn of(
         &self,
         scanner: &Scanner,
         ids: Vec<SessionId>,
     ) -> HashMap<SessionId, Vec<ProcInfo>> {
         let (contained, tabled) = self.split(ids);
+        let read = off_loop(!contained.is_empty(), move || {
+            contained
+                .into_iter()
+                .map(|(id, cgroup)| (id, in_cgroup(&cgroup)))
+                .collect::<Vec<_>>()
+        });
         let mut found = if tabled.is_empty() {
             HashMap::new()
         } else {
             scanner.processes(tabled).await
         };
-        for (id, cgroup) in contained {
-            found.insert(id, in_cgroup(&cgroup));
-        }
+        // A read that failed leaves those sessions out (swept again later, proven gone only
+        // by their cgroup).
+        found.extend(read.await.unwrap_or_default());
         found
     }
 
@@ -210,42 +217,49 @@ impl Members {
     /// it is empty; without one, see `ProcTable::confirm_gone`.
     pub async fn confirm_gone(&self, scanner: &Scanner, candidates: Vec<SessionId>) -> Confirmed {
         let (contained, tabled) = self.split(candidates);
+        let empty = off_loop(!contained.is_empty(), move || {
+            contained
+                .into_iter()
+                .filter(|(_, cgroup)| !cgroup.populated())
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>()
+        });
         let mut confirmed = if tabled.is_empty() {
             Confirmed::default()
         } else {
             scanner.confirm_gone(tabled).await
         };
-        confirmed.gone.extend(
-            contained
-                .into_iter()
-                .filter(|(_, cgroup)| !cgroup.populated())
-                .map(|(id, _)| id),
-        );
+        // A read that failed proves nothing.
+        confirmed.gone.extend(empty.await.unwrap_or_default());
         confirmed
     }
 
     /// What each of `ids` uses now.
     pub async fn usage(&self, scanner: &Scanner, ids: Vec<SessionId>) -> HashMap<SessionId, Usage> {
         let (contained, tabled) = self.split(ids);
+        let measured = off_loop(!contained.is_empty(), move || {
+            contained
+                .into_iter()
+                .map(|(id, cgroup)| {
+                    let procs = cgroup.procs().unwrap_or_default();
+                    let memory = cgroup.memory_current().unwrap_or_else(|| {
+                        procs.iter().filter_map(|&pid| procs::read_pss(pid)).sum()
+                    });
+                    let usage = Usage {
+                        processes: u32::try_from(procs.len()).unwrap_or(u32::MAX),
+                        memory_bytes: memory,
+                        cpu_seconds: cgroup.cpu_seconds().unwrap_or(0.0),
+                    };
+                    (id, usage)
+                })
+                .collect::<Vec<_>>()
+        });
         let mut used = if tabled.is_empty() {
             HashMap::new()
         } else {
             scanner.usage(tabled).await
         };
-        for (id, cgroup) in contained {
-            let procs = cgroup.procs().unwrap_or_default();
-            let memory = cgroup
-                .memory_current()
-                .unwrap_or_else(|| procs.iter().filter_map(|&pid| procs::read_pss(pid)).sum());
-            used.insert(
-                id,
-                Usage {
-                    processes: u32::try_from(procs.len()).unwrap_or(u32::MAX),
-                    memory_bytes: memory,
-                    cpu_seconds: cgroup.cpu_seconds().unwrap_or(0.0),
-                },
-            );
-        }
+        used.extend(measured.await.unwrap_or_default());
         used
     }
 
@@ -254,6 +268,21 @@ impl Members {
         self.cgroup(id)
             .and_then(|cgroup| cgroup.memory_events())
             .is_some_and(|events| events.oom_kill > 0)
+    }
+}
+
+/// Runs `read` (files of cgroups and `/proc`) on the blocking pool, if there is anything to
+/// read (`any`); `None` if it panicked or there was nothing. Started at once, so it runs
+/// while the caller awaits something else.
+fn off_loop<T: Send + 'static>(
+    any: bool,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = Option<T>> {
+    let job = any.then(|| tokio::task::spawn_blocking(read));
+    async move {
+        job?.await
+            .map_err(|e| tracing::error!("reading cgroups failed: {e}"))
+            .ok()
     }
 }
 

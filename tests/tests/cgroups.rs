@@ -299,7 +299,21 @@ fn a_real_chromium_lives_and_dies_in_its_cgroup() {
         pids.len() > 2,
         "Chromium's processes are all in its cgroup: {pids:?}"
     );
-    assert_eq!(d.session(&browser.id).processes, Some(pids.len() as u32));
+    // Chromium starts helpers lazily, and a listing answers figures up to 2 s old: the count
+    // is the cgroup's once both have settled.
+    wait_until(
+        Duration::from_secs(10),
+        "the listing counts the cgroup's processes",
+        || {
+            let now = std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap()
+                .lines()
+                .count();
+            d.session(&browser.id).processes == Some(now as u32)
+        },
+    );
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+    let pids: Vec<i32> = procs.lines().filter_map(|l| l.parse().ok()).collect();
     drop(cdp);
     let result = d.kill(browser.id.as_str(), true, None);
     assert!(result.failed.is_empty(), "{result:?}");
