@@ -62,6 +62,20 @@ impl Layout {
         self.tmp_root.as_deref()
     }
 
+    /// Removes the short root of session TMPDIRs, and its parent, if nothing is left in them
+    /// (at shutdown: every session's dirs are gone by then; another daemon's are not touched).
+    pub fn release_tmp_root(&self) {
+        let Some(root) = &self.tmp_root else {
+            return;
+        };
+        for dir in [Some(root.as_path()), root.parent()].into_iter().flatten() {
+            // Fails (and stops) while something is still in it.
+            if std::fs::remove_dir(dir).is_err() {
+                return;
+            }
+        }
+    }
+
     /// Creates a session's dirs, all private.
     pub fn create(&self, session: &str) -> io::Result<SessionDirs> {
         let root = self.sessions.join(session);
@@ -112,10 +126,17 @@ fn short_tmp_roots() -> Vec<PathBuf> {
 /// Creates `root` and its parent if missing, and checks both are real dirs of ours that
 /// nobody else can write into: a shared `/tmp` could hold a planted dir or symlink there.
 fn ensure_private_root(root: &Path) -> io::Result<()> {
-    if let Some(parent) = root.parent() {
-        ensure_private_dir(parent)?;
+    let mut tries = 0;
+    loop {
+        if let Some(parent) = root.parent() {
+            ensure_private_dir(parent)?;
+        }
+        match ensure_private_dir(root) {
+            // Another daemon stopping removed the (empty) parent meanwhile: make it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            done => return done,
+        }
     }
-    ensure_private_dir(root)
 }
 
 fn ensure_private_dir(root: &Path) -> io::Result<()> {
@@ -233,6 +254,29 @@ mod tests {
             remove_dir(&dir);
             assert!(!dir.exists());
         }
+        layout.release_tmp_root();
+        assert!(!root.exists(), "{}", root.display());
+    }
+
+    #[test]
+    fn the_short_tmp_root_is_removed_when_empty_and_kept_while_in_use() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("browserd-test").join("0123abcd");
+        let layout = Layout {
+            sessions: base.path().join("sessions"),
+            tmp_root: Some(root.clone()),
+        };
+        let dirs = layout.create("s-1").unwrap();
+        layout.release_tmp_root();
+        assert!(
+            dirs.tmp.exists(),
+            "a session's TMPDIR is never removed from under it"
+        );
+        remove_dir(&dirs.root);
+        remove_dir(&dirs.tmp);
+        layout.release_tmp_root();
+        assert!(!root.exists());
+        assert!(!root.parent().unwrap().exists());
     }
 
     #[test]

@@ -116,6 +116,9 @@ fn main() -> ExitCode {
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Threads of the blocking pool (process scans, spawns, dir removal) stay ready
+        // through idle minutes: the first kill after a quiet spell does not start them anew.
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()
     {
         Ok(runtime) => runtime,
@@ -167,9 +170,13 @@ async fn run(start: startup::Start) -> Result<(), String> {
     let _ = server.await;
     let _ = ctx.registry.synced().await;
     ctx.socket_file.remove(&ctx.config.socket);
+    ctx.layout.release_tmp_root();
     tracing::info!("browserd stopped");
     Ok(())
 }
+
+/// How long an idle thread of the blocking pool is kept.
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// `--check-config`: prints what the daemon would use, or why it cannot start.
 fn check_config(args: Args) -> ExitCode {

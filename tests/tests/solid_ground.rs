@@ -403,6 +403,22 @@ fn a_browser_starts_with_a_state_dir_as_long_as_a_real_users() {
 
     kill_politely_and_check(&b, &session);
     b.assert_clean();
+
+    // The short root the daemon made for its sessions' TMPDIRs goes with it.
+    let log = b.d.log();
+    let tmp_root = log
+        .lines()
+        .find_map(|line| line.split(" tmp=").nth(1)?.split_whitespace().next())
+        .map(std::path::PathBuf::from)
+        .expect("the daemon says where its sessions' TMPDIRs go");
+    assert!(tmp_root.is_dir(), "{}", tmp_root.display());
+    b.d.send_signal(nix::sys::signal::Signal::SIGTERM);
+    b.d.wait_exit(Duration::from_secs(10));
+    assert!(
+        !tmp_root.exists(),
+        "{} is left after the daemon stopped",
+        tmp_root.display()
+    );
 }
 
 // ----- defect 6: idle browsers and a grace without force -----
