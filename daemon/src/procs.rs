@@ -940,15 +940,20 @@ mod tests {
         assert!(read_fork_count().is_some());
     }
 
-    #[test]
-    fn a_process_created_since_the_last_listing_is_found_before_anything_is_proven_gone() {
+    /// A process started after the table's last refresh (one the table has not met) keeps
+    /// its session from being proven gone until it has exited; `children` is what
+    /// `confirm_gone` is given. Returns the table and when it last listed before the proofs.
+    fn a_newcomer_holds_off_gone(
+        session: &str,
+        children: impl Fn() -> Option<Vec<i32>> + Copy,
+    ) -> (ProcTable, Option<Instant>) {
         let me = std::process::id() as i32;
-        let id: SessionId = "s-3".parse().unwrap();
+        let id: SessionId = session.parse().unwrap();
         let mut table = ProcTable::default();
         table
             .refresh(me, false, |_, _: Root| Owner::Unowned)
             .unwrap();
-        // Started after the table's last refresh: the table has not met it.
+        let listed = table.last_listing;
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -962,16 +967,22 @@ mod tests {
             }
         };
         let confirmed = table
-            .confirm_gone(vec![id.clone()], me, owner, || None)
+            .confirm_gone(vec![id.clone()], me, owner, children)
             .unwrap();
         assert!(confirmed.gone.is_empty(), "{confirmed:?}");
         assert!(table.of(&id).iter().any(|p| p.pid == pid));
         child.kill().unwrap();
         child.wait().unwrap();
         let confirmed = table
-            .confirm_gone(vec![id.clone()], me, owner, || None)
+            .confirm_gone(vec![id.clone()], me, owner, children)
             .unwrap();
         assert_eq!(confirmed.gone, vec![id]);
+        (table, listed)
+    }
+
+    #[test]
+    fn a_process_created_since_the_last_listing_is_found_before_anything_is_proven_gone() {
+        a_newcomer_holds_off_gone("s-3", || None);
     }
 
     #[test]
@@ -1029,38 +1040,7 @@ mod tests {
 
     #[test]
     fn the_daemons_children_find_a_process_created_since_the_last_listing_without_a_listing() {
-        let me = std::process::id() as i32;
-        let id: SessionId = "s-6".parse().unwrap();
-        let mut table = ProcTable::default();
-        table
-            .refresh(me, false, |_, _: Root| Owner::Unowned)
-            .unwrap();
-        let listed = table.last_listing;
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let owner = |p: &ProcInfo, _: Root| {
-            if p.pid == pid {
-                Owner::Session(id.clone())
-            } else {
-                Owner::Unowned
-            }
-        };
-        let children = || Some(daemon_children().unwrap());
-        let confirmed = table
-            .confirm_gone(vec![id.clone()], me, owner, children)
-            .unwrap();
-        assert!(confirmed.gone.is_empty(), "{confirmed:?}");
-        assert!(table.of(&id).iter().any(|p| p.pid == pid));
-        assert_eq!(table.last_listing, listed, "no listing");
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let confirmed = table
-            .confirm_gone(vec![id.clone()], me, owner, children)
-            .unwrap();
-        assert_eq!(confirmed.gone, vec![id]);
+        let (table, listed) = a_newcomer_holds_off_gone("s-6", || Some(daemon_children().unwrap()));
         assert_eq!(table.last_listing, listed, "no listing");
     }
 
