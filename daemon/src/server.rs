@@ -111,17 +111,11 @@ impl Server {
     /// still busy then, e.g. writing to a client that does not read, are left to close).
     pub async fn drain(&self, timeout: Duration) -> (Option<Listener>, Vec<Parked>) {
         self.phase.send_replace(Phase::Draining);
-        let idle =
-            tokio::time::timeout(timeout, self.slots.acquire_many(MAX_CONNECTIONS as u32)).await;
-        match idle {
-            Ok(Ok(permits)) => drop(permits),
-            _ => {
-                let busy = MAX_CONNECTIONS - self.slots.available_permits();
-                tracing::warn!(
-                    busy,
-                    "connections still busy after {timeout:?}; they are closed by the reload"
-                );
-            }
+        if let Some(busy) = all_returned(&self.slots, MAX_CONNECTIONS, timeout).await {
+            tracing::warn!(
+                busy,
+                "connections still busy after {timeout:?}; they are closed by the reload"
+            );
         }
         let listener = lock(&self.listener).take();
         (listener, std::mem::take(&mut *lock(&self.parked)))
@@ -131,17 +125,11 @@ impl Server {
     /// event, or once `timeout` has passed.
     pub async fn hand_over(&self, timeout: Duration) {
         self.phase.send_replace(Phase::HandingOver);
-        let ended =
-            tokio::time::timeout(timeout, self.streams.acquire_many(MAX_STREAMS as u32)).await;
-        match ended {
-            Ok(Ok(permits)) => drop(permits),
-            _ => {
-                let open = MAX_STREAMS - self.streams.available_permits();
-                tracing::warn!(
-                    open,
-                    "event streams still open after {timeout:?}; the reload closes them"
-                );
-            }
+        if let Some(open) = all_returned(&self.streams, MAX_STREAMS, timeout).await {
+            tracing::warn!(
+                open,
+                "event streams still open after {timeout:?}; the reload closes them"
+            );
         }
     }
 
@@ -165,10 +153,29 @@ pub fn in_take_up_order(parked: &mut [Parked]) {
     parked.sort_by_key(|p| p.queued.map_or((1, 0), |ticket| (0, ticket)));
 }
 
-/// Accepts connections until the server stops or drains; when draining, the listener is
-/// left in the server for the reload to take.
-pub async fn serve(ctx: Arc<Context>, listener: Listener) {
-    let server = &ctx.server;
+/// Waits until every one of the `max` permits of `slots` is back, or `timeout`; `Some(n)`:
+/// `n` were still out then.
+async fn all_returned(slots: &Semaphore, max: usize, timeout: Duration) -> Option<usize> {
+    match tokio::time::timeout(timeout, slots.acquire_many(max as u32)).await {
+        Ok(Ok(_all)) => None,
+        _ => Some(max - slots.available_permits()),
+    }
+}
+
+/// Accepts connections while the server serves, each holding a permit of `slots` (no more
+/// at once than it has: the rest wait in the kernel's backlog), and hands each to `serve`.
+/// A failed accept (out of descriptors or memory) is retried after a pause that doubles up
+/// to a second, never in a spin. Returns once the server stops serving. `what` names the
+/// listener in the log.
+pub async fn accept_while_serving<S, A>(
+    server: &Server,
+    slots: &Arc<Semaphore>,
+    what: &str,
+    mut accept: impl FnMut() -> A,
+    mut serve: impl FnMut(S, OwnedSemaphorePermit),
+) where
+    A: std::future::Future<Output = io::Result<S>>,
+{
     let mut phase = server.phase.subscribe();
     let mut backoff = Duration::from_millis(1);
     loop {
@@ -176,27 +183,40 @@ pub async fn serve(ctx: Arc<Context>, listener: Listener) {
             break;
         }
         let permit = tokio::select! {
-            permit = server.slots.clone().acquire_owned() => permit,
+            permit = slots.clone().acquire_owned() => permit,
             _ = phase.changed() => continue,
         };
         let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = accept() => accepted,
             _ = phase.changed() => continue,
         };
         match accepted {
             Ok(stream) => {
                 backoff = Duration::from_millis(1);
-                spawn_connection(&ctx, stream, LineDecoder::default(), permit);
+                serve(stream, permit);
             }
             Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                tracing::warn!("{what} accept failed: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     }
+}
+
+/// Accepts connections until the server stops or drains; when draining, the listener is
+/// left in the server for the reload to take.
+pub async fn serve(ctx: Arc<Context>, listener: Listener) {
+    let server = &ctx.server;
+    accept_while_serving(
+        server,
+        &server.slots,
+        "socket",
+        || listener.accept(),
+        |stream, permit| spawn_connection(&ctx, stream, LineDecoder::default(), permit),
+    )
+    .await;
     if server.phase() != Phase::Stopping {
         *lock(&server.listener) = Some(listener);
     }

@@ -229,38 +229,21 @@ async fn serve(ctx: Arc<Context>, listener: TcpListener) {
     };
     let token = state.token.get().cloned().flatten();
     let router = routes::router(ctx.clone(), token);
-    let mut phase = ctx.server.phases();
-    let mut backoff = Duration::from_millis(1);
-    loop {
-        if *phase.borrow_and_update() != Phase::Serving {
-            break;
-        }
-        let permit = tokio::select! {
-            permit = state.connections.clone().acquire_owned() => permit,
-            _ = phase.changed() => continue,
-        };
-        let Ok(permit) = permit else { break };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = phase.changed() => continue,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                backoff = Duration::from_millis(1);
-                tokio::spawn(serve_connection(
-                    ctx.clone(),
-                    stream,
-                    router.clone(),
-                    permit,
-                ));
-            }
-            Err(e) => {
-                tracing::warn!("HTTP accept failed: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+    crate::server::accept_while_serving(
+        &ctx.server,
+        &state.connections,
+        "HTTP",
+        || async { listener.accept().await.map(|(stream, _)| stream) },
+        |stream, permit| {
+            tokio::spawn(serve_connection(
+                ctx.clone(),
+                stream,
+                router.clone(),
+                permit,
+            ));
+        },
+    )
+    .await;
     if ctx.server.phase() != Phase::Stopping {
         *lock(&state.listener) = Some(listener);
     }
