@@ -214,14 +214,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_a_provably_identical_leader_is_adopted() {
-        let mut child = std::process::Command::new("sleep")
+    /// A live process to stand for a leader: the child, its pid and its start time.
+    fn live_leader() -> (std::process::Child, i32, u64) {
+        let child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
         let start = crate::procs::read_stat(pid).unwrap().start_time;
+        (child, pid, start)
+    }
+
+    #[test]
+    fn only_a_provably_identical_leader_is_adopted() {
+        let (mut child, pid, start) = live_leader();
         let boot = boot_id();
         let recovered = recover(
             replayed(vec![
@@ -257,12 +263,7 @@ mod tests {
 
     #[test]
     fn warm_browsers_are_terminated_never_adopted() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let start = crate::procs::read_stat(pid).unwrap().start_time;
+        let (mut child, pid, start) = live_leader();
         let boot = boot_id();
         let warm = |id: &str, boot: &str| SessionRecord {
             warm: true,

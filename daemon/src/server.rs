@@ -296,16 +296,16 @@ async fn handle_connection(
     let mut phase = ctx.server.phase.subscribe();
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
-        let (mut reader, mut writer) = (&stream, &stream);
+        let mut reader = &stream;
         while let Some(frame) = decoder.next_frame() {
-            let caller = Caller::on(connection_fd(&stream));
-            match answer(ctx, &frame, &caller).await {
-                Answer::Line(_) if caller.handed_over().is_some() => {
-                    let ticket = caller.handed_over().unwrap_or_default();
-                    return park_unanswered(stream, frame, decoder, ticket);
+            match answer_frame(ctx, &stream, &frame).await? {
+                Answered::Written => {}
+                Answered::HandedOver(ticket) => {
+                    return park_unanswered(stream, frame, decoder, ticket)
                 }
-                Answer::Line(line) => writer.write_all(line.as_bytes()).await?,
-                Answer::Watch(req_id, filter) => return Ok(Ending::Watch(stream, req_id, filter)),
+                Answered::Watch(req_id, filter) => {
+                    return Ok(Ending::Watch(stream, req_id, filter))
+                }
             }
         }
         if matches!(
@@ -322,15 +322,12 @@ async fn handle_connection(
             if let Some(frame) = decoder.finish() {
                 // The client sent its last request without a newline and shut down its
                 // writing half: it still waits for the answer.
-                let caller = Caller::on(connection_fd(&stream));
-                match answer(ctx, &frame, &caller).await {
-                    Answer::Line(_) if caller.handed_over().is_some() => {
-                        let ticket = caller.handed_over().unwrap_or_default();
-                        return park_unanswered(stream, frame, decoder, ticket);
+                match answer_frame(ctx, &stream, &frame).await? {
+                    Answered::HandedOver(ticket) => {
+                        return park_unanswered(stream, frame, decoder, ticket)
                     }
-                    Answer::Line(line) => writer.write_all(line.as_bytes()).await?,
                     // It closed its side: nobody to stream to.
-                    Answer::Watch(..) => {}
+                    Answered::Written | Answered::Watch(..) => {}
                 }
             }
             return Ok(Ending::Closed);
@@ -462,6 +459,33 @@ async fn refuse(stream: &Stream, error: &WireError) -> io::Result<()> {
 enum Answer {
     Line(String),
     Watch(Option<serde_json::Value>, Watch),
+}
+
+/// What answering one frame of a connection left to do.
+enum Answered {
+    Written,
+    /// A queued launch handed over to the next image, which answers it: the frame is
+    /// parked with this ticket.
+    HandedOver(u64),
+    /// It asked to `watch`.
+    Watch(Option<serde_json::Value>, Watch),
+}
+
+/// Answers one frame of `stream` and writes the answer, unless it is the next image's to
+/// give or the connection turns into an event stream.
+async fn answer_frame(ctx: &Arc<Context>, stream: &Stream, frame: &Frame) -> io::Result<Answered> {
+    let caller = Caller::on(connection_fd(stream));
+    match answer(ctx, frame, &caller).await {
+        Answer::Line(_) if caller.handed_over().is_some() => Ok(Answered::HandedOver(
+            caller.handed_over().unwrap_or_default(),
+        )),
+        Answer::Line(line) => {
+            let mut writer = stream;
+            writer.write_all(line.as_bytes()).await?;
+            Ok(Answered::Written)
+        }
+        Answer::Watch(req_id, filter) => Ok(Answered::Watch(req_id, filter)),
+    }
 }
 
 /// Answers one frame; never fails, never panics on input.
