@@ -30,22 +30,26 @@ pub fn format_age(seconds: i64) -> String {
     }
 }
 
-/// A byte count in binary units, `ps`-style: `900B`, `512K`, `1.5M`, `12M`, `2.0G`.
+/// A byte count in binary units, `ps`-style: `900B`, `512K`, `1.5M`, `12M`, `2.0G`: one
+/// decimal below 10 of a unit, rounded to the nearest (in integers: a listing formats
+/// thousands of these).
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
     if bytes < 1024 {
         return format!("{bytes}B");
     }
-    let mut value = bytes as f64 / 1024.0;
+    let bytes = u128::from(bytes);
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
+    let mut size = 1024u128;
+    while bytes >= size * 1024 && unit + 1 < UNITS.len() {
+        size *= 1024;
         unit += 1;
     }
-    if value < 10.0 {
-        format!("{value:.1}{}", UNITS[unit])
+    let tenths = (bytes * 10 + size / 2) / size;
+    if tenths < 100 {
+        format!("{}.{}{}", tenths / 10, tenths % 10, UNITS[unit])
     } else {
-        format!("{value:.0}{}", UNITS[unit])
+        format!("{}{}", (bytes + size / 2) / size, UNITS[unit])
     }
 }
 
@@ -93,5 +97,10 @@ mod tests {
         assert_eq!(format_bytes(1536 * 1024), "1.5M");
         assert_eq!(format_bytes(12 * 1024 * 1024), "12M");
         assert_eq!(format_bytes(2 << 30), "2.0G");
+        assert_eq!(format_bytes(1023 * 1024), "1023K");
+        assert_eq!(format_bytes(10 * 1024 - 1), "10K", "9.999K rounds to 10K");
+        assert_eq!(format_bytes(1024 + 51), "1.0K");
+        assert_eq!(format_bytes(1024 + 52), "1.1K");
+        assert_eq!(format_bytes(u64::MAX), "16384P");
     }
 }

@@ -6,12 +6,14 @@ use crate::clock::{format_age, format_bytes, now, parse_rfc3339};
 use crate::exit::{Exit, LocalFailure};
 use browserd_proto::duration::format_millis;
 use browserd_proto::{
-    ErrorCode, Event, EventKind, LaunchResult, LeaseResult, MetricsResult, Pressure, RawResponse,
-    ReloadResult, Request, SessionInfo, SessionState, SessionsResult, StatusResult,
+    ErrorCode, Event, EventKind, ExitStatus, LaunchResult, LeaseResult, MetricsResult, Pressure,
+    RawResponse, ReloadResult, Request, SessionInfo, SessionState, SessionType, StatusResult,
     TerminateResult, WatchResult, WireError, PROTOCOL,
 };
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt::Write;
 
 /// Everything a run prints, and how it exits.
@@ -43,7 +45,7 @@ impl Report {
 /// Renders the response to `request`, as JSON or for people.
 pub fn report(request: &Request, response: RawResponse, json: bool) -> Report {
     if json {
-        return json_report(response);
+        return json_report(request, response);
     }
     match (response.ok, response.error) {
         (false, Some(error)) => error_report(request, &error),
@@ -87,7 +89,7 @@ pub fn reloaded(status: &StatusResult, json: bool) -> Report {
 }
 
 /// `--json`: exactly one compact JSON document, the result or the error object.
-fn json_report(response: RawResponse) -> Report {
+fn json_report(request: &Request, response: RawResponse) -> Report {
     match (response.ok, response.error) {
         (false, Some(error)) => {
             let exit = Exit::for_error(error.code);
@@ -95,7 +97,9 @@ fn json_report(response: RawResponse) -> Report {
         }
         _ => {
             let result = result_of(response.result);
-            let exit = if has_failures(&result) {
+            // Only a termination names failed targets (and only its result is looked into).
+            let terminates = matches!(request, Request::Kill(_) | Request::BulkTerminate(_));
+            let exit = if terminates && has_failures(&result) {
                 Exit::TargetFailed
             } else {
                 Exit::Done
@@ -127,9 +131,10 @@ fn success_report(request: &Request, result: &RawValue) -> Report {
         Request::Launch(_) => typed(result, |r: LaunchResult| {
             Report::out(launch(&r.session), Exit::Done)
         }),
-        Request::Sessions(_) => typed(result, |r: SessionsResult| {
-            Report::out(sessions_table(&r.sessions, now()), Exit::Done)
-        }),
+        Request::Sessions(_) => match serde_json::from_str::<Rows<'_>>(result.get()) {
+            Ok(r) => Report::out(sessions_table(&r.sessions, now()), Exit::Done),
+            Err(e) => unexpected_answer(&e),
+        },
         Request::Kill(kill) => typed(result, |r: TerminateResult| terminate(&r, kill.force)),
         Request::BulkTerminate(body) => typed(result, |r: TerminateResult| {
             terminate(&r, body.force == Some(true))
@@ -215,14 +220,18 @@ pub fn event_line(event: &Event) -> String {
 fn typed<T: DeserializeOwned>(result: &RawValue, render: impl FnOnce(T) -> Report) -> Report {
     match serde_json::from_str(result.get()) {
         Ok(result) => render(result),
-        Err(e) => Report::err(
-            format!(
-                "browserctl: unexpected answer from browserd ({e}). Are browserctl and browserd \
-                 the same version? `browserctl --json` shows the raw answer.\n"
-            ),
-            Exit::TargetFailed,
-        ),
+        Err(e) => unexpected_answer(&e),
     }
+}
+
+fn unexpected_answer(e: &serde_json::Error) -> Report {
+    Report::err(
+        format!(
+            "browserctl: unexpected answer from browserd ({e}). Are browserctl and browserd \
+             the same version? `browserctl --json` shows the raw answer.\n"
+        ),
+        Exit::TargetFailed,
+    )
 }
 
 /// `launched <id> (pid N)`, then the DevTools endpoint and expiry when there are any.
@@ -256,14 +265,68 @@ const COLUMNS: [(&str, Align); 10] = [
     ("ENDPOINT", Align::Left),
 ];
 
+/// A session as the `ls` table shows it, borrowed from the answer's text: a listing of
+/// thousands of sessions is read without a copy of each one's strings (and without the
+/// fields the table does not show).
+#[derive(Debug, Deserialize)]
+pub struct Row<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default)]
+    tracking_id: Option<String>,
+    session_type: SessionType,
+    #[serde(borrow)]
+    workspace: Cow<'a, str>,
+    state: SessionState,
+    pid: i32,
+    #[serde(borrow)]
+    started_at: Cow<'a, str>,
+    #[serde(default)]
+    exit: Option<ExitStatus>,
+    #[serde(default)]
+    processes: Option<u32>,
+    #[serde(default)]
+    memory_bytes: Option<u64>,
+    #[serde(default)]
+    ws_endpoint: Option<String>,
+    #[serde(default)]
+    usage_age_ms: Option<u64>,
+}
+
+/// The `sessions` result, as the table reads it.
+#[derive(Deserialize)]
+struct Rows<'a> {
+    #[serde(borrow)]
+    sessions: Vec<Row<'a>>,
+}
+
+impl<'a> From<&'a SessionInfo> for Row<'a> {
+    fn from(session: &'a SessionInfo) -> Row<'a> {
+        Row {
+            id: Cow::Borrowed(session.id.as_str()),
+            tracking_id: session.tracking_id.as_ref().map(ToString::to_string),
+            session_type: session.session_type,
+            workspace: Cow::Borrowed(session.workspace.as_str()),
+            state: session.state,
+            pid: session.pid,
+            started_at: Cow::Borrowed(&session.started_at),
+            exit: session.exit,
+            processes: session.processes,
+            memory_bytes: session.memory_bytes,
+            ws_endpoint: session.ws_endpoint.clone(),
+            usage_age_ms: session.usage_age_ms,
+        }
+    }
+}
+
 /// The `ls` table. AGE is time since start for live sessions and the exit status (`exit 0`,
 /// `signal 9`) for exited ones; absent values show as `-`.
-pub fn sessions_table(sessions: &[SessionInfo], now: i64) -> String {
+pub fn sessions_table(sessions: &[Row<'_>], now: i64) -> String {
     if sessions.is_empty() {
         return "no sessions\n".to_owned();
     }
-    let header = COLUMNS.map(|(name, _)| name.to_owned());
-    let rows: Vec<[String; 10]> = std::iter::once(header)
+    let header = COLUMNS.map(|(name, _)| Cow::Borrowed(name));
+    let rows: Vec<[Cow<'_, str>; 10]> = std::iter::once(header)
         .chain(sessions.iter().map(|s| session_row(s, now)))
         .collect();
     let aligns = COLUMNS.map(|(_, align)| align);
@@ -271,76 +334,94 @@ pub fn sessions_table(sessions: &[SessionInfo], now: i64) -> String {
     // The daemon answers from its last measurement; say so once it is not a fresh one.
     if let Some(oldest) = sessions.iter().filter_map(|s| s.usage_age_ms).max() {
         if oldest >= 1000 {
-            table.push_str(&format!(
-                "PROCS and MEM as measured up to {:.1}s ago\n",
+            let _ = writeln!(
+                table,
+                "PROCS and MEM as measured up to {:.1}s ago",
                 oldest as f64 / 1000.0
-            ));
+            );
         }
     }
     table
 }
 
-fn session_row(session: &SessionInfo, now: i64) -> [String; 10] {
-    let dash = || "-".to_owned();
+fn session_row<'a>(session: &'a Row<'a>, now: i64) -> [Cow<'a, str>; 10] {
+    const DASH: Cow<'static, str> = Cow::Borrowed("-");
     let age = match (session.state, session.exit) {
-        (SessionState::Exited, Some(exit)) => exit.to_string(),
-        (SessionState::Exited, None) => dash(),
-        _ => parse_rfc3339(&session.started_at).map_or_else(dash, |t| format_age(now - t)),
+        (SessionState::Exited, Some(exit)) => Cow::Owned(exit.to_string()),
+        (SessionState::Exited, None) => DASH,
+        _ => parse_rfc3339(&session.started_at).map_or(DASH, |t| Cow::Owned(format_age(now - t))),
     };
     [
-        session.id.to_string(),
-        session
-            .tracking_id
-            .as_ref()
-            .map_or_else(dash, ToString::to_string),
-        session.session_type.to_string(),
-        session.workspace.to_string(),
-        session.state.to_string(),
-        session.pid.to_string(),
+        Cow::Borrowed(&*session.id),
+        session.tracking_id.as_deref().map_or(DASH, Cow::Borrowed),
+        Cow::Borrowed(session.session_type.as_str()),
+        Cow::Borrowed(&*session.workspace),
+        Cow::Borrowed(session.state.as_str()),
+        Cow::Owned(session.pid.to_string()),
         age,
-        session.processes.map_or_else(dash, |n| n.to_string()),
-        session.memory_bytes.map_or_else(dash, format_bytes),
+        session
+            .processes
+            .map_or(DASH, |n| Cow::Owned(n.to_string())),
+        session
+            .memory_bytes
+            .map_or(DASH, |n| Cow::Owned(format_bytes(n))),
         // An exited browser's endpoint no longer answers; --json still shows what it was.
         session
             .ws_endpoint
-            .clone()
+            .as_deref()
             .filter(|_| session.state.is_live())
-            .unwrap_or_else(dash),
+            .map_or(DASH, Cow::Borrowed),
     ]
 }
 
 /// Pads every cell to its column's width (in characters) with two spaces between columns,
 /// leaving no trailing whitespace.
-fn align_columns<const N: usize>(rows: &[[String; N]], aligns: &[Align; N]) -> String {
+fn align_columns<const N: usize, S: AsRef<str>>(rows: &[[S; N]], aligns: &[Align; N]) -> String {
     let mut widths = [0usize; N];
+    let mut bytes = 0;
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(cell.as_ref().chars().count());
         }
     }
-    let mut text = String::new();
+    for width in widths {
+        bytes += width + 2;
+    }
+    let mut text = String::with_capacity(rows.len() * (bytes + 1));
     for row in rows {
-        let mut line = String::new();
+        let line_start = text.len();
         for (i, cell) in row.iter().enumerate() {
+            let cell = cell.as_ref();
             if i > 0 {
-                line.push_str("  ");
+                text.push_str("  ");
             }
             let pad = widths[i] - cell.chars().count();
             match aligns[i] {
                 Align::Left => {
-                    line.push_str(cell);
-                    line.extend(std::iter::repeat_n(' ', pad));
+                    text.push_str(cell);
+                    pad_with_spaces(&mut text, pad);
                 }
                 Align::Right => {
-                    line.extend(std::iter::repeat_n(' ', pad));
-                    line.push_str(cell);
+                    pad_with_spaces(&mut text, pad);
+                    text.push_str(cell);
                 }
             }
         }
-        text.push_str(line.trim_end());
+        let trimmed = text[line_start..].trim_end().len();
+        text.truncate(line_start + trimmed);
         text.push('\n');
     }
     text
+}
+
+fn pad_with_spaces(text: &mut String, n: usize) {
+    const SPACES: &str = "                                                                ";
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(SPACES.len());
+        text.push_str(&SPACES[..take]);
+        left -= take;
+    }
 }
 
 /// `kill` and `terminate`: a line per target, a summary, and a hint when `--force` would
@@ -635,6 +716,10 @@ mod tests {
         }
     }
 
+    fn rows(sessions: &[SessionInfo]) -> Vec<Row<'_>> {
+        sessions.iter().map(Row::from).collect()
+    }
+
     fn ok(result: serde_json::Value) -> RawResponse {
         browserd_proto::Response::success(Some(json!(1)), &result).into_raw()
     }
@@ -665,7 +750,7 @@ mod tests {
         exited.state = SessionState::Exited;
         exited.exit = Some(ExitStatus::Signal(9));
 
-        let table = sessions_table(&[browser, exited], NOW);
+        let table = sessions_table(&rows(&[browser, exited]), NOW);
         let expected = "\
 ID               TRACKING  TYPE     WORKSPACE  STATE       PID  AGE       PROCS   MEM  ENDPOINT
 aaaaaaaa-000001  job-42    browser  default    running  123456  2m           12  300M  ws://127.0.0.1:9222/devtools/browser/x
@@ -679,12 +764,12 @@ aaaaaaaa-000002  -         sandbox  ci β       exited       42  signal 9      -
         let mut fresh = session("aaaaaaaa-000001");
         fresh.processes = Some(1);
         fresh.usage_age_ms = Some(200);
-        let table = sessions_table(std::slice::from_ref(&fresh), NOW);
+        let table = sessions_table(&rows(std::slice::from_ref(&fresh)), NOW);
         assert!(!table.contains("measured"), "{table}");
         let mut old = session("aaaaaaaa-000002");
         old.processes = Some(3);
         old.usage_age_ms = Some(2500);
-        let table = sessions_table(&[fresh, old], NOW);
+        let table = sessions_table(&rows(&[fresh, old]), NOW);
         assert!(
             table.ends_with("PROCS and MEM as measured up to 2.5s ago\n"),
             "{table}"
@@ -699,6 +784,26 @@ aaaaaaaa-000002  -         sandbox  ci β       exited       42  signal 9      -
         ];
         let text = align_columns(&rows, &[Align::Left, Align::Right]);
         assert_eq!(text, "ββ  x\na   y\n");
+    }
+
+    #[test]
+    fn a_listing_with_escaped_text_and_unknown_fields_renders_as_text() {
+        let result = r#"{"sessions":[{"id":"aaaaaaaa-000001","session_type":"sandbox",
+            "workspace":"\u00e9quipe \"a\"","state":"exited","pid":7,"pgid":7,
+            "started_at":"2024-05-01T11:58:00Z","command":["sh","-c","echo \"\\n\""],
+            "leases":0,"exit":{"code":3},"a_field_from_a_newer_daemon":[1,{"x":null}]}]}"#;
+        let response = RawResponse {
+            req_id: Some(json!(1)),
+            ok: true,
+            result: Some(RawValue::from_string(result.to_owned()).unwrap()),
+            error: None,
+        };
+        let request = Request::Sessions(Default::default());
+        let report = report(&request, response, false);
+        assert_eq!(report.exit, Exit::Done, "{report:?}");
+        let row = report.stdout.lines().nth(1).unwrap();
+        assert!(row.contains("équipe \"a\"  exited"), "{row}");
+        assert!(row.contains("exit 3"), "{row}");
     }
 
     #[test]

@@ -5,16 +5,16 @@
 use crate::caller::Caller;
 use crate::context::Context;
 use crate::error::Error;
+use crate::registry::ListedUsage;
 use crate::{launch, terminate};
 use browserd_proto::duration::{as_millis, format_millis};
 use browserd_proto::{
-    format_rfc3339, BrowserStatus, BulkTerminate, ContainmentStatus, EndReason, ErrorCode, Failure,
-    Kill, Launch, LaunchResult, Lease, LeaseResult, Limits, MetricsResult, QueueStatus, Release,
-    ReloadResult, Request, SessionId, SessionInfo, SessionRef, SessionType, SessionsFilter,
-    SessionsResult, StatusResult, Target, TerminateResult, WireError, Workspace,
+    format_rfc3339, BrowserStatus, BulkTerminate, ContainmentStatus, Encoded, EndReason, ErrorCode,
+    Failure, Kill, Launch, LaunchResult, Lease, LeaseResult, Limits, MetricsResult, QueueStatus,
+    Release, ReloadResult, Request, SessionId, SessionInfo, SessionRef, SessionType,
+    SessionsFilter, StatusResult, Target, TerminateResult, WireError, Workspace,
 };
 use serde::Serialize;
-use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,12 +24,12 @@ pub async fn apply(
     ctx: &Arc<Context>,
     request: Request,
     caller: &Caller<'_>,
-) -> Result<Box<RawValue>, WireError> {
+) -> Result<Encoded, WireError> {
     match request {
         Request::Launch(request) => encode(&LaunchResult {
             session: launch_op(ctx, request, caller).await?,
         }),
-        Request::Sessions(filter) => encode(&sessions(ctx, &filter).await),
+        Request::Sessions(filter) => Ok(sessions(ctx, &filter).await),
         Request::Kill(kill) => encode(&kill_op(ctx, kill).await?),
         Request::BulkTerminate(body) => encode(&bulk_terminate(ctx, body).await?),
         Request::Lease(lease) => encode(&lease_op(ctx, &lease).await?),
@@ -68,36 +68,30 @@ pub async fn launch_op(
     launched
 }
 
-fn encode(result: &impl Serialize) -> Result<Box<RawValue>, WireError> {
-    serde_json::value::to_raw_value(result)
+fn encode(result: &impl Serialize) -> Result<Encoded, WireError> {
+    Encoded::of(result)
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("cannot encode result: {e}")))
 }
 
-/// Lists sessions; live ones with what they use: their process count, memory (PSS summed
-/// over their processes, so a page they share counts once) and CPU time, as last measured,
-/// with how long ago (see `usage`).
-pub async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> SessionsResult {
-    let mut sessions = ctx.registry.list(filter);
-    let live: Vec<SessionId> = sessions
-        .iter()
-        .filter(|s| s.state.is_live())
-        .map(|s| s.id.clone())
-        .collect();
-    if !live.is_empty() {
-        let mut figures = crate::usage::figures(ctx, &live).await;
-        let now = std::time::Instant::now();
-        for session in sessions.iter_mut().filter(|s| s.state.is_live()) {
-            let Some(measured) = figures.remove(&session.id) else {
-                continue;
-            };
-            let used = measured.usage;
-            session.processes = Some(used.processes);
-            session.memory_bytes = Some(used.memory_bytes);
-            session.cpu_seconds = Some(used.cpu_seconds);
-            session.usage_age_ms = Some(as_millis(now.saturating_duration_since(measured.at)));
-        }
-    }
-    SessionsResult { sessions }
+/// Lists sessions (the `sessions` result, as JSON); live ones with what they use: their
+/// process count, memory (PSS summed over their processes, so a page they share counts once)
+/// and CPU time, as last measured, with how long ago (see `usage`).
+pub async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> Encoded {
+    let live = ctx.registry.live_listed(filter);
+    let figures = if live.is_empty() {
+        Default::default()
+    } else {
+        crate::usage::figures(ctx, &live).await
+    };
+    let now = std::time::Instant::now();
+    ctx.registry.list_json(filter, |id| {
+        figures.get(id).map(|measured| ListedUsage {
+            processes: measured.usage.processes,
+            memory_bytes: measured.usage.memory_bytes,
+            cpu_seconds: measured.usage.cpu_seconds,
+            age_ms: as_millis(now.saturating_duration_since(measured.at)),
+        })
+    })
 }
 
 pub async fn kill_op(ctx: &Arc<Context>, kill: Kill) -> Result<TerminateResult, Error> {

@@ -5,6 +5,7 @@
 
 use browserd_proto::SessionId;
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -670,8 +671,12 @@ pub fn daemon_children() -> io::Result<Vec<i32>> {
     }
     threads.push(me);
     let mut children = Vec::new();
+    let mut path = String::with_capacity(48);
     for tid in threads {
-        match fs::read(format!("/proc/self/task/{tid}/children")) {
+        path.clear();
+        let _ = write!(path, "/proc/self/task/{tid}/children");
+        // Sized for a few hundred children in one read.
+        match read_small(&path, 8 * 1024) {
             Ok(text) => children.extend(
                 text.split(|b| b.is_ascii_whitespace())
                     .filter_map(parse_pid),

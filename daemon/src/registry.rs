@@ -29,9 +29,11 @@ use crate::records::{
 };
 use crate::termination::{Control, Outcome, Termination};
 use browserd_proto::{
-    format_rfc3339, EndReason, Event, EventKind, ExitStatus, LeaseId, SessionId, SessionInfo,
-    SessionRef, SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
+    format_rfc3339, Encoded, EndReason, Event, EventKind, ExitStatus, LeaseId, Rfc3339, SessionId,
+    SessionInfo, SessionRef, SessionState, SessionType, SessionsFilter, StateCounts, TrackingId,
+    Workspace,
 };
+use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -182,6 +184,130 @@ impl Session {
             usage_age_ms: None,
             reason,
         }
+    }
+}
+
+/// The sessions a listing with `filter` shows (never a warm browser), oldest first.
+fn matching<'a>(state: &'a State, filter: &SessionsFilter) -> Vec<&'a Session> {
+    let mut found: Vec<&Session> = state
+        .sessions
+        .values()
+        .filter(|s| shown(s, filter))
+        .collect();
+    found.sort_by(|a, b| oldest_first(a, b));
+    found
+}
+
+/// Whether a listing with `filter` shows `session`.
+fn shown(session: &Session, filter: &SessionsFilter) -> bool {
+    !session.warm
+        && filter
+            .workspace
+            .as_ref()
+            .is_none_or(|w| *w == session.workspace)
+        && filter.session_type.is_none_or(|t| t == session.kind)
+        && filter.state.is_none_or(|st| st == session.state())
+        && (filter.tracking_id.is_none() || filter.tracking_id == session.tracking_id)
+}
+
+/// About what one listed session takes as JSON, to size a listing's buffer.
+const LISTED_SIZE: usize = 320;
+
+/// What a listing shows of a live session's use (see `usage`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ListedUsage {
+    pub processes: u32,
+    pub memory_bytes: u64,
+    pub cpu_seconds: f64,
+    /// How long ago it was measured.
+    pub age_ms: u64,
+}
+
+/// A session as a listing writes it: the fields, names and order of [`SessionInfo`]
+/// (`listed_sessions_read_back_as_their_info` checks it), borrowed from the registry.
+#[derive(Serialize)]
+struct Listed<'a> {
+    id: &'a SessionId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracking_id: Option<&'a TrackingId>,
+    session_type: SessionType,
+    workspace: &'a Workspace,
+    state: SessionState,
+    pid: i32,
+    pgid: i32,
+    started_at: Rfc3339,
+    command: &'a [String],
+    leases: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<ExitStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_at: Option<Rfc3339>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<Rfc3339>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ws_endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile_dir: Option<PathText<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_age_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<EndReason>,
+}
+
+impl<'a> Listed<'a> {
+    fn of(session: &'a Session, used: Option<ListedUsage>) -> Listed<'a> {
+        let (exit, ended_at, reason) = match &session.phase {
+            Phase::Exited {
+                exit,
+                ended_at,
+                reason,
+            } => (Some(*exit), Some(Rfc3339(*ended_at)), Some(*reason)),
+            _ => (None, None, None),
+        };
+        let browser = session.browser.as_ref();
+        Listed {
+            id: &session.id,
+            tracking_id: session.tracking_id.as_ref(),
+            session_type: session.kind,
+            workspace: &session.workspace,
+            state: session.state(),
+            pid: session.pid,
+            pgid: session.pid,
+            started_at: Rfc3339(session.started_at),
+            command: &session.command,
+            leases: u32::try_from(session.leases.len()).unwrap_or(u32::MAX),
+            exit,
+            ended_at,
+            expires_at: session
+                .expires
+                .filter(|_| session.is_live())
+                .map(|d| Rfc3339(d.wall)),
+            ws_endpoint: browser.and_then(|b| b.ws_endpoint.as_deref()),
+            profile_dir: browser.and_then(|b| b.profile_dir.as_deref()).map(PathText),
+            processes: used.map(|u| u.processes),
+            memory_bytes: used.map(|u| u.memory_bytes),
+            cpu_seconds: used.map(|u| u.cpu_seconds),
+            usage_age_ms: used.map(|u| u.age_ms),
+            reason,
+        }
+    }
+}
+
+/// A path written as text, as `Path::display` shows it.
+struct PathText<'a>(&'a std::path::Path);
+
+impl Serialize for PathText<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0.display())
     }
 }
 
@@ -936,20 +1062,56 @@ impl Registry {
         session.browser.as_ref()?.ws_endpoint.clone()
     }
 
-    /// Sessions matching every given filter, oldest first.
+    /// Sessions matching every given filter, oldest first, as [`Registry::list_json`] writes
+    /// them without their figures.
+    #[cfg(test)]
     pub fn list(&self, filter: &SessionsFilter) -> Vec<SessionInfo> {
         let state = self.lock();
-        let mut found: Vec<&Session> = state
+        matching(&state, filter)
+            .into_iter()
+            .map(Session::info)
+            .collect()
+    }
+
+    /// The live sessions a listing with `filter` shows.
+    pub fn live_listed(&self, filter: &SessionsFilter) -> Vec<SessionId> {
+        let state = self.lock();
+        state
             .sessions
             .values()
-            .filter(|s| !s.warm)
-            .filter(|s| filter.workspace.as_ref().is_none_or(|w| *w == s.workspace))
-            .filter(|s| filter.session_type.is_none_or(|t| t == s.kind))
-            .filter(|s| filter.state.is_none_or(|st| st == s.state()))
-            .filter(|s| filter.tracking_id.is_none() || filter.tracking_id == s.tracking_id)
-            .collect();
-        found.sort_by(|a, b| oldest_first(a, b));
-        found.into_iter().map(Session::info).collect()
+            .filter(|s| s.is_live() && shown(s, filter))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// The `sessions` result for `filter`, as JSON: what [`Registry::list`] gives, each live
+    /// session with its figures from `usage`, written straight from the registry (a listing
+    /// of a thousand sessions copies none of their strings).
+    pub fn list_json(
+        &self,
+        filter: &SessionsFilter,
+        usage: impl Fn(&SessionId) -> Option<ListedUsage>,
+    ) -> Encoded {
+        let state = self.lock();
+        let found = matching(&state, filter);
+        let mut text = Vec::with_capacity(64 + found.len() * LISTED_SIZE);
+        text.extend_from_slice(b"{\"sessions\":[");
+        for (i, session) in found.into_iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            let used = session.is_live().then(|| usage(&session.id)).flatten();
+            // Writing to memory fails only if serializing does, and nothing here can fail
+            // to serialize (every map key is a string).
+            if let Err(e) = serde_json::to_writer(&mut text, &Listed::of(session, used)) {
+                tracing::error!(session = %session.id, "cannot list a session: {e}");
+            }
+        }
+        text.extend_from_slice(b"]}");
+        // serde_json writes UTF-8 only: the fallback never runs.
+        let text = String::from_utf8(text)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Encoded::from_serde_text(text)
     }
 
     /// Sessions by state and type, every pair listed.
@@ -1799,6 +1961,98 @@ mod tests {
             Some(second),
             "the latest exited session answers for its tracking id"
         );
+    }
+
+    #[test]
+    fn listed_sessions_read_back_as_their_info() {
+        let r = registry(10);
+        let plain = launch(&r, 500, None);
+        let tracked = launch(&r, 501, Some("job-1"));
+        r.lease(&tracked.as_str().parse().unwrap(), Duration::from_secs(60))
+            .unwrap();
+        let admission = r.admit_now(None, None).unwrap();
+        let browser = r
+            .insert(
+                admission,
+                NewSession {
+                    kind: SessionType::Browser,
+                    starting: true,
+                    browser: Some(BrowserInfo {
+                        ws_endpoint: None,
+                        profile_dir: Some("/tmp/profile ü".into()),
+                    }),
+                    ..new_session(502, None)
+                },
+            )
+            .id;
+        r.mark_running(&browser, "ws://127.0.0.1:9/devtools/browser/x".into())
+            .unwrap();
+        let admission = r.admit_now(None, Some(Duration::from_secs(3600))).unwrap();
+        let expiring = r
+            .insert(
+                admission,
+                NewSession {
+                    command: vec!["sh".into(), "-c".into(), "echo \"ü\"\n\t\\".into()],
+                    workspace: "team a/β".parse().unwrap(),
+                    ..new_session(503, None)
+                },
+            )
+            .id;
+        let gone = launch(&r, 504, Some("gone"));
+        exit(&r, &gone, 504, 3);
+        let used = |id: &SessionId| {
+            (*id != plain).then_some(ListedUsage {
+                processes: 3,
+                memory_bytes: 1 << 20,
+                cpu_seconds: 0.25,
+                age_ms: 1500,
+            })
+        };
+        for filter in [
+            SessionsFilter::default(),
+            SessionsFilter {
+                state: Some(SessionState::Exited),
+                ..Default::default()
+            },
+            SessionsFilter {
+                tracking_id: Some(tracking("job-1")),
+                ..Default::default()
+            },
+        ] {
+            let mut expected = r.list(&filter);
+            for info in expected.iter_mut().filter(|s| s.state.is_live()) {
+                if let Some(u) = used(&info.id) {
+                    info.processes = Some(u.processes);
+                    info.memory_bytes = Some(u.memory_bytes);
+                    info.cpu_seconds = Some(u.cpu_seconds);
+                    info.usage_age_ms = Some(u.age_ms);
+                }
+            }
+            let json = r.list_json(&filter, used);
+            let listed: browserd_proto::SessionsResult =
+                serde_json::from_str(json.get()).expect("a listing reads back");
+            assert_eq!(listed.sessions, expected, "{filter:?}");
+            assert_eq!(
+                json.get(),
+                serde_json::to_string(&browserd_proto::SessionsResult { sessions: expected })
+                    .unwrap(),
+                "the same text, field for field"
+            );
+        }
+        let all = r.list(&SessionsFilter::default());
+        assert_eq!(all.len(), 5);
+        assert!(all
+            .iter()
+            .any(|s| s.id == expiring && s.expires_at.is_some()));
+        assert!(all
+            .iter()
+            .any(|s| s.id == browser && s.ws_endpoint.is_some()));
+        assert!(all
+            .iter()
+            .any(|s| s.id == gone && s.exit.is_some() && s.ended_at.is_some()));
+        let mut live = r.live_listed(&SessionsFilter::default());
+        live.sort();
+        assert_eq!(live, vec![plain, tracked, browser, expiring]);
     }
 
     #[test]

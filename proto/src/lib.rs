@@ -22,12 +22,12 @@ pub use request::{
     Release, Request, SessionsFilter, Watch,
 };
 pub use response::{
-    BrowserStatus, ContainmentStatus, EndReason, ExitStatus, Failure, LaunchResult, LeaseResult,
-    Limits, MetricsResult, PoolStatus, Pressure, QueueStatus, RawResponse, ReloadResult, Response,
-    SessionInfo, SessionState, SessionType, SessionsResult, StateCounts, StatusResult,
-    TerminateResult, WatchResult,
+    BrowserStatus, ContainmentStatus, Encoded, EndReason, ExitStatus, Failure, LaunchResult,
+    LeaseResult, Limits, MetricsResult, PoolStatus, Pressure, QueueStatus, RawResponse,
+    ReloadResult, Response, SessionInfo, SessionState, SessionType, SessionsResult, StateCounts,
+    StatusResult, TerminateResult, WatchResult,
 };
-pub use time::format_rfc3339;
+pub use time::{format_rfc3339, Rfc3339};
 
 /// The protocol version reported by `status`; a breaking change bumps it.
 pub const PROTOCOL: u32 = 1;

@@ -469,22 +469,21 @@ impl Response {
     }
 
     /// A success line whose result is already encoded (a server's answer, written without
-    /// building a [`Value`] tree first), newline included. Decodes as a [`Response`].
-    pub fn success_line(req_id: Option<&Value>, result: &serde_json::value::RawValue) -> String {
-        #[derive(Serialize)]
-        struct Encoded<'a> {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            req_id: Option<&'a Value>,
-            ok: bool,
-            result: &'a serde_json::value::RawValue,
+    /// building a [`Value`] tree first, and without parsing its text again), newline
+    /// included. Decodes as a [`Response`], field for field as [`Response::to_line`] writes it.
+    pub fn success_line(req_id: Option<&Value>, result: &Encoded) -> String {
+        let req_id = req_id.map(|id| serde_json::to_string(id).expect("a JSON value serializes"));
+        let mut line =
+            String::with_capacity(result.0.len() + 32 + req_id.as_ref().map_or(0, String::len));
+        line.push('{');
+        if let Some(req_id) = req_id {
+            line.push_str("\"req_id\":");
+            line.push_str(&req_id);
+            line.push(',');
         }
-        let mut line = serde_json::to_string(&Encoded {
-            req_id,
-            ok: true,
-            result,
-        })
-        .expect("an encoded result always serializes");
-        line.push('\n');
+        line.push_str("\"ok\":true,\"result\":");
+        line.push_str(&result.0);
+        line.push_str("}\n");
         line
     }
 
@@ -519,6 +518,36 @@ impl Response {
                 "response has neither a result nor an error",
             )),
         }
+    }
+}
+
+/// A result already encoded as JSON text by serde_json, sent as it is: never parsed again
+/// on its way out (a listing of thousands of sessions is hundreds of KiB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded(String);
+
+impl Encoded {
+    /// Encodes `value`.
+    pub fn of(value: &impl Serialize) -> serde_json::Result<Encoded> {
+        serde_json::to_string(value).map(Encoded)
+    }
+
+    /// Text put together from serde_json's output (a listing written session by session).
+    /// Debug builds check that it is one JSON value.
+    pub fn from_serde_text(text: String) -> Encoded {
+        debug_assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok(),
+            "not one JSON value: {text}"
+        );
+        Encoded(text)
+    }
+
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 
@@ -575,8 +604,13 @@ mod tests {
     #[test]
     fn an_encoded_success_line_is_the_same_response() {
         let result = json!({"sessions": [{"id": "a", "n": 1.5}], "x": null});
-        let raw = serde_json::value::to_raw_value(&result).unwrap();
-        for req_id in [None, Some(json!(7)), Some(json!("r-1"))] {
+        let raw = Encoded::of(&result).unwrap();
+        for req_id in [
+            None,
+            Some(json!(7)),
+            Some(json!("r-1")),
+            Some(json!({"a": [1, "\n"]})),
+        ] {
             let line = Response::success_line(req_id.as_ref(), &raw);
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
             let decoded: Response = serde_json::from_str(&line).unwrap();

@@ -2,6 +2,7 @@
 //! panic, whatever instant it is given: RFC 3339 has four-digit years, so instants outside
 //! 1970..=9999 are clamped to the nearest representable one.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The last instant RFC 3339 can write: 9999-12-31T23:59:59.999Z.
@@ -9,9 +10,26 @@ const LAST_SECOND: u64 = 253_402_300_799;
 
 /// `at` as RFC 3339 (`2024-05-01T12:00:00.123Z`), clamped to 1970-01-01..9999-12-31.
 pub fn format_rfc3339(at: SystemTime) -> String {
-    let last = UNIX_EPOCH + Duration::from_millis(LAST_SECOND * 1000 + 999);
-    let clamped = at.clamp(UNIX_EPOCH, last);
-    humantime::format_rfc3339_millis(clamped).to_string()
+    Rfc3339(at).to_string()
+}
+
+/// An instant that displays and serializes as [`format_rfc3339`] writes it, without a
+/// `String` of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339(pub SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let last = UNIX_EPOCH + Duration::from_millis(LAST_SECOND * 1000 + 999);
+        let clamped = self.0.clamp(UNIX_EPOCH, last);
+        fmt::Display::fmt(&humantime::format_rfc3339_millis(clamped), f)
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 #[cfg(test)]
@@ -30,5 +48,14 @@ mod tests {
         assert_eq!(format_rfc3339(far), "9999-12-31T23:59:59.999Z");
         let early = UNIX_EPOCH - Duration::from_secs(3600);
         assert_eq!(format_rfc3339(early), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn serializes_as_the_formatted_string() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_714_564_800_123);
+        assert_eq!(
+            serde_json::to_string(&Rfc3339(at)).unwrap(),
+            "\"2024-05-01T12:00:00.123Z\""
+        );
     }
 }

@@ -124,6 +124,16 @@ pub fn run_once(
     sample.rss_at_n_kib = procs::rss_kib(d.pid());
     sample.fds_at_n = procs::fd_count(d.pid());
 
+    // A listing of exactly the N sessions: the running ones, while only they run (exited
+    // sessions of earlier repetitions stay listed, and are left out by the filter).
+    let cpu = Meter::start(d)?;
+    for _ in 0..opts.samples {
+        sample
+            .ls_running_ms
+            .push(ctl(browserctl, d, &["ls", "--state", "running"])?);
+    }
+    cpu.record(&mut sample, "ls of the N running, per call", opts.samples);
+
     // The sessions of the kill-one and natural-exit samples, started before the idle window
     // so that the first kill comes right after it.
     let kill_sessions = launch_many(&mut client, &polite, opts.samples, |_| None)?;

@@ -33,6 +33,7 @@ const SCENARIOS: &[&str] = &[
     "kill_one_over_start",
     "kill_one_after_idle",
     "ls_median",
+    "ls_all_median",
     "queue_admission_median",
     "queue_admission_p99",
     "queue_after_kill_median",

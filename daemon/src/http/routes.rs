@@ -215,7 +215,12 @@ async fn sessions(
         state: query.state,
         tracking_id: query.tracking_id,
     };
-    Ok(Json(ops::sessions(&ctx, &filter).await).into_response())
+    let listing = ops::sessions(&ctx, &filter).await;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        listing.into_string(),
+    )
+        .into_response())
 }
 
 /// `GET /pressure`, in browserless's shape (`{"pressure": {...}}`, camelCase), with the
