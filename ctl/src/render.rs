@@ -10,7 +10,6 @@ use browserd_proto::{
     RawResponse, ReloadResult, Request, SessionInfo, SessionState, SessionType, StatusResult,
     TerminateResult, WatchResult, WireError, PROTOCOL,
 };
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -131,10 +130,9 @@ fn success_report(request: &Request, result: &RawValue) -> Report {
         Request::Launch(_) => typed(result, |r: LaunchResult| {
             Report::out(launch(&r.session), Exit::Done)
         }),
-        Request::Sessions(_) => match serde_json::from_str::<Rows<'_>>(result.get()) {
-            Ok(r) => Report::out(sessions_table(&r.sessions, now()), Exit::Done),
-            Err(e) => unexpected_answer(&e),
-        },
+        Request::Sessions(_) => typed(result, |r: Rows<'_>| {
+            Report::out(sessions_table(&r.sessions, now()), Exit::Done)
+        }),
         Request::Kill(kill) => typed(result, |r: TerminateResult| terminate(&r, kill.force)),
         Request::BulkTerminate(body) => typed(result, |r: TerminateResult| {
             terminate(&r, body.force == Some(true))
@@ -217,21 +215,18 @@ pub fn event_line(event: &Event) -> String {
 
 /// Decodes a result for rendering; a shape this browserctl does not know means the two
 /// programs are different versions, which is worth saying instead of printing nonsense.
-fn typed<T: DeserializeOwned>(result: &RawValue, render: impl FnOnce(T) -> Report) -> Report {
+/// `T` may borrow from the answer's text.
+fn typed<'a, T: Deserialize<'a>>(result: &'a RawValue, render: impl FnOnce(T) -> Report) -> Report {
     match serde_json::from_str(result.get()) {
         Ok(result) => render(result),
-        Err(e) => unexpected_answer(&e),
-    }
-}
-
-fn unexpected_answer(e: &serde_json::Error) -> Report {
-    Report::err(
-        format!(
-            "browserctl: unexpected answer from browserd ({e}). Are browserctl and browserd \
-             the same version? `browserctl --json` shows the raw answer.\n"
+        Err(e) => Report::err(
+            format!(
+                "browserctl: unexpected answer from browserd ({e}). Are browserctl and browserd \
+                 the same version? `browserctl --json` shows the raw answer.\n"
+            ),
+            Exit::TargetFailed,
         ),
-        Exit::TargetFailed,
-    )
+    }
 }
 
 /// `launched <id> (pid N)`, then the DevTools endpoint and expiry when there are any.
@@ -269,7 +264,7 @@ const COLUMNS: [(&str, Align); 10] = [
 /// thousands of sessions is read without a copy of each one's strings (and without the
 /// fields the table does not show).
 #[derive(Debug, Deserialize)]
-pub struct Row<'a> {
+struct Row<'a> {
     #[serde(borrow)]
     id: Cow<'a, str>,
     #[serde(default)]
@@ -321,7 +316,7 @@ impl<'a> From<&'a SessionInfo> for Row<'a> {
 
 /// The `ls` table. AGE is time since start for live sessions and the exit status (`exit 0`,
 /// `signal 9`) for exited ones; absent values show as `-`.
-pub fn sessions_table(sessions: &[Row<'_>], now: i64) -> String {
+fn sessions_table(sessions: &[Row<'_>], now: i64) -> String {
     if sessions.is_empty() {
         return "no sessions\n".to_owned();
     }

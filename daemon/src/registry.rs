@@ -29,9 +29,8 @@ use crate::records::{
 };
 use crate::termination::{Control, Outcome, Termination};
 use browserd_proto::{
-    format_rfc3339, Encoded, EndReason, Event, EventKind, ExitStatus, LeaseId, Rfc3339, SessionId,
-    SessionInfo, SessionRef, SessionState, SessionType, SessionsFilter, StateCounts, TrackingId,
-    Workspace,
+    Encoded, EndReason, Event, EventKind, ExitStatus, LeaseId, Rfc3339, SessionId, SessionInfo,
+    SessionRef, SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
 };
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -146,44 +145,9 @@ impl Session {
         !matches!(self.phase, Phase::Exited { .. })
     }
 
+    /// The session as `launch` and `info` return it: its listing without figures.
     fn info(&self) -> SessionInfo {
-        let (exit, ended_at, reason) = match &self.phase {
-            Phase::Exited {
-                exit,
-                ended_at,
-                reason,
-            } => (Some(*exit), Some(format_rfc3339(*ended_at)), Some(*reason)),
-            _ => (None, None, None),
-        };
-        SessionInfo {
-            id: self.id.clone(),
-            tracking_id: self.tracking_id.clone(),
-            session_type: self.kind,
-            workspace: self.workspace.clone(),
-            state: self.state(),
-            pid: self.pid,
-            pgid: self.pid,
-            started_at: format_rfc3339(self.started_at),
-            command: self.command.clone(),
-            leases: u32::try_from(self.leases.len()).unwrap_or(u32::MAX),
-            exit,
-            ended_at,
-            expires_at: self
-                .expires
-                .filter(|_| self.is_live())
-                .map(|d| format_rfc3339(d.wall)),
-            ws_endpoint: self.browser.as_ref().and_then(|b| b.ws_endpoint.clone()),
-            profile_dir: self
-                .browser
-                .as_ref()
-                .and_then(|b| b.profile_dir.as_ref())
-                .map(|p| p.display().to_string()),
-            processes: None,
-            memory_bytes: None,
-            cpu_seconds: None,
-            usage_age_ms: None,
-            reason,
-        }
+        Listed::of(self, None).to_info()
     }
 }
 
@@ -295,6 +259,32 @@ impl<'a> Listed<'a> {
             cpu_seconds: used.map(|u| u.cpu_seconds),
             usage_age_ms: used.map(|u| u.age_ms),
             reason,
+        }
+    }
+
+    /// The same fields, owned.
+    fn to_info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id.clone(),
+            tracking_id: self.tracking_id.cloned(),
+            session_type: self.session_type,
+            workspace: self.workspace.clone(),
+            state: self.state,
+            pid: self.pid,
+            pgid: self.pgid,
+            started_at: self.started_at.to_string(),
+            command: self.command.to_vec(),
+            leases: self.leases,
+            exit: self.exit,
+            ended_at: self.ended_at.map(|at| at.to_string()),
+            expires_at: self.expires_at.map(|at| at.to_string()),
+            ws_endpoint: self.ws_endpoint.map(str::to_owned),
+            profile_dir: self.profile_dir.as_ref().map(|p| p.0.display().to_string()),
+            processes: self.processes,
+            memory_bytes: self.memory_bytes,
+            cpu_seconds: self.cpu_seconds,
+            usage_age_ms: self.usage_age_ms,
+            reason: self.reason,
         }
     }
 }
@@ -1084,9 +1074,9 @@ impl Registry {
             .collect()
     }
 
-    /// The `sessions` result for `filter`, as JSON: what [`Registry::list`] gives, each live
-    /// session with its figures from `usage`, written straight from the registry (a listing
-    /// of a thousand sessions copies none of their strings).
+    /// The `sessions` result for `filter`, as JSON: every session it shows, oldest first,
+    /// each live one with its figures from `usage`, written straight from the registry (a
+    /// listing of a thousand sessions copies none of their strings).
     pub fn list_json(
         &self,
         filter: &SessionsFilter,
