@@ -295,25 +295,6 @@ struct Rows<'a> {
     sessions: Vec<Row<'a>>,
 }
 
-impl<'a> From<&'a SessionInfo> for Row<'a> {
-    fn from(session: &'a SessionInfo) -> Row<'a> {
-        Row {
-            id: Cow::Borrowed(session.id.as_str()),
-            tracking_id: session.tracking_id.as_ref().map(ToString::to_string),
-            session_type: session.session_type,
-            workspace: Cow::Borrowed(session.workspace.as_str()),
-            state: session.state,
-            pid: session.pid,
-            started_at: Cow::Borrowed(&session.started_at),
-            exit: session.exit,
-            processes: session.processes,
-            memory_bytes: session.memory_bytes,
-            ws_endpoint: session.ws_endpoint.clone(),
-            usage_age_ms: session.usage_age_ms,
-        }
-    }
-}
-
 /// The `ls` table. AGE is time since start for live sessions and the exit status (`exit 0`,
 /// `signal 9`) for exited ones; absent values show as `-`.
 fn sessions_table(sessions: &[Row<'_>], now: i64) -> String {
@@ -711,8 +692,28 @@ mod tests {
         }
     }
 
+    /// The table's rows of sessions built here (the daemon's answer is parsed into them).
     fn rows(sessions: &[SessionInfo]) -> Vec<Row<'_>> {
         sessions.iter().map(Row::from).collect()
+    }
+
+    impl<'a> From<&'a SessionInfo> for Row<'a> {
+        fn from(session: &'a SessionInfo) -> Row<'a> {
+            Row {
+                id: Cow::Borrowed(session.id.as_str()),
+                tracking_id: session.tracking_id.as_ref().map(ToString::to_string),
+                session_type: session.session_type,
+                workspace: Cow::Borrowed(session.workspace.as_str()),
+                state: session.state,
+                pid: session.pid,
+                started_at: Cow::Borrowed(&session.started_at),
+                exit: session.exit,
+                processes: session.processes,
+                memory_bytes: session.memory_bytes,
+                ws_endpoint: session.ws_endpoint.clone(),
+                usage_age_ms: session.usage_age_ms,
+            }
+        }
     }
 
     fn ok(result: serde_json::Value) -> RawResponse {

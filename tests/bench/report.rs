@@ -29,7 +29,7 @@ pub struct Sample {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ls_ms: Vec<f64>,
     /// browserd: `browserctl ls --state running` while exactly the N sessions run.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ls_running_ms: Vec<f64>,
     /// From the polite bulk terminate's request until every session's first signal was
     /// sent: browserd's own log line; the baseline's `killpg` loop.
