@@ -15,6 +15,7 @@ use crate::reload::Invocation;
 use crate::scanner::Scanner;
 use crate::server::Server;
 use crate::socket::SocketFile;
+use crate::spawners::Spawners;
 use crate::terminate::Terminator;
 use crate::usage::UsageCache;
 use std::sync::atomic::AtomicBool;
@@ -33,6 +34,8 @@ pub struct Context {
     /// Which processes are each session's: its cgroup, or the process table.
     pub members: Members,
     pub scanner: Arc<Scanner>,
+    /// The threads leaders are spawned from.
+    pub spawners: Spawners,
     /// What sessions use, as last measured.
     pub usage: UsageCache,
     pub terminator: Terminator,
@@ -99,6 +102,7 @@ impl Context {
             reaper: Reaper::default(),
             members,
             scanner: Arc::new(Scanner::default()),
+            spawners: Spawners::default(),
             usage: UsageCache::default(),
             terminator: Terminator::default(),
             server: Server::default(),

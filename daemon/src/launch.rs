@@ -331,21 +331,22 @@ fn prepare(ctx: &Context, request: &Launch, plan: Plan, id: &SessionId) -> Resul
     })
 }
 
-/// [`spawn_and_register`] on the blocking pool. A `vfork`-style spawn suspends its thread
-/// until the child has exec'd, which on a loaded machine can take a while; the event loop
-/// serves every other client meanwhile (the reap lock it holds is shared: no kill waits
-/// for it).
+/// [`spawn_and_register`] on a spawner thread (see `spawners`). A `vfork`-style spawn
+/// suspends its thread until the child has exec'd, which on a loaded machine can take a
+/// while; the event loop serves every other client meanwhile (the reap lock it holds is
+/// shared: no kill waits for it).
 async fn spawn_off_loop(
     ctx: &Arc<Context>,
     request: &Launch,
     prepared: Prepared,
     slot: Slot,
 ) -> Result<Spawned> {
-    let ctx = ctx.clone();
+    let job_ctx = ctx.clone();
     let request = request.clone();
-    tokio::task::spawn_blocking(move || spawn_and_register(&ctx, &request, prepared, slot))
+    ctx.spawners
+        .run(move || spawn_and_register(&job_ctx, &request, prepared, slot))
         .await
-        .unwrap_or_else(|e| Err(Error::Internal(format!("the spawn did not finish: {e}"))))
+        .unwrap_or_else(|| Err(Error::Internal("the spawn did not finish".into())))
 }
 
 /// Spawns the leader and registers it, both under the reap lock, so the leader cannot be
@@ -423,6 +424,7 @@ fn spawn_and_register(
         browser,
         owned_dirs: dirs.as_ref().map(SessionDirs::owned).unwrap_or_default(),
         cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
+        spawner: Some(nix::unistd::gettid().as_raw()),
     };
     let registered = match slot {
         Slot::Session(admission) => {

@@ -33,6 +33,7 @@ mod signals;
 mod socket;
 mod spawn;
 mod spawn_cgroup;
+mod spawners;
 mod startup;
 mod supervise;
 mod terminate;

@@ -188,9 +188,13 @@ fn select(
             }),
         }
     }
-    selected.extend(ctx.registry.in_workspaces(workspaces));
-    let mut seen = std::collections::HashSet::new();
-    selected.retain(|id| seen.insert(id.clone()));
+    if !workspaces.is_empty() {
+        selected.extend(ctx.registry.in_workspaces(workspaces));
+    }
+    if selected.len() > 1 {
+        let mut seen = std::collections::HashSet::new();
+        selected.retain(|id| seen.insert(id.clone()));
+    }
     (selected, failed)
 }
 

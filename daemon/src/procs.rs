@@ -259,9 +259,13 @@ impl ProcTable {
     /// child of the daemon that is not another session's leader and not known to the table
     /// as another session's, or is such a child itself (a session adopted after a restart is
     /// not the daemon's descendant: `children` gives nothing then, and a listing is made).
-    /// With reaping held off, no child leaves the daemon's lists while they are read, so
-    /// each child there at the start is met; reading costs the daemon's children, not every
-    /// process of the machine.
+    /// Such a child is an orphan handed to the daemon, a child of its main thread, or one a
+    /// process whose parent is a thread of the daemon started with `CLONE_PARENT`: a child
+    /// of that thread. Of the daemon's own children only leaders start session processes, so
+    /// `children` may read just the main thread and the threads that spawned the candidates'
+    /// leaders (see `spawners`). With reaping held off, no child leaves the daemon's lists
+    /// while they are read, so each child there at the start is met; reading costs those
+    /// threads' children, not every process of the machine.
     ///
     /// While a process whose owner cannot be decided yet exists, nothing is confirmed: it
     /// could be any session's. `Confirmed::retry` then says to ask again shortly.
@@ -654,21 +658,29 @@ pub fn live_pids(known: &[ProcInfo]) -> Vec<i32> {
 
 /// How many tasks (processes and threads, each taking a pid) the kernel has created since
 /// boot: the `processes` line of `/proc/stat`.
-/// The daemon's direct children: `/proc/self/task/TID/children` of each of its threads, the
-/// main thread's last. A thread that exits hands its children to the main thread (the first
-/// live thread of the group), which is read after every other one, so no child is missed by
-/// moving between them. Call with reaping held off (see [`ProcTable::confirm_gone`]). Fails
-/// where the kernel does not offer the file.
-pub fn daemon_children() -> io::Result<Vec<i32>> {
+/// The daemon's direct children: `/proc/self/task/TID/children` of the threads `of` (all of
+/// them if `None`) and of the main thread, the main thread's last. A thread that exits hands
+/// its children to the main thread (the first live thread of the group), which is read after
+/// every other one, so no child is missed by moving between them; the same way, a process
+/// whose parent exits is handed to the main thread of the daemon, its subreaper. Call with
+/// reaping held off (see [`ProcTable::confirm_gone`]). Fails where the kernel does not offer
+/// the file.
+pub fn daemon_children(of: Option<&[i32]>) -> io::Result<Vec<i32>> {
     let me = std::process::id() as i32;
-    let mut threads: Vec<i32> = Vec::new();
-    for entry in fs::read_dir("/proc/self/task")? {
-        if let Some(tid) = parse_pid(entry?.file_name().as_bytes()) {
-            if tid != me {
-                threads.push(tid);
+    let mut threads: Vec<i32> = match of {
+        Some(threads) => threads.iter().copied().filter(|&tid| tid != me).collect(),
+        None => {
+            let mut all = Vec::new();
+            for entry in fs::read_dir("/proc/self/task")? {
+                if let Some(tid) = parse_pid(entry?.file_name().as_bytes()) {
+                    if tid != me {
+                        all.push(tid);
+                    }
+                }
             }
+            all
         }
-    }
+    };
     threads.push(me);
     let mut children = Vec::new();
     let mut path = String::with_capacity(48);
@@ -1035,7 +1047,7 @@ mod tests {
         })
         .join()
         .unwrap();
-        let children = daemon_children().unwrap();
+        let children = daemon_children(None).unwrap();
         for child in [&mut here, &mut elsewhere] {
             assert!(children.contains(&(child.id() as i32)), "{children:?}");
             child.kill().unwrap();
@@ -1045,8 +1057,36 @@ mod tests {
 
     #[test]
     fn the_daemons_children_find_a_process_created_since_the_last_listing_without_a_listing() {
-        let (table, listed) = a_newcomer_holds_off_gone("s-6", || Some(daemon_children().unwrap()));
+        let (table, listed) =
+            a_newcomer_holds_off_gone("s-6", || Some(daemon_children(None).unwrap()));
         assert_eq!(table.last_listing, listed, "no listing");
+    }
+
+    #[test]
+    fn the_children_of_the_named_threads_and_of_the_main_thread_are_read() {
+        let (spawned, reported) = std::sync::mpsc::channel();
+        let (done, wait_done) = std::sync::mpsc::channel::<()>();
+        let spawner = std::thread::spawn(move || {
+            let child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            spawned
+                .send((nix::unistd::gettid().as_raw(), child.id() as i32))
+                .unwrap();
+            // Alive (so its child stays its own) until the test has read.
+            let _ = wait_done.recv();
+            child
+        });
+        let (tid, pid) = reported.recv().unwrap();
+        let named = daemon_children(Some(&[tid])).unwrap();
+        let main_only = daemon_children(Some(&[])).unwrap();
+        drop(done);
+        let mut child = spawner.join().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(named.contains(&pid), "{named:?}");
+        assert!(!main_only.contains(&pid), "{main_only:?}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use browserd_proto::{
     SessionRef, SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
 };
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +97,8 @@ pub struct NewSession {
     pub owned_dirs: Vec<PathBuf>,
     /// Its own cgroup, where browserd contains sessions in cgroups.
     pub cgroup: Option<PathBuf>,
+    /// The daemon's thread that spawned the leader (see `spawners`).
+    pub spawner: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -129,6 +131,9 @@ struct Session {
     /// A warm browser of the pool, not handed out yet: hidden from clients, and its changes
     /// are not announced.
     warm: bool,
+    /// The daemon's thread that spawned the leader, while this daemon knows it (not across
+    /// a reload: the threads are new).
+    spawner: Option<i32>,
 }
 
 impl Session {
@@ -931,6 +936,7 @@ impl Registry {
             owned_dirs: new.owned_dirs,
             cgroup: new.cgroup,
             warm,
+            spawner: new.spawner,
         };
         self.emit(EventKind::Launched, &session, |_| {});
         if matches!(session.phase, Phase::Running) {
@@ -1316,10 +1322,25 @@ impl Registry {
         leaders
     }
 
-    /// The pids of every unreaped leader (sessions' and warm browsers'). With the reap lock
-    /// held, each still names its leader.
-    pub fn leader_pids(&self) -> HashSet<i32> {
-        self.lock().leaders.keys().copied().collect()
+    /// `pids` less the unreaped leaders (sessions' and warm browsers') among them. With the
+    /// reap lock held, each leader pid still names its leader.
+    pub fn not_leaders(&self, mut pids: Vec<i32>) -> Vec<i32> {
+        let state = self.lock();
+        pids.retain(|pid| !state.leaders.contains_key(pid));
+        pids
+    }
+
+    /// The threads that spawned the leaders of `ids`, or `None` where one is not known (a
+    /// session from before a reload, or one no longer registered).
+    pub fn spawner_threads(&self, ids: &[SessionId]) -> Option<Vec<i32>> {
+        let state = self.lock();
+        let mut threads = ids
+            .iter()
+            .map(|id| state.sessions.get(id)?.spawner)
+            .collect::<Option<Vec<i32>>>()?;
+        threads.sort_unstable();
+        threads.dedup();
+        Some(threads)
     }
 
     /// The session's pgid while its leader is unreaped (only then is the pgid pinned).
@@ -1722,6 +1743,7 @@ fn restore_session(
         owned_dirs: record.dirs,
         cgroup: record.cgroup,
         warm: record.warm,
+        spawner: None,
     };
     if session.warm && !session.is_live() {
         return;
@@ -1883,6 +1905,7 @@ mod tests {
             browser: None,
             owned_dirs: Vec::new(),
             cgroup: None,
+            spawner: None,
         }
     }
 

@@ -38,9 +38,10 @@ const KICK_DELAY: Duration = Duration::from_millis(20);
 /// Decides who owns a new process at the top of the known tree.
 pub type RootOwner = dyn Fn(&ProcInfo, Root) -> Owner + Send + Sync;
 
-/// The daemon's direct children that are not unreaped session leaders, read with reaping
-/// held off; `None` where they cannot prove a session gone (see `ProcTable::confirm_gone`).
-pub type DaemonChildren = dyn Fn() -> Option<Vec<i32>> + Send + Sync;
+/// The daemon's direct children where a process of the given sessions could be, less the
+/// unreaped session leaders, read with reaping held off; `None` where they cannot prove a
+/// session gone (see `ProcTable::confirm_gone`).
+pub type DaemonChildren = dyn Fn(&[SessionId]) -> Option<Vec<i32>> + Send + Sync;
 
 /// What the scanner asks the daemon.
 pub struct Daemon {
@@ -140,14 +141,21 @@ impl Scanner {
     }
 }
 
-/// Refreshes the table once and answers every request with it.
+/// Refreshes the table once and answers every request with it. Proving sessions gone
+/// needs no refresh (it looks for what the table has not met itself): a batch of only those
+/// skips it.
 fn answer(table: &mut ProcTable, requests: Vec<Request>, daemon: &Daemon) {
     let root_owner = &*daemon.root_owner;
     let me = std::process::id() as i32;
     let started = std::time::Instant::now();
     let background = requests.iter().all(|r| matches!(r, Request::Background));
-    if let Err(e) = table.refresh(me, background, root_owner) {
-        tracing::error!("cannot read /proc: {e}");
+    let only_confirm = requests
+        .iter()
+        .all(|r| matches!(r, Request::ConfirmGone(..)));
+    if !only_confirm {
+        if let Err(e) = table.refresh(me, background, root_owner) {
+            tracing::error!("cannot read /proc: {e}");
+        }
     }
     let mut confirm: Vec<(Vec<SessionId>, oneshot::Sender<Confirmed>)> = Vec::new();
     for request in requests {
@@ -181,8 +189,9 @@ fn answer(table: &mut ProcTable, requests: Vec<Request>, daemon: &Daemon) {
             .iter()
             .flat_map(|(c, _)| c.iter().cloned())
             .collect();
+        let children = || (daemon.children)(&all);
         let confirmed = table
-            .confirm_gone(all, me, root_owner, &*daemon.children)
+            .confirm_gone(all.clone(), me, root_owner, children)
             .unwrap_or_else(|e| {
                 tracing::error!("cannot list /proc to confirm sessions gone: {e}");
                 Confirmed {

@@ -62,20 +62,15 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
         owner
     });
     let children_ctx = ctx.clone();
-    let children: Arc<DaemonChildren> = Arc::new(move || {
+    let children: Arc<DaemonChildren> = Arc::new(move |sessions: &[SessionId]| {
         // Sessions adopted after a restart are not the daemon's descendants.
         if children_ctx.registry.has_adopted() {
             return None;
         }
+        let spawners = children_ctx.registry.spawner_threads(sessions);
         let _reap = children_ctx.reaper.hold();
-        let leaders = children_ctx.registry.leader_pids();
-        match procs::daemon_children() {
-            Ok(children) => Some(
-                children
-                    .into_iter()
-                    .filter(|pid| !leaders.contains(pid))
-                    .collect(),
-            ),
+        match procs::daemon_children(spawners.as_deref()) {
+            Ok(children) => Some(children_ctx.registry.not_leaders(children)),
             Err(e) => {
                 tracing::debug!("cannot read the daemon's children ({e}); listing /proc instead");
                 None
@@ -247,16 +242,23 @@ async fn finish(ctx: &Arc<Context>, ids: Vec<SessionId>) {
         .iter_mut()
         .map(|(id, done)| (id.clone(), std::mem::take(&mut done.owned_dirs)))
         .collect();
-    let cleanup_ctx = ctx.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        for (id, dirs) in cleanup {
-            cleanup_ctx.members.release(&id);
-            for dir in dirs {
-                crate::dirs::remove_dir(&dir);
+    // Sessions with neither dirs nor a cgroup have nothing to remove: no hop to the blocking
+    // pool for them (a kill's answer waits for it).
+    if cleanup
+        .iter()
+        .any(|(id, dirs)| !dirs.is_empty() || ctx.members.cgroup(id).is_some())
+    {
+        let cleanup_ctx = ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (id, dirs) in cleanup {
+                cleanup_ctx.members.release(&id);
+                for dir in dirs {
+                    crate::dirs::remove_dir(&dir);
+                }
             }
-        }
-    })
-    .await;
+        })
+        .await;
+    }
     for (_, done) in finished {
         if let Some(after) = done.warm_for {
             // A shutdown's or a failed launch's end is no sign the pool should back off.

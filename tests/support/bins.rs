@@ -19,6 +19,12 @@ pub fn threads_bin() -> PathBuf {
     locate("browserd-test-threads", "BROWSERD_TEST_THREADS")
 }
 
+/// The fixture binary whose leader starts a process beside itself at SIGTERM
+/// (`tests/fixtures/beside.rs`).
+pub fn beside_bin() -> PathBuf {
+    locate("browserd-test-beside", "BROWSERD_TEST_BESIDE")
+}
+
 /// Finds `name` in the profile dir of the running test executable, unless `override_var`
 /// names a path explicitly (useful to test an installed build).
 fn locate(name: &str, override_var: &str) -> PathBuf {

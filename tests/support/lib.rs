@@ -33,7 +33,7 @@ pub mod tracked;
 pub mod wait;
 pub mod yaml;
 
-pub use bins::{browserctl_bin, browserd_bin, threads_bin};
+pub use bins::{beside_bin, browserctl_bin, browserd_bin, threads_bin};
 pub use client::Client;
 pub use ctl::run_ctl;
 pub use daemon::{DaemonBuilder, DaemonGuard, Tree};

@@ -2,7 +2,10 @@
 //! double-forking into a new session, and deep nesting. Every process that descends from a
 //! session belongs to it.
 
-use browserd_tests::{assert_terminated_exactly, DaemonGuard, Fixture, Tree};
+use browserd_tests::{
+    assert_terminated_exactly, beside_bin, wait_until, DaemonGuard, Fixture, Tree,
+};
+use std::time::Duration;
 
 /// The stray of a stray fixture, checked to really be out of the leader's group and session
 /// and adopted by the daemon (its parent exited; the daemon is a child subreaper).
@@ -73,5 +76,114 @@ fn sessions_do_not_kill_each_others_processes() {
     d.assert_session_gone(&victim.id);
     d.assert_tree_alive(&bystander_tree);
     d.kill(bystander.id.as_str(), false, None);
+    d.assert_all_sessions_gone();
+}
+
+#[test]
+fn a_process_the_leader_starts_beside_itself_as_it_is_killed_is_found_and_ended() {
+    let d = DaemonGuard::start();
+    // Each round a fresh leader: the new process is born after the signals went out, at once
+    // or after the daemon's first look at the session's processes (which then meets it only
+    // among its own children, proving the session gone once the leader is reaped).
+    for (round, delay_ms) in ["0", "40", "80"].into_iter().enumerate() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let bin = beside_bin();
+        let session = d.launch_sandbox(&[
+            bin.to_str().expect("a UTF-8 path"),
+            dir.path().to_str().expect("a UTF-8 path"),
+            delay_ms,
+        ]);
+        wait_until(
+            Duration::from_secs(10),
+            format!(
+                "round {round}: the fixture (pid {}) to hold SIGTERM",
+                session.pid
+            ),
+            || dir.path().join("ready").exists(),
+        );
+
+        let result = d.kill(session.id.as_str(), false, Some(300));
+
+        assert!(
+            dir.path().join("beside").exists(),
+            "round {round}: the leader started its process before it exited"
+        );
+        assert_terminated_exactly(&result, &[&session.id]);
+        d.assert_session_gone(&session.id);
+    }
+}
+
+/// A thread of the daemon: its tid, name and direct children.
+#[derive(Debug)]
+struct DaemonThread {
+    tid: i32,
+    comm: String,
+    children: Vec<i32>,
+}
+
+/// The daemon's threads, read from `/proc/PID/task`.
+fn daemon_threads(daemon: i32) -> Vec<DaemonThread> {
+    let tasks = std::fs::read_dir(format!("/proc/{daemon}/task")).expect("the daemon's tasks");
+    tasks
+        .filter_map(|entry| {
+            let tid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let read =
+                |file: &str| std::fs::read_to_string(format!("/proc/{daemon}/task/{tid}/{file}"));
+            Some(DaemonThread {
+                tid,
+                comm: read("comm").ok()?.trim().to_string(),
+                children: read("children")
+                    .ok()?
+                    .split_whitespace()
+                    .filter_map(|pid| pid.parse().ok())
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// What proving a session gone reads of the daemon's children (the main thread's, and the
+/// thread's that spawned the session's leader) rests on: a leader is the child of a
+/// spawner thread that stays, a process the leader starts beside itself (`CLONE_PARENT`)
+/// is that thread's child too, and an orphan handed to the daemon is its main thread's.
+#[test]
+fn leaders_and_their_siblings_are_spawner_threads_children_and_orphans_the_main_threads() {
+    let d = DaemonGuard::start();
+    let (stray_session, stray_tree) = d.spawn(&Fixture::polite_stray());
+    assert_escaped(&d, &stray_tree);
+    let orphan = stray_tree.strays()[0].pid;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let bin = beside_bin();
+    let session = d.launch_sandbox(&[
+        bin.to_str().expect("a UTF-8 path"),
+        dir.path().to_str().expect("a UTF-8 path"),
+        "start",
+    ]);
+    wait_until(
+        Duration::from_secs(10),
+        format!("the fixture (pid {}) to start its process", session.pid),
+        || dir.path().join("ready").exists(),
+    );
+    let beside: i32 = std::fs::read_to_string(dir.path().join("beside"))
+        .expect("the pid of the process beside the leader")
+        .parse()
+        .expect("a pid");
+
+    let threads = daemon_threads(d.pid());
+    let parent_of = |pid: i32| {
+        threads
+            .iter()
+            .find(|t| t.children.contains(&pid))
+            .unwrap_or_else(|| panic!("pid {pid} is no daemon thread's child: {threads:#?}"))
+    };
+    let spawner = parent_of(session.pid);
+    assert!(spawner.comm.starts_with("spawner-"), "{threads:#?}");
+    assert_eq!(parent_of(beside).tid, spawner.tid, "{threads:#?}");
+    assert_eq!(parent_of(orphan).tid, d.pid(), "{threads:#?}");
+
+    let result = d.kill(session.id.as_str(), false, Some(300));
+    assert_terminated_exactly(&result, &[&session.id]);
+    d.assert_session_gone(&session.id);
+    d.kill(stray_session.id.as_str(), false, None);
     d.assert_all_sessions_gone();
 }
