@@ -130,6 +130,12 @@ struct Entry {
     ino: u64,
     info: ProcInfo,
     owner: Owner,
+    /// Known to be gone (released): found so, or reaped by the daemon (see `mark_reaped`).
+    /// It is not read again, since a process never comes back. Kept until a listing drops
+    /// it, as the parent it was.
+    gone: bool,
+    /// The generation of the table in which it was read (see `mark_reaped`).
+    learned: u64,
 }
 
 /// The process table, kept between refreshes.
@@ -167,6 +173,8 @@ pub struct ProcTable {
     /// that the table has not met (see `confirm_gone`).
     listed_forks: Option<u64>,
     last_listing: Option<Instant>,
+    /// Counts the scanner's batches (see `mark_reaped`).
+    generation: u64,
 }
 
 /// Most pids probed one by one before a listing is cheaper.
@@ -276,11 +284,9 @@ impl ProcTable {
         root_owner: impl FnMut(&ProcInfo, Root) -> Owner,
         children: impl FnOnce() -> Option<Vec<i32>>,
     ) -> io::Result<Confirmed> {
-        let nothing_known =
-            |table: &ProcTable, id: &SessionId| !table.of(id).iter().any(|p| reread(p).is_some());
         let pending: Vec<SessionId> = candidates
             .into_iter()
-            .filter(|id| nothing_known(self, id))
+            .filter(|id| self.all_gone(id))
             .collect();
         if pending.is_empty() {
             return Ok(Confirmed::default());
@@ -309,10 +315,7 @@ impl ProcTable {
             });
         }
         Ok(Confirmed {
-            gone: pending
-                .into_iter()
-                .filter(|id| nothing_known(self, id))
-                .collect(),
+            gone: pending.into_iter().filter(|id| self.all_gone(id)).collect(),
             retry: false,
         })
     }
@@ -340,9 +343,48 @@ impl ProcTable {
         self.sessions.get(id).map_or_else(Vec::new, |pids| {
             pids.iter()
                 .filter_map(|pid| self.entries.get(pid))
+                .filter(|entry| !entry.gone)
                 .map(|entry| entry.info)
                 .collect()
         })
+    }
+
+    /// Begins generation `generation` (greater than every one before), and marks gone the
+    /// processes the daemon reaped: `(pid, generation)`, the generation begun last when the
+    /// reaper released the pid. An entry read in an earlier generation was read before the
+    /// pid was released (the generations run one after another), so it is that process or
+    /// an older one of the same pid: gone either way. One read since may be a newcomer
+    /// reusing the pid; it is left to be read.
+    pub fn begin(&mut self, generation: u64, reaped: &[(i32, u64)]) {
+        self.generation = generation;
+        for &(pid, reaped_in) in reaped {
+            if let Some(entry) = self.entries.get_mut(&pid) {
+                if entry.learned < reaped_in {
+                    entry.gone = true;
+                }
+            }
+        }
+    }
+
+    /// Whether every process the table knows of session `id` is gone (a zombie is not: it
+    /// is not reaped yet). Each one found gone is marked, and not read again.
+    fn all_gone(&mut self, id: &SessionId) -> bool {
+        let Some(pids) = self.sessions.get(id) else {
+            return true;
+        };
+        for pid in pids {
+            let Some(entry) = self.entries.get_mut(pid) else {
+                continue;
+            };
+            if entry.gone {
+                continue;
+            }
+            if reread(&entry.info).is_some() {
+                return false;
+            }
+            entry.gone = true;
+        }
+        true
     }
 
     fn insert(&mut self, pid: i32, entry: Entry) {
@@ -571,6 +613,8 @@ impl ProcTable {
                         ino,
                         info,
                         owner: owner.clone(),
+                        gone: false,
+                        learned: self.generation,
                     },
                 );
             }
@@ -1087,6 +1131,77 @@ mod tests {
         child.wait().unwrap();
         assert!(named.contains(&pid), "{named:?}");
         assert!(!main_only.contains(&pid), "{main_only:?}");
+    }
+
+    #[test]
+    fn a_process_found_gone_is_marked_and_no_longer_listed_but_a_zombie_is_not_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let id: SessionId = "s-9".parse().unwrap();
+        let mut table = ProcTable::default();
+        let mut owner = |p: &ProcInfo, _: Root| {
+            if p.pid == pid {
+                Owner::Session(id.clone())
+            } else {
+                Owner::Unowned
+            }
+        };
+        table
+            .refresh(std::process::id() as i32, false, &mut owner)
+            .unwrap();
+        assert!(!table.all_gone(&id));
+        assert_eq!(table.of(&id).len(), 1);
+
+        child.kill().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !read_stat(pid).is_some_and(|p| p.is_zombie()) {
+            assert!(Instant::now() < deadline, "pid {pid} never became a zombie");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!table.all_gone(&id), "a zombie is not reaped yet");
+        assert!(!table.entries[&pid].gone);
+
+        child.wait().unwrap();
+        assert!(table.all_gone(&id));
+        assert!(table.entries[&pid].gone, "marked, so not read again");
+        assert!(table.of(&id).is_empty());
+        assert!(table.all_gone(&id));
+    }
+
+    #[test]
+    fn a_reaped_pid_marks_only_an_entry_read_in_an_earlier_generation() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let id: SessionId = "s-10".parse().unwrap();
+        let mut table = ProcTable::default();
+        let mut owner = |p: &ProcInfo, _: Root| {
+            if p.pid == pid {
+                Owner::Session(id.clone())
+            } else {
+                Owner::Unowned
+            }
+        };
+        table.begin(1, &[]);
+        table
+            .refresh(std::process::id() as i32, false, &mut owner)
+            .unwrap();
+        // Reaped while generation 1 ran: the entry may be a newcomer that reused the pid.
+        table.begin(2, &[(pid, 1)]);
+        assert!(!table.entries[&pid].gone);
+        assert_eq!(table.of(&id).len(), 1);
+        // Reaped once generation 2 had begun: the entry was read before.
+        table.begin(3, &[(pid, 2)]);
+        assert!(table.entries[&pid].gone);
+        assert!(table.of(&id).is_empty());
+        assert!(table.all_gone(&id), "taken as gone without reading it");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

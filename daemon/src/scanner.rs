@@ -6,7 +6,7 @@
 use crate::procs::{self, Confirmed, Owner, ProcInfo, ProcTable, Root};
 use browserd_proto::SessionId;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
@@ -55,7 +55,15 @@ pub struct Scanner {
     wake: Notify,
     /// A kicked refresh is pending.
     kicked: AtomicBool,
+    /// Counts the batches begun: the table's generation (see `ProcTable::begin`).
+    generation: AtomicU64,
+    /// Pids the daemon reaped, each with the generation begun last when it was reaped.
+    reaped: Mutex<Vec<(i32, u64)>>,
 }
+
+/// Most reaped pids kept for the next batch; beyond it they are dropped (they only spare
+/// reads: the table then reads those processes instead).
+const MAX_REAPED: usize = 1 << 16;
 
 impl Scanner {
     /// The processes of `sessions` (as the table lists them: re-read before relying on a
@@ -98,6 +106,20 @@ impl Scanner {
         });
     }
 
+    /// Tells the table which pids the daemon just reaped, so that it need not read them to
+    /// know they are gone. Call after they were reaped.
+    pub fn reaped(&self, pids: impl IntoIterator<Item = i32>) {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut reaped = self
+            .reaped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if reaped.len() >= MAX_REAPED {
+            reaped.clear();
+        }
+        reaped.extend(pids.into_iter().map(|pid| (pid, generation)));
+    }
+
     fn enqueue(&self, request: Request) {
         self.queue
             .lock()
@@ -121,8 +143,17 @@ impl Scanner {
             if requests.is_empty() {
                 continue;
             }
+            // Pids reaped from here on carry this generation or a later one.
+            let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            let reaped = std::mem::take(
+                &mut *self
+                    .reaped
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
             let daemon = daemon.clone();
             let job = tokio::task::spawn_blocking(move || {
+                table.begin(generation, &reaped);
                 answer(&mut table, requests, &daemon);
                 table
             });

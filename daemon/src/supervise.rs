@@ -157,6 +157,7 @@ impl std::os::fd::AsRawFd for SharedFd {
 async fn reap(ctx: Arc<Context>, mut sigchld: tokio::signal::unix::Signal) {
     loop {
         let reaped = ctx.reaper.reap_all(|batch| {
+            ctx.scanner.reaped(batch.iter().map(|&(pid, _)| pid));
             let leaders = ctx.registry.record_reaped(batch);
             ctx.metrics.orphans_reaped((batch.len() - leaders) as u64);
             !batch.is_empty()
