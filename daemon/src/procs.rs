@@ -756,6 +756,15 @@ fn read_fork_count() -> Option<u64> {
         .ok()
 }
 
+/// The process group of whatever process has `pid` now (`getpgid`: one system call, no read
+/// of `/proc`), or `None` if none has. It says nothing of which process that is: the pid
+/// may have been reused.
+pub fn group_of_pid(pid: i32) -> Option<i32> {
+    nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+        .ok()
+        .map(|pgid| pgid.as_raw())
+}
+
 /// The process's current stat, if it is still the process `known` describes.
 pub fn reread(known: &ProcInfo) -> Option<ProcInfo> {
     read_stat(known.pid).filter(|now| now.start_time == known.start_time)

@@ -409,9 +409,8 @@ async fn advance(ctx: &Arc<Context>, flights: &mut HashMap<SessionId, Flight>) -
         let mut any_empty = false;
         for (id, signal) in plan.sweep {
             if let Some(flight) = flights.get_mut(&id) {
-                let live = procs::current(found.get(&id).map_or(&[][..], Vec::as_slice));
-                any_empty |= live.is_empty();
-                sweep(ctx, flight, &live, signal);
+                let known = found.get(&id).map_or(&[][..], Vec::as_slice);
+                any_empty |= !sweep(ctx, flight, known, signal);
             }
         }
         for id in plan.deadline {
@@ -489,15 +488,40 @@ fn next_wake(flight: &Flight, control: Control) -> Instant {
     }
 }
 
-/// Signals the processes a sweep found. SIGTERM reaches each process once: not one that got
-/// it through its group already, not one a previous sweep reached. SIGKILL reaches every
-/// process outside the group (the group itself was just sent it).
-fn sweep(ctx: &Context, flight: &mut Flight, live: &[ProcInfo], signal: Signal) {
+/// Signals the processes a sweep found (`known`, as the process table or cgroup lists them).
+/// SIGTERM reaches each process once: not one that got it through its group already, not
+/// one a previous sweep reached. SIGKILL reaches every process outside the group (the group
+/// itself was just sent it). Returns whether any of them may still be there.
+///
+/// While the session's group is pinned by its unreaped leader, which group a process is in
+/// now is asked of the kernel first (`getpgid`: no read of `/proc`): a member of that group
+/// is the session's (only a process of the leader's session can join it), and one the
+/// group's signal reached needs nothing more, which is nearly every process of a kill-all.
+/// Every other process is read again, to be sure it is still the one known (its pid may
+/// have been reused) and to see its group as it is now.
+fn sweep(ctx: &Context, flight: &mut Flight, known: &[ProcInfo], signal: Signal) -> bool {
     let group = {
         let _reap = ctx.reaper.hold();
         ctx.registry.unreaped_leader(&flight.id)
     };
-    for process in live {
+    let mut any = false;
+    for known in known {
+        if let Some(group) = group {
+            if procs::group_of_pid(known.pid) == Some(group) {
+                let had_group_signal = flight
+                    .group_signalled_at
+                    .is_some_and(|at| known.start_time < at);
+                if signal == Signal::SIGKILL || had_group_signal {
+                    any = true;
+                    continue;
+                }
+            }
+        }
+        let Some(process) = procs::reread(known).filter(|p| !p.is_zombie()) else {
+            continue;
+        };
+        any = true;
+        let process = &process;
         let in_group = group == Some(process.pgid);
         if signal == Signal::SIGKILL {
             if in_group {
@@ -525,6 +549,7 @@ fn sweep(ctx: &Context, flight: &mut Flight, live: &[ProcInfo], signal: Signal) 
             Err(e) => tracing::warn!(session = %flight.id, pid = process.pid, "cannot signal: {e}"),
         }
     }
+    any
 }
 
 /// The grace of a termination that was not forced is over: with processes still alive it

@@ -2,8 +2,11 @@
 //! double-forking into a new session, and deep nesting. Every process that descends from a
 //! session belongs to it.
 
+use browserd_proto::ErrorCode;
+use browserd_tests::fixtures::SH;
 use browserd_tests::{
-    assert_terminated_exactly, beside_bin, wait_until, DaemonGuard, Fixture, Tree,
+    assert_terminated_exactly, beside_bin, failure_for, procfs, wait_until, DaemonGuard, Fixture,
+    Tree,
 };
 use std::time::Duration;
 
@@ -186,4 +189,60 @@ fn leaders_and_their_siblings_are_spawner_threads_children_and_orphans_the_main_
     d.assert_session_gone(&session.id);
     d.kill(stray_session.id.as_str(), false, None);
     d.assert_all_sessions_gone();
+}
+
+/// A process the daemon knew as a member of the leader's group, which left it (`setsid`)
+/// before the kill: the group's SIGTERM does not reach it, so while the leader (which
+/// ignores SIGTERM) keeps the group pinned, the sweep must see the group the process is in
+/// now, not the one it was known in, and signal it.
+#[test]
+fn a_member_that_left_the_group_after_it_was_known_is_signalled_by_the_sweep() {
+    let d = DaemonGuard::start();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let fifo = dir.path().join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let session = d.launch_sandbox(&[
+        SH,
+        "-c",
+        r#"(read x < "$1"; exec setsid sleep 1000) & trap '' TERM; exec sleep 1000"#,
+        "leaves-later",
+        fifo.to_str().expect("a UTF-8 path"),
+    ]);
+    wait_until(
+        Duration::from_secs(10),
+        "the daemon to know both processes",
+        || d.session(&session.id).processes == Some(2),
+    );
+    let child = procfs::children_of(session.pid)
+        .into_iter()
+        .next()
+        .expect("the leader's child");
+    assert_eq!(child.pgid, session.pid, "known while in the leader's group");
+    std::fs::write(&fifo, b"go\n").expect("write to the fifo");
+    wait_until(
+        Duration::from_secs(10),
+        format!("pid {} to leave the group", child.pid),
+        || procfs::process(child.pid).is_some_and(|p| p.pgid == child.pid && p.comm == "sleep"),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the leader to ignore SIGTERM",
+        || procfs::process(session.pid).is_some_and(|p| p.ignores_term && p.comm == "sleep"),
+    );
+
+    let result = d.kill(session.id.as_str(), false, Some(300));
+
+    let failure = failure_for(&result, session.id.as_str());
+    assert_eq!(
+        failure.code,
+        ErrorCode::Timeout,
+        "the leader ignores SIGTERM: {failure:?}"
+    );
+    let left = procfs::process(child.pid);
+    assert!(
+        !matches!(&left, Some(p) if !p.is_zombie()),
+        "the process that left the group got SIGTERM: {left:?}"
+    );
+    d.kill(session.id.as_str(), true, Some(0));
+    d.assert_session_gone(&session.id);
 }
