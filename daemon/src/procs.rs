@@ -1142,15 +1142,16 @@ mod tests {
         assert!(!main_only.contains(&pid), "{main_only:?}");
     }
 
-    #[test]
-    fn a_process_found_gone_is_marked_and_no_longer_listed_but_a_zombie_is_not_gone() {
-        let mut child = std::process::Command::new("sleep")
+    /// A `sleep` child of the test, and a table (refreshed in generation 1) that knows it as
+    /// session `id`'s only process.
+    fn a_table_knowing_a_child_of(id: &SessionId) -> (ProcTable, std::process::Child) {
+        let child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        let id: SessionId = "s-9".parse().unwrap();
         let mut table = ProcTable::default();
+        table.begin(1, &[]);
         let mut owner = |p: &ProcInfo, _: Root| {
             if p.pid == pid {
                 Owner::Session(id.clone())
@@ -1161,6 +1162,14 @@ mod tests {
         table
             .refresh(std::process::id() as i32, false, &mut owner)
             .unwrap();
+        (table, child)
+    }
+
+    #[test]
+    fn a_process_found_gone_is_marked_and_no_longer_listed_but_a_zombie_is_not_gone() {
+        let id: SessionId = "s-9".parse().unwrap();
+        let (mut table, mut child) = a_table_knowing_a_child_of(&id);
+        let pid = child.id() as i32;
         assert!(!table.all_gone(&id));
         assert_eq!(table.of(&id).len(), 1);
 
@@ -1182,24 +1191,9 @@ mod tests {
 
     #[test]
     fn a_reaped_pid_marks_only_an_entry_read_in_an_earlier_generation() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
         let id: SessionId = "s-10".parse().unwrap();
-        let mut table = ProcTable::default();
-        let mut owner = |p: &ProcInfo, _: Root| {
-            if p.pid == pid {
-                Owner::Session(id.clone())
-            } else {
-                Owner::Unowned
-            }
-        };
-        table.begin(1, &[]);
-        table
-            .refresh(std::process::id() as i32, false, &mut owner)
-            .unwrap();
+        let (mut table, mut child) = a_table_knowing_a_child_of(&id);
+        let pid = child.id() as i32;
         // Reaped while generation 1 ran: the entry may be a newcomer that reused the pid.
         table.begin(2, &[(pid, 1)]);
         assert!(!table.entries[&pid].gone);

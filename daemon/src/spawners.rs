@@ -15,7 +15,8 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use tokio::sync::oneshot;
 
-/// How many threads spawn leaders: each holds about this fraction of the leaders' list.
+/// How many threads spawn leaders: each thread's list of children holds about one in this
+/// many of the leaders.
 const THREADS: usize = 16;
 
 type Job = Box<dyn FnOnce() + Send>;
