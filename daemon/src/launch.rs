@@ -405,6 +405,7 @@ fn spawn_and_register(
         }
     };
     let pid = leader.pid;
+    ctx.reaper.watch(pid);
     // Unreaped (the reap lock is held), so its stat is readable even if it already died.
     let start_time = crate::procs::read_stat(pid).map_or(0, |p| p.start_time);
     let browser = (kind == SessionType::Browser).then(|| BrowserInfo {

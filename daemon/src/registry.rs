@@ -33,7 +33,7 @@ use browserd_proto::{
     SessionRef, SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
 };
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -438,6 +438,9 @@ struct State {
     next_ticket: u64,
     /// Live sessions adopted after a restart.
     adopted: usize,
+    /// Sessions whose leader exited, among them every live one (the rest are dropped when
+    /// next looked at): where the gone check looks, not at every session.
+    leader_exited: HashSet<SessionId>,
     next_session: u64,
     next_lease: u64,
     /// The counters as last written to the journal: ids below them may have been handed out.
@@ -1317,6 +1320,7 @@ impl Registry {
                 session.left_behind = matches!(session.phase, Phase::Starting | Phase::Running);
                 tracing::debug!(session = %id, pid, %status, "leader exited");
                 leaders += 1;
+                state.leader_exited.insert(id);
             }
         }
         leaders
@@ -1391,6 +1395,7 @@ impl Registry {
                 session.leader_exit = Some(ExitStatus::Unknown);
                 session.left_behind = matches!(session.phase, Phase::Starting | Phase::Running);
                 tracing::debug!(session = %id, pid = session.pid, "adopted leader exited");
+                state.leader_exited.insert(id.clone());
             }
         }
     }
@@ -1407,13 +1412,15 @@ impl Registry {
 
     /// Sessions whose leader is reaped but which are not yet known to be gone.
     pub fn gone_candidates(&self) -> Vec<SessionId> {
-        let state = self.lock();
-        state
-            .sessions
-            .values()
-            .filter(|s| s.is_live() && s.leader_exit.is_some())
-            .map(|s| s.id.clone())
-            .collect()
+        let mut state = self.lock();
+        let state = &mut *state;
+        let sessions = &state.sessions;
+        state.leader_exited.retain(|id| {
+            sessions
+                .get(id)
+                .is_some_and(|s| s.is_live() && s.leader_exit.is_some())
+        });
+        state.leader_exited.iter().cloned().collect()
     }
 
     /// Marks a session exited: it leaves live listings and its tracking id is free again,
@@ -1795,6 +1802,9 @@ fn restore_session(
         state
             .expiries
             .insert((forget_at, Expiry::Forget(id.clone())));
+    }
+    if session.is_live() && session.leader_exit.is_some() {
+        state.leader_exited.insert(id.clone());
     }
     state.sessions.insert(id, session);
 }

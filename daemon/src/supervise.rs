@@ -5,15 +5,20 @@
 
 use crate::context::Context;
 use crate::procs;
+use crate::reaper::Pass;
 use crate::registry::Expiry;
 use crate::scanner::{Daemon, DaemonChildren, RootOwner};
 use crate::terminate;
-use browserd_proto::{EndReason, SessionId};
+use browserd_proto::{EndReason, ExitStatus, SessionId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How soon a gone check that met an undecided process looks again.
 const UNDECIDED_RETRY: Duration = Duration::from_millis(10);
+/// How long after a SIGCHLD the full pass of reaping comes: what only it reaps (a process a
+/// leader started beside itself, a leader no pidfd watches) waits that long, and the kill
+/// that the quick pass finished is answered without it.
+const FULL_PASS_DELAY: Duration = Duration::from_millis(5);
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Starts every loop. The SIGCHLD stream is registered before this returns, so no child's
@@ -153,28 +158,55 @@ impl std::os::fd::AsRawFd for SharedFd {
     }
 }
 
-/// Reaps every exited child on each SIGCHLD and records leaders' exits.
+/// Reaps every exited child on each SIGCHLD and records leaders' exits: a quick pass at
+/// once (a watched leader's pidfd is readable before its SIGCHLD is sent, so the pass that
+/// SIGCHLD starts finds it), and a full pass `FULL_PASS_DELAY` later (see `reaper`), which
+/// every SIGCHLD that came meanwhile shares.
 async fn reap(ctx: Arc<Context>, mut sigchld: tokio::signal::unix::Signal) {
+    // Children may have exited before the loop began.
+    let mut full_due = Some(Instant::now());
     loop {
-        let reaped = ctx.reaper.reap_all(|batch| {
-            ctx.scanner.reaped(batch.iter().map(|&(pid, _)| pid));
-            let leaders = ctx.registry.record_reaped(batch);
-            ctx.metrics.orphans_reaped((batch.len() - leaders) as u64);
-            !batch.is_empty()
-        });
-        if reaped == Some(true) {
+        if ctx
+            .reaper
+            .reap(Pass::Quick, |batch| record_reaped(&ctx, batch))
+            == Some(true)
+        {
             ctx.check_gone();
         }
+        if full_due.is_some_and(|due| due <= Instant::now()) {
+            // `None`: the lock is held; the pass stays due, and is tried again when the lock
+            // is let go.
+            if let Some(reaped) = ctx
+                .reaper
+                .reap(Pass::Full, |batch| record_reaped(&ctx, batch))
+            {
+                full_due = None;
+                if reaped {
+                    ctx.check_gone();
+                }
+            }
+        }
+        let timer = full_due.filter(|&due| due > Instant::now());
         tokio::select! {
             signalled = sigchld.recv() => {
                 if signalled.is_none() {
                     return;
                 }
+                full_due.get_or_insert_with(|| Instant::now() + FULL_PASS_DELAY);
             }
             // The lock was held: whoever held it says when it let go.
             () = ctx.reaper.retry_wanted() => {}
+            () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now).into()), if timer.is_some() => {}
         }
     }
+}
+
+/// Records a batch of reaped children (with the reap lock held); whether there were any.
+fn record_reaped(ctx: &Context, batch: &[(i32, ExitStatus)]) -> bool {
+    ctx.scanner.reaped(batch.iter().map(|&(pid, _)| pid));
+    let leaders = ctx.registry.record_reaped(batch);
+    ctx.metrics.orphans_reaped((batch.len() - leaders) as u64);
+    !batch.is_empty()
 }
 
 /// Finishes every session whose leader is reaped and which is proven gone; a session whose

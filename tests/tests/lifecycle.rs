@@ -362,3 +362,56 @@ fn only_the_most_recent_exited_sessions_stay_listed() {
     let result = d.kill(ids[0].as_str(), false, None);
     assert_eq!(result.failed[0].code, ErrorCode::NotFound, "{result:?}");
 }
+
+/// The daemon watches leaders' exits through pidfds, at most half its descriptor limit of
+/// them; leaders launched past that are reaped all the same (their exits are found by a walk
+/// of every thread's children), whether they exit on their own or are killed.
+#[test]
+fn leaders_past_the_pidfd_budget_are_reaped_too() {
+    let d = DaemonGuard::start();
+    // 64 descriptors: 32 leaders watched at most.
+    let limit = libc::rlimit {
+        rlim_cur: 64,
+        rlim_max: 64,
+    };
+    // SAFETY: prlimit reads `limit` and writes nothing (no old limit asked for).
+    let set = unsafe { libc::prlimit(d.pid(), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let long: Vec<_> = (0..40)
+        .map(|_| d.launch_sandbox(&["sleep", "1000"]))
+        .collect();
+    assert_eq!(pidfds_of(d.pid()), 32, "pidfds the daemon holds");
+    // Past the budget: nothing watches these leaders.
+    let short: Vec<_> = (0..4)
+        .map(|_| d.launch_sandbox(&["sh", "-c", "sleep 0.2"]))
+        .collect();
+    for session in &short {
+        let exited = wait_exited(&d, &session.id);
+        assert_eq!(exited.exit, Some(ExitStatus::Code(0)), "{exited:?}");
+    }
+    assert_eq!(procfs::zombie_children_of(d.pid()), vec![]);
+
+    let result = d.bulk(browserd_proto::BulkTerminate {
+        all: Some(true),
+        ..Default::default()
+    });
+
+    let ids: Vec<_> = long.iter().map(|s| &s.id).collect();
+    assert_terminated_exactly(&result, &ids);
+    wait_until(EXIT_WAIT, "the daemon to have no child left", || {
+        procfs::children_of(d.pid()).is_empty()
+    });
+}
+
+/// How many pidfds process `pid` holds.
+fn pidfds_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the daemon's fds")
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| {
+            // `pidfd:[INODE]` where pidfds have their own file system (Linux 6.9).
+            let target = target.to_string_lossy();
+            target == "anon_inode:[pidfd]" || target.starts_with("pidfd:")
+        })
+        .count()
+}
