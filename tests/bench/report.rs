@@ -24,6 +24,10 @@ pub struct Sample {
     /// browserd: the first `browserctl kill` after the idle window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_one_after_idle_ms: Option<f64>,
+    /// Baseline: a bare `browserctl` start right after an idle window as long, the machine
+    /// as quiet as the daemon's idle left it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bare_start_after_idle_ms: Option<f64>,
     /// browserd: `browserctl ls`, everything listed: the N sessions and the kill and exit
     /// samples' (live or exited), and the exited sessions kept from earlier repetitions.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -335,20 +339,29 @@ pub fn rows(
         ),
         Target::AtMost(1.0),
     );
+    let idle_s = opts.idle.as_secs_f64();
+    let after_idle = scalar(Side::Ours, |s| s.kill_one_after_idle_ms);
+    let bare_after_idle = scalar(Side::Base, |s| s.bare_start_after_idle_ms);
+    push(
+        "bare_start_after_idle",
+        format!("bare browserctl start right after {idle_s} s idle"),
+        "ms",
+        (None, bare_after_idle),
+        Target::None,
+    );
     push(
         "kill_one_after_idle",
-        format!(
-            "kill one right after {} s idle − bare browserctl start",
-            opts.idle.as_secs_f64()
-        ),
+        format!("kill one right after {idle_s} s idle − bare start right after {idle_s} s idle"),
         "ms",
-        (
-            scalar(Side::Ours, |s| s.kill_one_after_idle_ms)
-                .zip(bare_start)
-                .map(|(k, b)| k - b),
-            None,
-        ),
+        (after_idle.zip(bare_after_idle).map(|(k, b)| k - b), None),
         Target::AtMost(1.0),
+    );
+    push(
+        "kill_one_after_idle_over_warm_start",
+        format!("kill one right after {idle_s} s idle − bare browserctl start (back to back)"),
+        "ms",
+        (after_idle.zip(bare_start).map(|(k, b)| k - b), None),
+        Target::None,
     );
     push(
         "kill_one_p99",

@@ -32,6 +32,7 @@ const SCENARIOS: &[&str] = &[
     "status_during_bulk",
     "kill_one_over_start",
     "kill_one_after_idle",
+    "kill_one_after_idle_over_warm_start",
     "ls_median",
     "ls_all_median",
     "queue_admission_median",
@@ -97,6 +98,11 @@ fn the_bench_runs_every_scenario_and_reports_them() {
             "`{key}` has no browserd value: {row}"
         );
     }
+    let bare = rows
+        .iter()
+        .find(|r| r["key"] == "bare_start_after_idle")
+        .unwrap_or_else(|| panic!("no `bare_start_after_idle` row in {rows:#?}"));
+    assert!(bare["baseline"].is_number(), "{bare}");
     assert_eq!(report["leftover_processes"], 0, "{report:#}");
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("| scenario"), "no table printed:\n{table}");
