@@ -5,7 +5,9 @@
 //!   the list. Members are `cgroup.procs` (no process can leave by `setsid` or a double
 //!   fork), SIGKILL is `cgroup.kill` (atomic, even against a fork loop), "gone" is
 //!   `populated 0` in `cgroup.events` (an inotify event wakes the gone checker; nothing is
-//!   scanned), and what it uses is `cpu.stat` / `memory.current`.
+//!   scanned) and every process a sweep met in it gone from `/proc` (a process leaves its
+//!   cgroup early in its exit, before it is a zombie and long before it is reaped), and
+//!   what it uses is `cpu.stat` / `memory.current`.
 //! * A session without one: its process group and whatever descends from it, found in the
 //!   process table (`procs`, kept by the `scanner`), and "gone" proven by a listing.
 //!
@@ -40,6 +42,8 @@ pub struct Members {
     tree: Result<cgroup::Tree, cgroup::Unavailable>,
     /// Each session's cgroup, open.
     cgroups: Mutex<HashMap<SessionId, Arc<Cgroup>>>,
+    /// The processes (pid, start time) met in each session's cgroup, by the sweeps.
+    seen: Mutex<HashMap<SessionId, Vec<(i32, u64)>>>,
     /// Tells when a session's cgroup becomes empty.
     watcher: Option<Watcher>,
 }
@@ -80,12 +84,19 @@ impl Members {
         Members {
             tree,
             cgroups: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
             watcher,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Cgroup>>> {
         self.cgroups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn seen(&self) -> MutexGuard<'_, HashMap<SessionId, Vec<(i32, u64)>>> {
+        self.seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -155,6 +166,7 @@ impl Members {
         let Some(cgroup) = self.lock().remove(id) else {
             return;
         };
+        self.seen().remove(id);
         if let Some(watcher) = &self.watcher {
             watcher.remove(&cgroup);
         }
@@ -209,19 +221,41 @@ impl Members {
         };
         // A read that failed leaves those sessions out (swept again later, proven gone only
         // by their cgroup).
-        found.extend(read.await.unwrap_or_default());
+        let read = read.await.unwrap_or_default();
+        let mut seen = self.seen();
+        for (id, processes) in read {
+            let known = seen.entry(id.clone()).or_default();
+            for process in &processes {
+                if !known.contains(&(process.pid, process.start_time)) {
+                    known.push((process.pid, process.start_time));
+                }
+            }
+            let live = processes.into_iter().filter(|p| !p.is_zombie()).collect();
+            found.insert(id, live);
+        }
         found
     }
 
     /// Of `candidates` (sessions whose leader is reaped), those proven gone: with a cgroup,
-    /// it is empty; without one, see `ProcTable::confirm_gone`.
+    /// it is empty and every process a sweep met in it is gone (reaped, zombies are not);
+    /// without one, see `ProcTable::confirm_gone`.
     pub async fn confirm_gone(&self, scanner: &Scanner, candidates: Vec<SessionId>) -> Confirmed {
         let (contained, tabled) = self.split(candidates);
+        let contained: Vec<_> = {
+            let seen = self.seen();
+            contained
+                .into_iter()
+                .map(|(id, cgroup)| {
+                    let met = seen.get(&id).cloned().unwrap_or_default();
+                    (id, cgroup, met)
+                })
+                .collect()
+        };
         let empty = off_loop(!contained.is_empty(), move || {
             contained
                 .into_iter()
-                .filter(|(_, cgroup)| !cgroup.populated())
-                .map(|(id, _)| id)
+                .filter(|(_, cgroup, met)| !cgroup.populated() && all_gone(met))
+                .map(|(id, _, _)| id)
                 .collect::<Vec<_>>()
         });
         let mut confirmed = if tabled.is_empty() {
@@ -286,15 +320,21 @@ fn off_loop<T: Send + 'static>(
     }
 }
 
-/// The live processes in a cgroup, read now.
+/// The processes in a cgroup, read now (zombies among them).
 fn in_cgroup(cgroup: &Cgroup) -> Vec<ProcInfo> {
     cgroup
         .procs()
         .unwrap_or_default()
         .into_iter()
         .filter_map(procs::read_stat)
-        .filter(|p| !p.is_zombie())
         .collect()
+}
+
+/// Whether none of `met` (pid, start time) is left, not even as a zombie: its pid is free,
+/// or another process's.
+fn all_gone(met: &[(i32, u64)]) -> bool {
+    met.iter()
+        .all(|&(pid, start_time)| procs::read_stat(pid).is_none_or(|p| p.start_time != start_time))
 }
 
 /// Watches `cgroup.events` of every session cgroup through one inotify descriptor, and

@@ -553,6 +553,27 @@ impl DaemonGuard {
             .unwrap_or_else(|e| panic!("launch of {command:?} failed: {e}"))
     }
 
+    /// Launches the `beside` fixture (`tests/fixtures/beside.rs`: a leader that starts a
+    /// process beside itself, `CLONE_PARENT`) with `when` (`start`, or a delay in ms after
+    /// SIGTERM) and its directory, and waits until it is ready: SIGTERM held (and, with
+    /// `start`, its process started).
+    #[track_caller]
+    pub fn launch_beside(&self, when: &str) -> (SessionInfo, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let bin = crate::beside_bin();
+        let session = self.launch_sandbox(&[
+            bin.to_str().expect("a UTF-8 path"),
+            dir.path().to_str().expect("a UTF-8 path"),
+            when,
+        ]);
+        crate::wait_until(
+            Duration::from_secs(10),
+            format!("the fixture (pid {}, {when}) to be ready", session.pid),
+            || dir.path().join("ready").exists(),
+        );
+        (session, dir)
+    }
+
     /// Launches `launch` (usually `fixture.launch()` with changes) and waits until the
     /// fixture's whole tree exists.
     #[track_caller]

@@ -120,6 +120,39 @@ fn every_tree_shape_dies_whole_with_process_group_modes_results_and_codes() {
     );
 }
 
+/// A process leaves its cgroup early in its exit, long before it is reaped: an empty cgroup
+/// is not yet every process gone. A process the leader started beside itself is the child
+/// of the daemon's spawner thread, which the daemon reaps last (by its full pass, a few ms
+/// after the SIGCHLD); the kill answers only once it is reaped too.
+#[test]
+fn a_kill_answers_only_once_every_process_met_in_the_cgroup_is_reaped() {
+    let Some((_cgroup, d)) = contained("reaped-before-answer", "5s") else {
+        return;
+    };
+    for round in 0..3 {
+        let (session, dir) = d.launch_beside("start");
+        let beside: i32 = std::fs::read_to_string(dir.path().join("beside"))
+            .expect("the pid of the process beside the leader")
+            .parse()
+            .expect("a pid");
+        let before = procfs::process(beside).expect("the process beside the leader");
+
+        let result = d.kill(session.id.as_str(), false, None);
+
+        assert_eq!(
+            result.terminated,
+            vec![session.id.to_string()],
+            "{result:?}"
+        );
+        let left = procfs::process(beside).filter(|p| p.start_time == before.start_time);
+        assert!(
+            left.is_none(),
+            "round {round}: the kill answered with the process beside the leader still there: {left:?}"
+        );
+    }
+    d.assert_all_sessions_gone();
+}
+
 #[test]
 fn a_fork_loop_is_killed_completely_with_force() {
     let Some((cgroup, d)) = contained("fork-loop", "200ms") else {

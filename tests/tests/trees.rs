@@ -82,26 +82,6 @@ fn sessions_do_not_kill_each_others_processes() {
     d.assert_all_sessions_gone();
 }
 
-/// Launches the `beside` fixture (`tests/fixtures/beside.rs`) with `when` (`start`, or a
-/// delay in ms after SIGTERM) and its directory, and waits until it is ready: SIGTERM held
-/// (and, with `start`, its process started).
-#[track_caller]
-fn launch_beside(d: &DaemonGuard, when: &str) -> (SessionInfo, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let bin = beside_bin();
-    let session = d.launch_sandbox(&[
-        bin.to_str().expect("a UTF-8 path"),
-        dir.path().to_str().expect("a UTF-8 path"),
-        when,
-    ]);
-    wait_until(
-        Duration::from_secs(10),
-        format!("the fixture (pid {}, {when}) to be ready", session.pid),
-        || dir.path().join("ready").exists(),
-    );
-    (session, dir)
-}
-
 #[test]
 fn a_process_the_leader_starts_beside_itself_as_it_is_killed_is_found_and_ended() {
     let d = DaemonGuard::start();
@@ -109,7 +89,7 @@ fn a_process_the_leader_starts_beside_itself_as_it_is_killed_is_found_and_ended(
     // or after the daemon's first look at the session's processes (which then meets it only
     // among its own children, proving the session gone once the leader is reaped).
     for (round, delay_ms) in ["0", "40", "80"].into_iter().enumerate() {
-        let (session, dir) = launch_beside(&d, delay_ms);
+        let (session, dir) = d.launch_beside(delay_ms);
 
         let result = d.kill(session.id.as_str(), false, Some(300));
 
@@ -161,7 +141,7 @@ fn leaders_and_their_siblings_are_spawner_threads_children_and_orphans_the_main_
     let (stray_session, stray_tree) = d.spawn(&Fixture::polite_stray());
     assert_escaped(&d, &stray_tree);
     let orphan = stray_tree.strays()[0].pid;
-    let (session, dir) = launch_beside(&d, "start");
+    let (session, dir) = d.launch_beside("start");
     let beside: i32 = std::fs::read_to_string(dir.path().join("beside"))
         .expect("the pid of the process beside the leader")
         .parse()
