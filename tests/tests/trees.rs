@@ -2,11 +2,10 @@
 //! double-forking into a new session, and deep nesting. Every process that descends from a
 //! session belongs to it.
 
-use browserd_proto::{ErrorCode, SessionInfo};
+use browserd_proto::ErrorCode;
 use browserd_tests::fixtures::SH;
 use browserd_tests::{
-    assert_terminated_exactly, beside_bin, failure_for, procfs, wait_until, DaemonGuard, Fixture,
-    Tree,
+    assert_terminated_exactly, failure_for, procfs, wait_until, DaemonGuard, Fixture, Tree,
 };
 use std::time::Duration;
 
