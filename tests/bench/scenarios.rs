@@ -170,6 +170,10 @@ pub fn run_once(
         sample.kill_one_after_idle_ms = Some(kill_one(session, tree, &mut sample)?);
     }
     for (session, tree) in kills {
+        // The kill's reference: a bare start of the same binary in the same moment.
+        sample
+            .bare_start_ms
+            .push(time_command(Command::new(browserctl).arg("--version"))?);
         kill_one(session, tree, &mut sample)?;
     }
     cpu.record(&mut sample, "kill one, per call", opts.samples);
