@@ -297,8 +297,16 @@ impl Members {
         used
     }
 
-    /// Whether the kernel killed a session for running out of its memory.
+    /// Whether the kernel killed a session for running out of its memory. Without the memory
+    /// controller there is no `memory.events` to read (and nothing is tried).
     pub fn oom_killed(&self, id: &SessionId) -> bool {
+        let memory = self
+            .tree
+            .as_ref()
+            .is_ok_and(|tree| tree.enabled().iter().any(|c| c == "memory"));
+        if !memory {
+            return false;
+        }
         self.cgroup(id)
             .and_then(|cgroup| cgroup.memory_events())
             .is_some_and(|events| events.oom_kill > 0)
@@ -392,7 +400,9 @@ impl Watcher {
     fn remove(&self, cgroup: &Cgroup) {
         let events = cgroup.path().join("cgroup.events");
         if let Some(wd) = self.lock().remove(&events) {
-            // The watch also ends by itself when the cgroup is removed.
+            // Removing the cgroup does not end the watch (cgroupfs sends no `IN_IGNORED` at
+            // `rmdir`, and the watch stays listed): it is taken off here, or it would stay
+            // until the daemon exits.
             let _ = self.inotify.rm_watch(wd);
         }
     }

@@ -129,6 +129,7 @@ fn a_kill_answers_only_once_every_process_met_in_the_cgroup_is_reaped() {
     let Some((_cgroup, d)) = contained("reaped-before-answer", "5s") else {
         return;
     };
+    let watches = inotify_watches(d.pid());
     for round in 0..3 {
         let (session, dir) = d.launch_beside("start");
         let beside: i32 = std::fs::read_to_string(dir.path().join("beside"))
@@ -151,6 +152,22 @@ fn a_kill_answers_only_once_every_process_met_in_the_cgroup_is_reaped() {
         );
     }
     d.assert_all_sessions_gone();
+    // Each session's `cgroup.events` watch is taken off with it (removing the cgroup does
+    // not end it).
+    assert_eq!(inotify_watches(d.pid()), watches);
+}
+
+/// How many inotify watches process `pid` holds, over all its inotify descriptors.
+fn inotify_watches(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("the daemon's fdinfo")
+        .filter_map(|fd| std::fs::read_to_string(fd.ok()?.path()).ok())
+        .map(|info| {
+            info.lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count()
+        })
+        .sum()
 }
 
 #[test]
