@@ -237,6 +237,7 @@ fn reap_watched(exits: &mut Exits, batch: &mut Vec<(i32, ExitStatus)>) {
     };
     let mut events = [EpollEvent::empty(); 64];
     loop {
+        let watched = exits.watched.len();
         let ready = match epoll.wait(&mut events, EpollTimeout::ZERO) {
             Ok(ready) => ready,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -276,7 +277,9 @@ fn reap_watched(exits: &mut Exits, batch: &mut Vec<(i32, ExitStatus)>) {
                 }
             }
         }
-        if ready < events.len() {
+        // A full batch may have more behind it; one that took nothing off the set would
+        // only come back the same (the set lists a pidfd for as long as it is readable).
+        if ready < events.len() || exits.watched.len() == watched {
             return;
         }
     }
