@@ -42,8 +42,8 @@ pub struct Members {
     tree: Result<cgroup::Tree, cgroup::Unavailable>,
     /// Each session's cgroup, open.
     cgroups: Mutex<HashMap<SessionId, Arc<Cgroup>>>,
-    /// The processes (pid, start time) met in each session's cgroup, by the sweeps.
-    seen: Mutex<HashMap<SessionId, Vec<(i32, u64)>>>,
+    /// The processes met in each session's cgroup, by the sweeps.
+    seen: Mutex<HashMap<SessionId, Vec<ProcInfo>>>,
     /// Tells when a session's cgroup becomes empty.
     watcher: Option<Watcher>,
 }
@@ -95,7 +95,7 @@ impl Members {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn seen(&self) -> MutexGuard<'_, HashMap<SessionId, Vec<(i32, u64)>>> {
+    fn seen(&self) -> MutexGuard<'_, HashMap<SessionId, Vec<ProcInfo>>> {
         self.seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -226,8 +226,8 @@ impl Members {
         for (id, processes) in read {
             let known = seen.entry(id.clone()).or_default();
             for process in &processes {
-                if !known.contains(&(process.pid, process.start_time)) {
-                    known.push((process.pid, process.start_time));
+                if !known.iter().any(|k| k.key() == process.key()) {
+                    known.push(*process);
                 }
             }
             let live = processes.into_iter().filter(|p| !p.is_zombie()).collect();
@@ -338,11 +338,9 @@ fn in_cgroup(cgroup: &Cgroup) -> Vec<ProcInfo> {
         .collect()
 }
 
-/// Whether none of `met` (pid, start time) is left, not even as a zombie: its pid is free,
-/// or another process's.
-fn all_gone(met: &[(i32, u64)]) -> bool {
-    met.iter()
-        .all(|&(pid, start_time)| procs::read_stat(pid).is_none_or(|p| p.start_time != start_time))
+/// Whether none of `met` is left, not even as a zombie.
+fn all_gone(met: &[ProcInfo]) -> bool {
+    met.iter().all(|p| procs::reread(p).is_none())
 }
 
 /// Watches `cgroup.events` of every session cgroup through one inotify descriptor, and
