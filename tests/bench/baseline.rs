@@ -3,6 +3,11 @@
 //! their groups with `killpg`, reaps them (it is their parent, and a subreaper for the
 //! orphaned children, as browserd is) and polls `/proc` until every process is gone. What it
 //! costs is what the kernel costs; browserd's overhead is the difference.
+//!
+//! With `--cgroup` it contains its trees as browserd does: each tree in a cgroup of its own
+//! (made before the tree starts, joined by the child before `exec`, in a subtree with the
+//! controllers browserd enables), removed once the tree is gone, before a kill counts as
+//! done. The kernel's cost of containment is then on both sides of the ratio.
 
 use crate::cleanup;
 use crate::options::Options;
@@ -10,10 +15,12 @@ use crate::procs::{self, time_command};
 use crate::report::Sample;
 use crate::stats::ms;
 use browserd_proto::SESSION_ENV;
+use browserd_tests::cgroups::PrivateCgroup;
 use browserd_tests::{Fixture, ProcId};
 use nix::sys::signal::Signal;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,51 +28,100 @@ use std::time::{Duration, Instant};
 pub const TREE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const GONE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The trees the baseline started; dropping it SIGKILLs and reaps whatever is left.
+/// The trees the baseline started; dropping it SIGKILLs and reaps whatever is left, and
+/// removes their cgroups.
 pub struct Baseline {
     marker: String,
     leaders: Vec<i32>,
     known: Vec<ProcId>,
+    /// Where each tree gets a cgroup of its own (`--cgroup`), and the ones made, by leader.
+    containment: Option<PathBuf>,
+    cgroups: Vec<(i32, PathBuf)>,
 }
 
 impl Baseline {
-    pub fn new(name: &str) -> Baseline {
+    pub fn new(name: &str, containment: Option<&Path>) -> Baseline {
         Baseline {
             marker: format!("bench-{}-{name}", std::process::id()),
             leaders: Vec::new(),
             known: Vec::new(),
+            containment: containment.map(Path::to_path_buf),
+            cgroups: Vec::new(),
         }
     }
 
     /// Forks and execs `argv` as the leader of a new session and process group, marked
-    /// like a browserd session; returns its pid.
+    /// like a browserd session (and in a new cgroup of its own, with `--cgroup`); returns
+    /// its pid.
     pub fn spawn(&mut self, argv: &[String]) -> Result<i32, String> {
         if cleanup::aborting() {
             return Err("interrupted".into());
         }
-        let mut command = Command::new(&argv[0]);
-        command
-            .args(&argv[1..])
-            .env(
-                SESSION_ENV,
-                format!("{}-{}", self.marker, self.leaders.len()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(Into::into));
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("baseline: cannot start {argv:?}: {e}"))?;
-        let pid = child.id() as i32;
-        // Reaped through the cleanup registry, never through `Child`.
-        drop(child);
+        let marker = format!("{}-{}", self.marker, self.leaders.len());
+        let pid = match &self.containment {
+            Some(parent) => {
+                let dir = parent.join(&marker);
+                std::fs::create_dir(&dir)
+                    .map_err(|e| format!("baseline: cannot create {}: {e}", dir.display()))?;
+                match spawn_into(argv, &marker, &dir) {
+                    Ok(pid) => {
+                        self.cgroups.push((pid, dir));
+                        pid
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_dir(&dir);
+                        return Err(e);
+                    }
+                }
+            }
+            None => {
+                let mut command = Command::new(&argv[0]);
+                command
+                    .args(&argv[1..])
+                    .env(SESSION_ENV, &marker)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                // SAFETY: setsid is async-signal-safe.
+                unsafe {
+                    command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(Into::into));
+                }
+                let child = command
+                    .spawn()
+                    .map_err(|e| format!("baseline: cannot start {argv:?}: {e}"))?;
+                // Reaped through the cleanup registry, never through `Child`.
+                child.id() as i32
+            }
+        };
         cleanup::register_leader(pid);
         self.leaders.push(pid);
         Ok(pid)
+    }
+
+    /// Removes the cgroups of `leaders`' trees (each tree must be gone), as browserd does
+    /// before it answers a kill. A cgroup that still counts a process is tried again until
+    /// `GONE_TIMEOUT`.
+    pub fn remove_cgroups(&mut self, leaders: &[i32]) -> Result<(), String> {
+        let (mut pending, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cgroups)
+            .into_iter()
+            .partition(|(leader, _)| leaders.contains(leader));
+        self.cgroups = kept;
+        let start = Instant::now();
+        loop {
+            pending.retain(|(_, dir)| match std::fs::remove_dir(dir) {
+                Ok(()) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            });
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > GONE_TIMEOUT {
+                let left = pending.len();
+                self.cgroups.extend(pending);
+                return Err(format!("baseline: {left} cgroup(s) could not be removed"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Spawns `count` trees of `fixture`.
@@ -106,7 +162,164 @@ impl Drop for Baseline {
             pending.retain(|&l| !cleanup::reap(l));
             std::thread::sleep(Duration::from_millis(1));
         }
+        let leaders = std::mem::take(&mut self.leaders);
+        if let Err(e) = self.remove_cgroups(&leaders) {
+            eprintln!("{e}");
+        }
     }
+}
+
+/// `clone3`'s arguments (linux/sched.h, the version with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Starts `argv` (an absolute path first) in the cgroup `dir` from its first instruction,
+/// as browserd does (`clone3` with `CLONE_INTO_CGROUP`, fork-like), in a new session, with
+/// the marker in its environment and its stdio on /dev/null; returns its pid.
+fn spawn_into(argv: &[String], marker: &str, dir: &Path) -> Result<i32, String> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let cstring = |bytes: &[u8]| {
+        CString::new(bytes).map_err(|_| format!("baseline: a NUL in {argv:?} or the environment"))
+    };
+    let program = cstring(argv[0].as_bytes())?;
+    let args = argv
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut env = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        if key != SESSION_ENV {
+            let mut entry = key.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            env.push(cstring(&entry)?);
+        }
+    }
+    env.push(cstring(format!("{SESSION_ENV}={marker}").as_bytes())?);
+    let pointers = |strings: &[CString]| {
+        let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        ptrs
+    };
+    let (argp, envp) = (pointers(&args), pointers(&env));
+    let open = |path: &Path, flags: i32| -> Result<OwnedFd, String> {
+        let path = cstring(path.as_os_str().as_bytes())?;
+        // SAFETY: a valid C string; the fd returned is owned here.
+        let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!(
+                "baseline: cannot open {}: {}",
+                path.to_string_lossy(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: just opened, owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    // O_RDONLY, not O_PATH: older kernels refuse O_PATH fds for CLONE_INTO_CGROUP.
+    let cgroup = open(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let null = open(Path::new("/dev/null"), libc::O_RDWR)?;
+    // Closed by a successful exec; carries the errno of a failed one (as `Command` does).
+    let mut ends = [0; 2];
+    // SAFETY: `ends` has room for the two fds.
+    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!(
+            "baseline: pipe2: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: just made, owned by nobody else.
+    let (reader, writer) =
+        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    let mut args_struct = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: fork-like (no CLONE_VM): the child has its own copy of memory and calls only
+    // async-signal-safe functions on what was prepared above, then execs or exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args_struct as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: the child; raw syscalls only.
+        unsafe {
+            libc::setsid();
+            for target in 0..3 {
+                libc::dup2(null.as_raw_fd(), target);
+            }
+            libc::execve(program.as_ptr(), argp.as_ptr(), envp.as_ptr());
+            let errno = *libc::__errno_location();
+            libc::write(writer.as_raw_fd(), (&raw const errno).cast(), 4);
+            libc::_exit(127);
+        }
+    }
+    if pid < 0 {
+        return Err(format!(
+            "baseline: clone3 into {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    drop(writer);
+    let mut errno = [0u8; 4];
+    let mut pipe = std::fs::File::from(reader);
+    match std::io::Read::read(&mut pipe, &mut errno) {
+        Ok(0) => Ok(pid as i32),
+        result => {
+            cleanup::register_leader(pid as i32);
+            cleanup::reap_blocking(pid as i32);
+            Err(format!(
+                "baseline: cannot start {argv:?}: {}",
+                match result {
+                    Ok(_) => std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+                    Err(e) => e,
+                }
+            ))
+        }
+    }
+}
+
+/// The controllers browserd enables for its sessions' cgroups, where offered.
+const CONTROLLERS: [&str; 2] = ["memory", "pids"];
+
+/// A private cgroup subtree for the baseline's trees (`--cgroup`), with the controllers
+/// browserd would enable for its sessions, removed when dropped or if the bench is
+/// interrupted.
+pub fn containment() -> Result<PrivateCgroup, String> {
+    let cgroup = PrivateCgroup::create("bench-baseline").map_err(|e| format!("--cgroup: {e}"))?;
+    cleanup::remove_cgroup_on_abort(cgroup.path());
+    for controller in cgroup.offered_controllers() {
+        if CONTROLLERS.contains(&controller.as_str()) {
+            std::fs::write(
+                cgroup.path().join("cgroup.subtree_control"),
+                format!("+{controller}"),
+            )
+            .map_err(|e| format!("--cgroup: cannot enable {controller} for the baseline: {e}"))?;
+        }
+    }
+    Ok(cgroup)
 }
 
 /// Signals every listed group and waits until all of `ids` are gone (reaping them).
@@ -119,8 +332,13 @@ fn terminate_groups(leaders: &[i32], ids: &[ProcId], signal: Signal) -> Result<(
 }
 
 /// One repetition of every baseline scenario.
-pub fn run_once(opts: &Options, browserctl: &Path) -> Result<Sample, String> {
-    let mut b = Baseline::new("trees");
+/// With `containment`, every tree gets a cgroup below it (`--cgroup`).
+pub fn run_once(
+    opts: &Options,
+    browserctl: &Path,
+    containment: Option<&Path>,
+) -> Result<Sample, String> {
+    let mut b = Baseline::new("trees", containment);
     let polite = Fixture::polite();
     let sleeper = Fixture::sleeper();
     let mut sample = Sample::default();
@@ -153,6 +371,7 @@ pub fn run_once(opts: &Options, browserctl: &Path) -> Result<Sample, String> {
         time_command(Command::new("/bin/kill").args(["-TERM", "--", &format!("-{leader}")]))?;
         procs::wait_gone(tree, GONE_TIMEOUT, true)
             .map_err(|left| format!("baseline kill-one: {left} process(es) left"))?;
+        b.remove_cgroups(&[*leader])?;
         sample.kill_one_ms.push(ms(start.elapsed()));
     }
 
@@ -172,18 +391,19 @@ pub fn run_once(opts: &Options, browserctl: &Path) -> Result<Sample, String> {
     sample.first_signals_ms = Some(ms(start.elapsed()));
     procs::wait_gone(&all, GONE_TIMEOUT, true)
         .map_err(|left| format!("baseline: {left} process(es) outlived SIGTERM"))?;
+    b.remove_cgroups(&leaders)?;
     sample.bulk_polite_ms = ms(start.elapsed());
     drop(b);
 
-    sample.bulk_stubborn_ms = stubborn(opts.sessions, opts.grace)?;
-    sample.bulk_stubborn_small_ms = stubborn(opts.small_sessions(), opts.grace)?;
+    sample.bulk_stubborn_ms = stubborn(opts.sessions, opts.grace, containment)?;
+    sample.bulk_stubborn_small_ms = stubborn(opts.small_sessions(), opts.grace, containment)?;
     Ok(sample)
 }
 
 /// Stubborn trees: SIGTERM to every group, wait for them to empty until the grace period
 /// ends, SIGKILL the groups still there, wait until every process is gone.
-fn stubborn(count: usize, grace: Duration) -> Result<f64, String> {
-    let mut b = Baseline::new("stubborn");
+fn stubborn(count: usize, grace: Duration, containment: Option<&Path>) -> Result<f64, String> {
+    let mut b = Baseline::new("stubborn", containment);
     let fixture = Fixture::stubborn();
     let leaders = b.spawn_many(&fixture, count)?;
     let all: Vec<ProcId> = b.wait_trees(&leaders, &fixture)?.concat();
@@ -195,5 +415,6 @@ fn stubborn(count: usize, grace: Duration) -> Result<f64, String> {
     if procs::wait_gone(&all, left, true).is_err() {
         terminate_groups(&leaders, &all, Signal::SIGKILL)?;
     }
+    b.remove_cgroups(&leaders)?;
     Ok(ms(start.elapsed()))
 }

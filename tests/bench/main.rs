@@ -103,6 +103,11 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
         }
         false => None,
     };
+    // The baseline's own subtree, with the controllers browserd enables for its sessions.
+    let baseline_cgroup = match opts.cgroup {
+        true => Some(baseline::containment()?),
+        false => None,
+    };
     let mut builder = DaemonGuard::builder()
         .max_sessions((live_at_most + 16) as u32)
         .grace(&format!("{}ms", opts.grace.as_millis()))
@@ -120,7 +125,11 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
     let mut repeats = Vec::new();
     for rep in 0..opts.repeat {
         eprintln!("bench: repeat {}/{}: baseline", rep + 1, opts.repeat);
-        let mut baseline = baseline::run_once(opts, &bins.browserctl)?;
+        let mut baseline = baseline::run_once(
+            opts,
+            &bins.browserctl,
+            baseline_cgroup.as_ref().map(PrivateCgroup::path),
+        )?;
         eprintln!(
             "bench: repeat {}/{}: launches with the journal on tmpfs",
             rep + 1,
@@ -178,6 +187,7 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
     let containment = d.status().containment.map(|c| c.mode);
     drop(d);
     drop(cgroup);
+    drop(baseline_cgroup);
     cleanup::clear_daemon();
     let leftovers = cleanup::kill_descendants(Duration::from_secs(10));
     if leftovers > 0 {

@@ -28,7 +28,8 @@ Options:
   --allow-stale     run even if browserd/browserctl are older than their sources
   --daemon-log L    browserd's log level (RUST_LOG) [default: warn]
   --cgroup          contain browserd's sessions in cgroups: it gets a private cgroup v2
-                    subtree the bench creates (--cgroup-root); fails where none can be made
+                    subtree the bench creates (--cgroup-root), and the baseline puts each
+                    of its trees in a cgroup too; fails where none can be made
   -h, --help        print this help";
 
 #[derive(Debug, Clone)]
