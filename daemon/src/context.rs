@@ -14,6 +14,7 @@ use crate::registry::Registry;
 use crate::reload::Invocation;
 use crate::scanner::Scanner;
 use crate::server::Server;
+use crate::signals::Partner;
 use crate::socket::SocketFile;
 use crate::spawners::Spawners;
 use crate::terminate::Terminator;
@@ -39,6 +40,8 @@ pub struct Context {
     /// What sessions use, as last measured.
     pub usage: UsageCache,
     pub terminator: Terminator,
+    /// The second thread a bulk kill's first signals go out from, where there is one.
+    pub partner: Option<Partner>,
     pub server: Server,
     pub notifier: Notifier,
     pub metrics: Metrics,
@@ -105,6 +108,7 @@ impl Context {
             spawners: Spawners::default(),
             usage: UsageCache::default(),
             terminator: Terminator::default(),
+            partner: Partner::start(),
             server: Server::default(),
             notifier: parts.notifier,
             pipes: Pipes::default(),

@@ -225,8 +225,9 @@ fn log_started(started: &[(SessionId, bool)]) {
 }
 
 /// Sends the first signal of each new termination, all in one pass under one hold of the
-/// reap lock (so every group's leader is still unreaped when its group is signalled), and
-/// hands them to the driver. A browser with a DevTools endpoint is first asked to close
+/// reap lock (so every group's leader is still unreaped when its group is signalled; the
+/// groups go out together, half from the partner thread where there is one), and hands
+/// them to the driver. A browser with a DevTools endpoint is first asked to close
 /// itself, within the first half of its grace (at most `POLITE_WAIT`). Returns each
 /// session with whether it is forced, for the log.
 fn begin(
@@ -239,6 +240,8 @@ fn begin(
     let now = Instant::now();
     let mut flights = Vec::with_capacity(started.len());
     let mut polite = Vec::new();
+    // Each flight's group, by its index: signalled together once every flight is made.
+    let mut groups: Vec<(usize, i32)> = Vec::new();
     {
         let _reap = ctx.reaper.hold();
         for (id, termination) in started {
@@ -260,9 +263,18 @@ fn begin(
                     };
                     polite.push((flight.id.clone(), endpoint));
                 }
-                None => signal_group(ctx, &mut flight, Signal::SIGTERM),
+                None => {
+                    if let Some(pgid) = group_to_signal(ctx, &mut flight, Signal::SIGTERM) {
+                        groups.push((flights.len(), pgid));
+                    }
+                }
             }
             flights.push(flight);
+        }
+        let pgids: Vec<i32> = groups.iter().map(|&(_, pgid)| pgid).collect();
+        let sent = signals::kill_groups(ctx.partner.as_ref(), &pgids, Signal::SIGTERM);
+        for (&(index, pgid), sent) in groups.iter().zip(sent) {
+            group_signalled(&mut flights[index], pgid, Signal::SIGTERM, sent);
         }
     }
     let logged: Vec<(SessionId, bool)> = flights
@@ -286,6 +298,16 @@ fn begin(
 /// leader itself is signalled, through its pidfd; sweeps reach the rest. Call with the reap
 /// lock held.
 fn signal_group(ctx: &Context, flight: &mut Flight, signal: Signal) {
+    if let Some(pgid) = group_to_signal(ctx, flight, signal) {
+        let sent = signals::kill_group(pgid, signal).map(|()| procs::boot_ticks());
+        group_signalled(flight, pgid, signal, sent);
+    }
+}
+
+/// What `signal_group` signals as a group: the pgid, if the session's leader is unreaped.
+/// An adopted leader is signalled here, through its pidfd, and a cgroup's SIGKILL is sent
+/// here too (`None`: nothing left to signal). Call with the reap lock held.
+fn group_to_signal(ctx: &Context, flight: &mut Flight, signal: Signal) -> Option<i32> {
     if let Some((pidfd, leader)) = ctx.registry.adopted_leader(&flight.id) {
         match signals::kill_pidfd(&pidfd, signal) {
             // Sweeps do not send it SIGTERM again.
@@ -294,19 +316,22 @@ fn signal_group(ctx: &Context, flight: &mut Flight, signal: Signal) {
             }
             Err(e) => tracing::warn!(session = %flight.id, "cannot signal the adopted leader: {e}"),
         }
-        return;
+        return None;
     }
     // A cgroup is killed whole, at once, whatever its processes' groups.
     if signal == Signal::SIGKILL && ctx.members.kill_all(&flight.id) {
-        return;
+        return None;
     }
-    let Some(pgid) = ctx.registry.unreaped_leader(&flight.id) else {
-        return;
-    };
-    match signals::kill_group(pgid, signal) {
-        Ok(()) => {
+    ctx.registry.unreaped_leader(&flight.id)
+}
+
+/// Records a group's signal: for the first SIGTERM, the boot tick right after it went out
+/// (every process started before it got it).
+fn group_signalled(flight: &mut Flight, pgid: i32, signal: Signal, sent: std::io::Result<u64>) {
+    match sent {
+        Ok(at) => {
             if signal == Signal::SIGTERM && flight.group_signalled_at.is_none() {
-                flight.group_signalled_at = Some(procs::boot_ticks());
+                flight.group_signalled_at = Some(at);
             }
         }
         Err(e) => tracing::warn!(session = %flight.id, pgid, "cannot signal group: {e}"),

@@ -1,7 +1,7 @@
 //! Concurrency of termination: many stubborn sessions terminated by one request take about
 //! one grace period in total, not one per session.
 
-use browserd_proto::BulkTerminate;
+use browserd_proto::{BulkTerminate, ExitStatus};
 use browserd_tests::{assert_terminated_exactly, DaemonGuard, Fixture};
 use std::time::{Duration, Instant};
 
@@ -49,4 +49,72 @@ fn two_hundred_stubborn_sessions_are_force_terminated_concurrently() {
          the grace period was not given"
     );
     d.assert_all_sessions_gone();
+}
+
+/// Sessions enough for a bulk kill's first signals to be split between the event loop and
+/// the daemon's second sender (half of them each, where it has one).
+const SPLIT_SESSIONS: usize = 96;
+
+/// Every session of a bulk kill split between two senders ends by its first SIGTERM, with
+/// nothing left of it; where the daemon may use real-time priority (root, as in CI), the
+/// second sender is there, at that priority, asleep between bursts.
+#[test]
+fn a_bulk_kill_split_between_two_senders_ends_every_session_by_its_first_signal() {
+    let d = DaemonGuard::builder().max_sessions(1_000).start();
+    let fixture = Fixture::polite();
+    let mut client = d.client();
+    let sessions: Vec<_> = (0..SPLIT_SESSIONS)
+        .map(|_| {
+            let response = client.request(&browserd_proto::Request::Launch(fixture.launch()));
+            let launched: browserd_proto::LaunchResult =
+                response.into_result().expect("launch a polite tree");
+            launched.session
+        })
+        .collect();
+    let pairs: Vec<_> = sessions.iter().map(|s| (s, &fixture)).collect();
+    d.wait_trees(&pairs);
+
+    let result = d.bulk(BulkTerminate {
+        all: Some(true),
+        ..Default::default()
+    });
+
+    let ids: Vec<_> = sessions.iter().map(|s| &s.id).collect();
+    assert_terminated_exactly(&result, &ids);
+    d.assert_all_sessions_gone();
+    for session in &sessions {
+        assert_eq!(
+            d.session(&session.id).exit,
+            Some(ExitStatus::Signal(libc::SIGTERM)),
+            "{}",
+            session.id
+        );
+    }
+    let sender = second_sender(d.pid());
+    if nix::unistd::geteuid().is_root()
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+    {
+        let (state, policy) = sender.expect("root on more than one core: a second sender");
+        assert_eq!(state, "S", "asleep between bursts");
+        assert_eq!(policy, libc::SCHED_FIFO);
+    } else {
+        eprintln!("not root, or one core: the daemon may have no second sender ({sender:?})");
+    }
+}
+
+/// The state and scheduling policy of the daemon's thread named `signals`.
+fn second_sender(daemon: i32) -> Option<(String, i32)> {
+    std::fs::read_dir(format!("/proc/{daemon}/task"))
+        .ok()?
+        .flatten()
+        .find_map(|task| {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            if comm.trim() != "signals" {
+                return None;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+            Some((fields.first()?.to_string(), fields.get(38)?.parse().ok()?))
+        })
 }
