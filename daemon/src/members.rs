@@ -38,12 +38,18 @@ pub struct Containment {
     pub controllers: Vec<String>,
 }
 
+type Seen = HashMap<SessionId, Vec<ProcInfo>>;
+
 pub struct Members {
     tree: Result<cgroup::Tree, cgroup::Unavailable>,
     /// Each session's cgroup, open.
     cgroups: Mutex<HashMap<SessionId, Arc<Cgroup>>>,
-    /// The processes met in each session's cgroup, by the sweeps.
-    seen: Mutex<HashMap<SessionId, Vec<ProcInfo>>>,
+    /// The processes met in each session's cgroup, by the sweeps. A read of a cgroup's
+    /// processes and their recording here happen under this lock, and so does a gone check's
+    /// read of `populated` and of what was met: a process a sweep found in the cgroup is
+    /// either among what the check looks at, or was found after the check saw the cgroup
+    /// empty (it cannot have been in it then).
+    seen: Arc<Mutex<Seen>>,
     /// Tells when a session's cgroup becomes empty.
     watcher: Option<Watcher>,
 }
@@ -84,7 +90,7 @@ impl Members {
         Members {
             tree,
             cgroups: Mutex::new(HashMap::new()),
-            seen: Mutex::new(HashMap::new()),
+            seen: Arc::default(),
             watcher,
         }
     }
@@ -95,10 +101,8 @@ impl Members {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn seen(&self) -> MutexGuard<'_, HashMap<SessionId, Vec<ProcInfo>>> {
-        self.seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        lock_seen(&self.seen)
     }
 
     pub fn containment(&self) -> Containment {
@@ -208,10 +212,21 @@ impl Members {
         ids: Vec<SessionId>,
     ) -> HashMap<SessionId, Vec<ProcInfo>> {
         let (contained, tabled) = self.split(ids);
+        let seen = self.seen.clone();
         let read = off_loop(!contained.is_empty(), move || {
             contained
                 .into_iter()
-                .map(|(id, cgroup)| (id, in_cgroup(&cgroup)))
+                .map(|(id, cgroup)| {
+                    let mut seen = lock_seen(&seen);
+                    let processes = in_cgroup(&cgroup);
+                    let known = seen.entry(id.clone()).or_default();
+                    for process in &processes {
+                        if !known.iter().any(|k| k.key() == process.key()) {
+                            known.push(*process);
+                        }
+                    }
+                    (id, processes)
+                })
                 .collect::<Vec<_>>()
         });
         let mut found = if tabled.is_empty() {
@@ -222,14 +237,7 @@ impl Members {
         // A read that failed leaves those sessions out (swept again later, proven gone only
         // by their cgroup).
         let read = read.await.unwrap_or_default();
-        let mut seen = self.seen();
         for (id, processes) in read {
-            let known = seen.entry(id.clone()).or_default();
-            for process in &processes {
-                if !known.iter().any(|k| k.key() == process.key()) {
-                    known.push(*process);
-                }
-            }
             let live = processes.into_iter().filter(|p| !p.is_zombie()).collect();
             found.insert(id, live);
         }
@@ -241,21 +249,21 @@ impl Members {
     /// without one, see `ProcTable::confirm_gone`.
     pub async fn confirm_gone(&self, scanner: &Scanner, candidates: Vec<SessionId>) -> Confirmed {
         let (contained, tabled) = self.split(candidates);
-        let contained: Vec<_> = {
-            let seen = self.seen();
-            contained
-                .into_iter()
-                .map(|(id, cgroup)| {
-                    let met = seen.get(&id).cloned().unwrap_or_default();
-                    (id, cgroup, met)
-                })
-                .collect()
-        };
+        let seen = self.seen.clone();
         let empty = off_loop(!contained.is_empty(), move || {
             contained
                 .into_iter()
-                .filter(|(_, cgroup, met)| !cgroup.populated() && all_gone(met))
-                .map(|(id, _, _)| id)
+                .filter(|(id, cgroup)| {
+                    let met = {
+                        let seen = lock_seen(&seen);
+                        if cgroup.populated() {
+                            return false;
+                        }
+                        seen.get(id).cloned().unwrap_or_default()
+                    };
+                    all_gone(&met)
+                })
+                .map(|(id, _)| id)
                 .collect::<Vec<_>>()
         });
         let mut confirmed = if tabled.is_empty() {
@@ -336,6 +344,10 @@ fn in_cgroup(cgroup: &Cgroup) -> Vec<ProcInfo> {
         .into_iter()
         .filter_map(procs::read_stat)
         .collect()
+}
+
+fn lock_seen(seen: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether none of `met` is left, not even as a zombie.
