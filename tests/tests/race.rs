@@ -18,6 +18,7 @@ use browserd_proto::{
     Request, SessionRef, SessionType, SessionsFilter, SessionsResult, StatusResult, Target,
     TerminateResult, WireError, Workspace,
 };
+use browserd_tests::cgroups::PrivateCgroup;
 use browserd_tests::fixtures::SH;
 use browserd_tests::procfs::{self, ProcInfo};
 use browserd_tests::rng::{seed_from_env, size_from_env, Rng};
@@ -37,6 +38,8 @@ const DEFAULT_CLIENTS: usize = 8;
 const GRACE: &str = "300ms";
 /// The largest grace a request of this test asks for.
 const MAX_GRACE_MS: u64 = 300;
+/// How long after a round's final kill-all a session's cgroup may still be being removed.
+const CGROUPS_REMOVED: Duration = Duration::from_secs(5);
 /// How long the reaper may take to collect what a round's final kill left as zombies.
 const REAP_DEADLINE: Duration = Duration::from_secs(5);
 /// Tracking ids and workspaces are drawn from small pools so that requests collide.
@@ -49,7 +52,27 @@ const SHOWN: usize = 25;
 
 #[test]
 fn no_process_outlives_a_forced_kill_all_under_random_concurrent_launches_kills_and_leases() {
-    let plan = Plan::from_env();
+    race(Plan::from_env());
+}
+
+/// The same race with every session in a cgroup of its own: once the forced kill-all
+/// answers, nothing is left, not even a session's cgroup.
+#[test]
+fn no_process_nor_cgroup_outlives_a_forced_kill_all_with_sessions_in_cgroups() {
+    let cgroup = match PrivateCgroup::create("race") {
+        Ok(cgroup) => cgroup,
+        Err(why) => {
+            eprintln!("race: skipped: {why}");
+            return;
+        }
+    };
+    race(Plan {
+        cgroup: Some(cgroup),
+        ..Plan::from_env()
+    });
+}
+
+fn race(plan: Plan) {
     eprintln!("race: {plan}\nrace: replay with `{}`", plan.replay());
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&plan)));
     if let Err(panic) = outcome {
@@ -75,6 +98,8 @@ struct Plan {
     clients: usize,
     /// Run every round even after one failed, and report all (to measure how often).
     keep_going: bool,
+    /// Where the daemon puts each session in a cgroup of its own, if it does.
+    cgroup: Option<PrivateCgroup>,
 }
 
 impl Plan {
@@ -85,6 +110,7 @@ impl Plan {
             ops: size_from_env("BROWSERD_RACE_OPS", DEFAULT_OPS),
             clients: size_from_env("BROWSERD_RACE_CLIENTS", DEFAULT_CLIENTS),
             keep_going: std::env::var_os("BROWSERD_RACE_KEEP_GOING").is_some(),
+            cgroup: None,
         }
     }
 
@@ -100,7 +126,11 @@ impl Plan {
                 command.push_str(&format!(" {var}={value}"));
             }
         }
-        command + " cargo test -p browserd-tests --test race"
+        let test = match self.cgroup {
+            Some(_) => "no_process_nor_cgroup_outlives",
+            None => "no_process_outlives",
+        };
+        command + " cargo test -p browserd-tests --test race " + test
     }
 }
 
@@ -108,19 +138,30 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {}, {} rounds of {} operations by {} concurrent clients",
-            self.seed, self.rounds, self.ops, self.clients
+            "seed {}, {} rounds of {} operations by {} concurrent clients{}",
+            self.seed,
+            self.rounds,
+            self.ops,
+            self.clients,
+            if self.cgroup.is_some() {
+                ", sessions in cgroups"
+            } else {
+                ""
+            }
         )
     }
 }
 
 fn run(plan: &Plan) {
-    let d = DaemonGuard::builder()
+    let mut builder = DaemonGuard::builder()
         .max_sessions(2_000)
         .grace(GRACE)
         // Listings stay small enough to take often (they would hold 1000 exited sessions).
-        .flag("--keep-exited", 200)
-        .start();
+        .flag("--keep-exited", 200);
+    if let Some(cgroup) = &plan.cgroup {
+        builder = builder.flag("--cgroup-root", cgroup.path().display());
+    }
+    let d = builder.start();
     let shapes = shapes();
     let ledger = Ledger::default();
     let mut failed_rounds = Vec::new();
@@ -137,6 +178,22 @@ fn run(plan: &Plan) {
             ));
         }
         check_round(&d, &ledger, round);
+        if let Some(cgroup) = &plan.cgroup {
+            // A session that ended on its own just before may still be having its cgroup
+            // removed (only a kill's answer waits for that): a cgroup is left behind if it
+            // is still there a while later.
+            let deadline = Instant::now() + CGROUPS_REMOVED;
+            let mut left = cgroup.session_dirs();
+            while !left.is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                left = cgroup.session_dirs();
+            }
+            if !left.is_empty() {
+                ledger.violation(format!(
+                    "round {round}: session cgroups left after the final kill-all: {left:?}"
+                ));
+            }
+        }
         check_daemon_serves(&d, &ledger, round);
         eprintln!(
             "race: round {round}: {} ops in {ops_took:.1?}, final kill-all of {} session(s), \
