@@ -16,6 +16,7 @@ use crate::report::Sample;
 use crate::stats::ms;
 use browserd_proto::SESSION_ENV;
 use browserd_tests::cgroups::PrivateCgroup;
+use browserd_tests::clone3::{clone3, CloneArgs, CLONE_INTO_CGROUP};
 use browserd_tests::{Fixture, ProcId};
 use nix::sys::signal::Signal;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -169,25 +170,6 @@ impl Drop for Baseline {
     }
 }
 
-/// `clone3`'s arguments (linux/sched.h, the version with `cgroup`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
 /// Starts `argv` (an absolute path first) in the cgroup `dir` from its first instruction,
 /// as browserd does (`clone3` with `CLONE_INTO_CGROUP`, fork-like), in a new session, with
 /// the marker in its environment and its stdio on /dev/null; returns its pid.
@@ -247,7 +229,7 @@ fn spawn_into(argv: &[String], marker: &str, dir: &Path) -> Result<i32, String> 
     // SAFETY: just made, owned by nobody else.
     let (reader, writer) =
         unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-    let mut args_struct = CloneArgs {
+    let clone_args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup.as_raw_fd() as u64,
@@ -255,13 +237,7 @@ fn spawn_into(argv: &[String], marker: &str, dir: &Path) -> Result<i32, String> 
     };
     // SAFETY: fork-like (no CLONE_VM): the child has its own copy of memory and calls only
     // async-signal-safe functions on what was prepared above, then execs or exits.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args_struct as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    let pid = unsafe { clone3(&clone_args) };
     if pid == 0 {
         // SAFETY: the child; raw syscalls only.
         unsafe {

@@ -17,6 +17,7 @@ pub mod cdp;
 pub mod cgroups;
 pub mod chromium;
 pub mod client;
+pub mod clone3;
 pub mod command;
 pub mod container;
 pub mod ctl;

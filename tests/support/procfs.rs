@@ -222,22 +222,8 @@ pub fn signal_exact(id: ProcId, signal: i32) -> bool {
 /// namespace). `None` if the kernel refused (the pid is taken, or not permitted). The caller
 /// must kill and reap the child.
 pub fn spawn_sleep_with_pid(pid: i32, seconds: &str) -> Option<i32> {
+    use crate::clone3::{clone3, CloneArgs};
     use std::ffi::CString;
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
     let path = CString::new("/bin/sleep").ok()?;
     let arg0 = CString::new("sleep").ok()?;
     let arg1 = CString::new(seconds).ok()?;
@@ -252,13 +238,7 @@ pub fn spawn_sleep_with_pid(pid: i32, seconds: &str) -> Option<i32> {
     };
     // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack); the child only calls execve
     // and _exit, both async-signal-safe, on memory prepared before the call.
-    let got = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    let got = unsafe { clone3(&args) };
     match got {
         0 => unsafe {
             libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());

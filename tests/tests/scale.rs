@@ -1,7 +1,7 @@
 //! Concurrency of termination: many stubborn sessions terminated by one request take about
 //! one grace period in total, not one per session.
 
-use browserd_proto::{BulkTerminate, ExitStatus};
+use browserd_proto::{BulkTerminate, ExitStatus, SessionInfo};
 use browserd_tests::{assert_terminated_exactly, DaemonGuard, Fixture};
 use std::time::{Duration, Instant};
 
@@ -14,18 +14,7 @@ fn two_hundred_stubborn_sessions_are_force_terminated_concurrently() {
         .max_sessions(1_000)
         .max_grace("10s")
         .start();
-    let fixture = Fixture::stubborn_sleeper();
-    let mut client = d.client();
-    let sessions: Vec<_> = (0..SESSIONS)
-        .map(|_| {
-            let response = client.request(&browserd_proto::Request::Launch(fixture.launch()));
-            let launched: browserd_proto::LaunchResult =
-                response.into_result().expect("launch a stubborn sleeper");
-            launched.session
-        })
-        .collect();
-    let pairs: Vec<_> = sessions.iter().map(|s| (s, &fixture)).collect();
-    d.wait_trees(&pairs);
+    let sessions = launch_trees(&d, &Fixture::stubborn_sleeper(), SESSIONS);
 
     let start = Instant::now();
     let result = d.bulk(BulkTerminate {
@@ -61,18 +50,7 @@ const SPLIT_SESSIONS: usize = 96;
 #[test]
 fn a_bulk_kill_split_between_two_senders_ends_every_session_by_its_first_signal() {
     let d = DaemonGuard::builder().max_sessions(1_000).start();
-    let fixture = Fixture::polite();
-    let mut client = d.client();
-    let sessions: Vec<_> = (0..SPLIT_SESSIONS)
-        .map(|_| {
-            let response = client.request(&browserd_proto::Request::Launch(fixture.launch()));
-            let launched: browserd_proto::LaunchResult =
-                response.into_result().expect("launch a polite tree");
-            launched.session
-        })
-        .collect();
-    let pairs: Vec<_> = sessions.iter().map(|s| (s, &fixture)).collect();
-    d.wait_trees(&pairs);
+    let sessions = launch_trees(&d, &Fixture::polite(), SPLIT_SESSIONS);
 
     let result = d.bulk(BulkTerminate {
         all: Some(true),
@@ -100,6 +78,24 @@ fn a_bulk_kill_split_between_two_senders_ends_every_session_by_its_first_signal(
     } else {
         eprintln!("not root, or one core: the daemon may have no second sender ({sender:?})");
     }
+}
+
+/// Launches `count` sessions of `fixture` on one connection and waits until every tree is
+/// complete.
+fn launch_trees(d: &DaemonGuard, fixture: &Fixture, count: usize) -> Vec<SessionInfo> {
+    let mut client = d.client();
+    let sessions: Vec<SessionInfo> = (0..count)
+        .map(|_| {
+            let response = client.request(&browserd_proto::Request::Launch(fixture.launch()));
+            let launched: browserd_proto::LaunchResult = response
+                .into_result()
+                .unwrap_or_else(|e| panic!("launch a {} tree: {e:?}", fixture.name));
+            launched.session
+        })
+        .collect();
+    let pairs: Vec<_> = sessions.iter().map(|s| (s, fixture)).collect();
+    d.wait_trees(&pairs);
+    sessions
 }
 
 /// The state and scheduling policy of the daemon's thread named `signals`.
