@@ -219,10 +219,14 @@ impl Members {
                 .map(|(id, cgroup)| {
                     let mut seen = lock_seen(&seen);
                     let processes = in_cgroup(&cgroup);
-                    let known = seen.entry(id.clone()).or_default();
-                    for process in &processes {
-                        if !known.iter().any(|k| k.key() == process.key()) {
-                            known.push(*process);
+                    // Nothing recorded for an empty cgroup: it may be one released meanwhile,
+                    // whose entry would then never be taken out.
+                    if !processes.is_empty() {
+                        let known = seen.entry(id.clone()).or_default();
+                        for process in &processes {
+                            if !known.iter().any(|k| k.key() == process.key()) {
+                                known.push(*process);
+                            }
                         }
                     }
                     (id, processes)

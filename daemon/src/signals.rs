@@ -208,8 +208,14 @@ pub fn kill_groups(
 fn send_each(groups: &[i32], signal: Signal) -> Vec<io::Result<u64>> {
     groups
         .iter()
-        .map(|&pgid| kill_group(pgid, signal).map(|()| procs::boot_ticks()))
+        .map(|&pgid| kill_group_at(pgid, signal))
         .collect()
+}
+
+/// [`kill_group`], then the boot tick (`/proc` start-time units) read right after the
+/// signal went out: every process of the group started before it got the signal.
+pub fn kill_group_at(pgid: i32, signal: Signal) -> io::Result<u64> {
+    kill_group(pgid, signal).map(|()| procs::boot_ticks())
 }
 
 /// Whether raising the sending thread was refused once (then never tried again).

@@ -299,8 +299,7 @@ fn begin(
 /// lock held.
 fn signal_group(ctx: &Context, flight: &mut Flight, signal: Signal) {
     if let Some(pgid) = group_to_signal(ctx, flight, signal) {
-        let sent = signals::kill_group(pgid, signal).map(|()| procs::boot_ticks());
-        group_signalled(flight, pgid, signal, sent);
+        group_signalled(flight, pgid, signal, signals::kill_group_at(pgid, signal));
     }
 }
 
