@@ -17,12 +17,12 @@ use crate::stats::ms;
 use browserd_proto::SESSION_ENV;
 use browserd_tests::cgroups::PrivateCgroup;
 use browserd_tests::clone3::{clone3, CloneArgs, CLONE_INTO_CGROUP};
+use browserd_tests::fixtures::session_command;
 use browserd_tests::{Fixture, ProcId};
 use nix::sys::signal::Signal;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long trees may take to start, and processes to go, before the bench gives up.
@@ -76,18 +76,7 @@ impl Baseline {
                 }
             }
             None => {
-                let mut command = Command::new(&argv[0]);
-                command
-                    .args(&argv[1..])
-                    .env(SESSION_ENV, &marker)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                // SAFETY: setsid is async-signal-safe.
-                unsafe {
-                    command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(Into::into));
-                }
-                let child = command
+                let child = session_command(argv, &marker)
                     .spawn()
                     .map_err(|e| format!("baseline: cannot start {argv:?}: {e}"))?;
                 // Reaped through the cleanup registry, never through `Child`.

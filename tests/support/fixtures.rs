@@ -7,10 +7,30 @@
 //! anything; otherwise a kill could race a child that is not stubborn *yet*.
 
 use crate::procfs::ProcInfo;
-use browserd_proto::{Launch, SessionType};
+use browserd_proto::{Launch, SessionType, SESSION_ENV};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 
 /// The shell every fixture runs under.
 pub const SH: &str = "/bin/sh";
+
+/// `argv` started the way the daemon starts a session, without a daemon: the leader of a
+/// new session and process group, `marker` in its environment as a session's id, its stdio
+/// on /dev/null.
+pub fn session_command(argv: &[String], marker: &str) -> Command {
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env(SESSION_ENV, marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(Into::into));
+    }
+    command
+}
 
 /// A fake session tree and the shape it has once fully started.
 #[derive(Debug, Clone)]

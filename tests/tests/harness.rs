@@ -2,29 +2,18 @@
 //! it declares (so a daemon test that waits for it can rely on the shape), and `/proc`
 //! attribution by marker works.
 
-use browserd_proto::SESSION_ENV;
+use browserd_tests::fixtures::session_command;
 use browserd_tests::procfs::{self, signal_exact};
 use browserd_tests::{wait_until, Fixture};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Starts `fixture` the way the daemon would (new session, marked environment), checks
 /// that it reaches its declared shape, and SIGKILLs it.
 fn check_shape(fixture: &Fixture) {
     let marker = format!("harness-{}-{}", std::process::id(), fixture.name);
-    let mut command = Command::new(&fixture.argv[0]);
-    command
-        .args(&fixture.argv[1..])
-        .env(SESSION_ENV, &marker)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(Into::into));
-    }
-    let mut leader = command.spawn().expect("spawn the fixture");
+    let mut leader = session_command(&fixture.argv, &marker)
+        .spawn()
+        .expect("spawn the fixture");
     let leader_pid = leader.id() as i32;
 
     let mut last = Vec::new();
