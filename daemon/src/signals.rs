@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 
 /// Whether a pid or pgid may be signalled at all.
 fn is_signallable(id: i32) -> bool {
@@ -106,7 +106,7 @@ const PARTNER_MIN: usize = 32;
 /// kernel about 10 µs (waking the group's processes), most of a bulk kill's first signals:
 /// with two cores sending, 1000 go out in about 10 ms rather than 13.
 pub struct Partner {
-    jobs: Mutex<mpsc::Sender<PartnerJob>>,
+    jobs: mpsc::Sender<PartnerJob>,
 }
 
 struct PartnerJob {
@@ -144,9 +144,7 @@ impl Partner {
             return None;
         }
         match raised.recv() {
-            Ok(Ok(())) => Some(Partner {
-                jobs: Mutex::new(jobs),
-            }),
+            Ok(Ok(())) => Some(Partner { jobs }),
             Ok(Err(e)) => {
                 tracing::info!(
                     "bulk kills send every first signal from one thread (real-time priority \
@@ -158,23 +156,23 @@ impl Partner {
         }
     }
 
-    /// Hands `groups` to the partner; where it is gone, gives them back.
-    fn hand(&self, groups: Vec<i32>, signal: Signal) -> Result<PendingHalf, Vec<i32>> {
-        let (done, result) = mpsc::sync_channel(1);
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        match jobs.send(PartnerJob {
+    /// Hands `groups` to the partner, returning where its answer comes; where it is gone,
+    /// gives them back.
+    fn hand(
+        &self,
+        groups: Vec<i32>,
+        signal: Signal,
+    ) -> Result<mpsc::Receiver<Vec<io::Result<u64>>>, Vec<i32>> {
+        let (done, answer) = mpsc::sync_channel(1);
+        match self.jobs.send(PartnerJob {
             groups,
             signal,
             done,
         }) {
-            Ok(()) => Ok(PendingHalf { result }),
+            Ok(()) => Ok(answer),
             Err(mpsc::SendError(job)) => Err(job.groups),
         }
     }
-}
-
-struct PendingHalf {
-    result: mpsc::Receiver<Vec<io::Result<u64>>>,
 }
 
 /// Signals each group in `groups` (as [`kill_group`]: the caller holds the reap lock, every
@@ -196,7 +194,7 @@ pub fn kill_groups(
         // The partner answers for every group it was handed. Without an answer it is gone
         // (it cannot panic: sending returns errors, never unwinds), and the half is sent
         // from here.
-        Ok(half) => match half.result.recv() {
+        Ok(answer) => match answer.recv() {
             Ok(theirs_sent) => sent.extend(theirs_sent),
             Err(_) => sent.extend(send_each(theirs, signal)),
         },
@@ -440,11 +438,9 @@ mod tests {
                     .is_ok_and(|c| c.trim() == "signals")
             })
             .expect("the partner's thread");
-        let stat =
-            std::fs::read_to_string(format!("/proc/{me}/task/{partner_thread}/stat")).unwrap();
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-        assert_eq!(fields[0], "S", "asleep between bursts");
-        assert_eq!(fields[38].parse::<i32>().unwrap(), libc::SCHED_FIFO);
+        let state = procs::read_stat(partner_thread).map(|p| p.state);
+        assert_eq!(state, Some(b'S'), "asleep between bursts");
+        assert_eq!(policy_of(partner_thread), Some(libc::SCHED_FIFO));
         drop(partner);
     }
 }
