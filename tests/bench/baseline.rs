@@ -20,7 +20,8 @@ use browserd_tests::clone3::{clone3, CloneArgs, CLONE_INTO_CGROUP};
 use browserd_tests::fixtures::session_command;
 use browserd_tests::{Fixture, ProcId};
 use nix::sys::signal::Signal;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -189,35 +190,21 @@ fn spawn_into(argv: &[String], marker: &str, dir: &Path) -> Result<i32, String> 
         ptrs
     };
     let (argp, envp) = (pointers(&args), pointers(&env));
-    let open = |path: &Path, flags: i32| -> Result<OwnedFd, String> {
-        let path = cstring(path.as_os_str().as_bytes())?;
-        // SAFETY: a valid C string; the fd returned is owned here.
-        let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!(
-                "baseline: cannot open {}: {}",
-                path.to_string_lossy(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: just opened, owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let open = |path: &Path, write: bool, flags: i32| -> Result<OwnedFd, String> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(flags)
+            .open(path)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("baseline: cannot open {}: {e}", path.display()))
     };
-    // O_RDONLY, not O_PATH: older kernels refuse O_PATH fds for CLONE_INTO_CGROUP.
-    let cgroup = open(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    let null = open(Path::new("/dev/null"), libc::O_RDWR)?;
+    // Read-only, not O_PATH: older kernels refuse O_PATH fds for CLONE_INTO_CGROUP.
+    let cgroup = open(dir, false, libc::O_DIRECTORY)?;
+    let null = open(Path::new("/dev/null"), true, 0)?;
     // Closed by a successful exec; carries the errno of a failed one (as `Command` does).
-    let mut ends = [0; 2];
-    // SAFETY: `ends` has room for the two fds.
-    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!(
-            "baseline: pipe2: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: just made, owned by nobody else.
-    let (reader, writer) =
-        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    let (mut reader, writer) =
+        std::io::pipe().map_err(|e| format!("baseline: cannot make a pipe: {e}"))?;
     let clone_args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
@@ -249,8 +236,7 @@ fn spawn_into(argv: &[String], marker: &str, dir: &Path) -> Result<i32, String> 
     }
     drop(writer);
     let mut errno = [0u8; 4];
-    let mut pipe = std::fs::File::from(reader);
-    match std::io::Read::read(&mut pipe, &mut errno) {
+    match std::io::Read::read(&mut reader, &mut errno) {
         Ok(0) => Ok(pid as i32),
         result => {
             cleanup::register_leader(pid as i32);
