@@ -78,18 +78,18 @@ fn encode(result: &impl Serialize) -> Result<Encoded, WireError> {
 /// and CPU time, as last measured, with how long ago (see `usage`).
 pub async fn sessions(ctx: &Arc<Context>, filter: &SessionsFilter) -> Encoded {
     let live = ctx.registry.live_listed(filter);
-    let figures = if live.is_empty() {
-        Default::default()
-    } else {
-        crate::usage::figures(ctx, &live).await
-    };
+    if !live.is_empty() {
+        crate::usage::prepare(ctx, &live).await;
+    }
     let now = std::time::Instant::now();
-    ctx.registry.list_json(filter, |id| {
-        figures.get(id).map(|measured| ListedUsage {
-            processes: measured.usage.processes,
-            memory_bytes: measured.usage.memory_bytes,
-            cpu_seconds: measured.usage.cpu_seconds,
-            age_ms: as_millis(now.saturating_duration_since(measured.at)),
+    ctx.usage.read(|figures| {
+        ctx.registry.list_json(filter, |id| {
+            figures.get(id).map(|measured| ListedUsage {
+                processes: measured.usage.processes,
+                memory_bytes: measured.usage.memory_bytes,
+                cpu_seconds: measured.usage.cpu_seconds,
+                age_ms: as_millis(now.saturating_duration_since(measured.at)),
+            })
         })
     })
 }

@@ -29,10 +29,9 @@ use crate::records::{
 };
 use crate::termination::{Control, Outcome, Termination};
 use browserd_proto::{
-    Encoded, EndReason, Event, EventKind, ExitStatus, LeaseId, Rfc3339, SessionId, SessionInfo,
-    SessionRef, SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
+    Encoded, EndReason, Event, EventKind, ExitStatus, LeaseId, SessionId, SessionInfo, SessionRef,
+    SessionState, SessionType, SessionsFilter, StateCounts, TrackingId, Workspace,
 };
-use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -40,6 +39,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, Notify};
+
+mod listing;
+
+pub use listing::ListedUsage;
+use listing::{ListedText, LISTED_SIZE};
 
 /// Where a session is in its life; each phase carries what only it has.
 #[derive(Debug, Clone)]
@@ -134,6 +138,8 @@ struct Session {
     /// The daemon's thread that spawned the leader, while this daemon knows it (not across
     /// a reload: the threads are new).
     spawner: Option<i32>,
+    /// The fields a listing writes that do not change, written once.
+    listed: ListedText,
 }
 
 impl Session {
@@ -152,7 +158,7 @@ impl Session {
 
     /// The session as `launch` and `info` return it: its listing without figures.
     fn info(&self) -> SessionInfo {
-        Listed::of(self, None).to_info()
+        listing::info(self)
     }
 }
 
@@ -177,133 +183,6 @@ fn shown(session: &Session, filter: &SessionsFilter) -> bool {
         && filter.session_type.is_none_or(|t| t == session.kind)
         && filter.state.is_none_or(|st| st == session.state())
         && (filter.tracking_id.is_none() || filter.tracking_id == session.tracking_id)
-}
-
-/// About what one listed session takes as JSON, to size a listing's buffer.
-const LISTED_SIZE: usize = 320;
-
-/// What a listing shows of a live session's use (see `usage`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ListedUsage {
-    pub processes: u32,
-    pub memory_bytes: u64,
-    pub cpu_seconds: f64,
-    /// How long ago it was measured.
-    pub age_ms: u64,
-}
-
-/// A session as a listing writes it: the fields, names and order of [`SessionInfo`]
-/// (`listed_sessions_read_back_as_their_info` checks it), borrowed from the registry.
-#[derive(Serialize)]
-struct Listed<'a> {
-    id: &'a SessionId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tracking_id: Option<&'a TrackingId>,
-    session_type: SessionType,
-    workspace: &'a Workspace,
-    state: SessionState,
-    pid: i32,
-    pgid: i32,
-    started_at: Rfc3339,
-    command: &'a [String],
-    leases: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit: Option<ExitStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ended_at: Option<Rfc3339>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expires_at: Option<Rfc3339>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ws_endpoint: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    profile_dir: Option<PathText<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    processes: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    memory_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpu_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage_age_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<EndReason>,
-}
-
-impl<'a> Listed<'a> {
-    fn of(session: &'a Session, used: Option<ListedUsage>) -> Listed<'a> {
-        let (exit, ended_at, reason) = match &session.phase {
-            Phase::Exited {
-                exit,
-                ended_at,
-                reason,
-            } => (Some(*exit), Some(Rfc3339(*ended_at)), Some(*reason)),
-            _ => (None, None, None),
-        };
-        let browser = session.browser.as_ref();
-        Listed {
-            id: &session.id,
-            tracking_id: session.tracking_id.as_ref(),
-            session_type: session.kind,
-            workspace: &session.workspace,
-            state: session.state(),
-            pid: session.pid,
-            pgid: session.pid,
-            started_at: Rfc3339(session.started_at),
-            command: &session.command,
-            leases: u32::try_from(session.leases.len()).unwrap_or(u32::MAX),
-            exit,
-            ended_at,
-            expires_at: session
-                .expires
-                .filter(|_| session.is_live())
-                .map(|d| Rfc3339(d.wall)),
-            ws_endpoint: browser.and_then(|b| b.ws_endpoint.as_deref()),
-            profile_dir: browser.and_then(|b| b.profile_dir.as_deref()).map(PathText),
-            processes: used.map(|u| u.processes),
-            memory_bytes: used.map(|u| u.memory_bytes),
-            cpu_seconds: used.map(|u| u.cpu_seconds),
-            usage_age_ms: used.map(|u| u.age_ms),
-            reason,
-        }
-    }
-
-    /// The same fields, owned.
-    fn to_info(&self) -> SessionInfo {
-        SessionInfo {
-            id: self.id.clone(),
-            tracking_id: self.tracking_id.cloned(),
-            session_type: self.session_type,
-            workspace: self.workspace.clone(),
-            state: self.state,
-            pid: self.pid,
-            pgid: self.pgid,
-            started_at: self.started_at.to_string(),
-            command: self.command.to_vec(),
-            leases: self.leases,
-            exit: self.exit,
-            ended_at: self.ended_at.map(|at| at.to_string()),
-            expires_at: self.expires_at.map(|at| at.to_string()),
-            ws_endpoint: self.ws_endpoint.map(str::to_owned),
-            profile_dir: self.profile_dir.as_ref().map(|p| p.0.display().to_string()),
-            processes: self.processes,
-            memory_bytes: self.memory_bytes,
-            cpu_seconds: self.cpu_seconds,
-            usage_age_ms: self.usage_age_ms,
-            reason: self.reason,
-        }
-    }
-}
-
-/// A path written as text, as `Path::display` shows it.
-struct PathText<'a>(&'a std::path::Path);
-
-impl Serialize for PathText<'_> {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0.display())
-    }
 }
 
 /// Listing order: oldest first, ties by id.
@@ -915,7 +794,7 @@ impl Registry {
     ) -> SessionInfo {
         state.leaders.insert(new.pid, id.clone());
         state.numbers.insert(new.pid, id.clone());
-        let session = Session {
+        let mut session = Session {
             id: id.clone(),
             tracking_id: new.tracking_id,
             kind: new.kind,
@@ -940,7 +819,9 @@ impl Registry {
             cgroup: new.cgroup,
             warm,
             spawner: new.spawner,
+            listed: ListedText::default(),
         };
+        session.listed = ListedText::of(&session);
         self.emit(EventKind::Launched, &session, |_| {});
         if matches!(session.phase, Phase::Running) {
             self.emit(EventKind::Running, &session, |_| {});
@@ -1012,6 +893,7 @@ impl Registry {
         session.tracking_id = admission.tracking_id;
         session.workspace = workspace;
         session.started_at = SystemTime::now();
+        session.listed = ListedText::of(session);
         session.expires = admission.expires;
         self.emit(EventKind::Launched, session, |_| {});
         self.emit(EventKind::Running, session, |_| {});
@@ -1100,11 +982,7 @@ impl Registry {
                 text.push(b',');
             }
             let used = session.is_live().then(|| usage(&session.id)).flatten();
-            // Writing to memory fails only if serializing does, and nothing here can fail
-            // to serialize (every map key is a string).
-            if let Err(e) = serde_json::to_writer(&mut text, &Listed::of(session, used)) {
-                tracing::error!(session = %session.id, "cannot list a session: {e}");
-            }
+            listing::write(&mut text, session, used);
         }
         text.extend_from_slice(b"]}");
         // serde_json writes UTF-8 only: the fallback never runs.
@@ -1727,7 +1605,7 @@ fn restore_session(
             reason,
         },
     };
-    let session = Session {
+    let mut session = Session {
         id: id.clone(),
         tracking_id: record.tracking_id,
         kind: record.session_type,
@@ -1751,7 +1629,9 @@ fn restore_session(
         cgroup: record.cgroup,
         warm: record.warm,
         spawner: None,
+        listed: ListedText::default(),
     };
+    session.listed = ListedText::of(&session);
     if session.warm && !session.is_live() {
         return;
     }
@@ -2294,6 +2174,14 @@ mod tests {
         assert_eq!(session.tracking_id, Some(tracking("job")));
         assert_eq!(session.workspace.as_str(), "scrape");
         assert!(session.expires_at.is_some() && session.ws_endpoint.is_some());
+        assert_eq!(
+            r.list_json(&SessionsFilter::default(), |_| None).get(),
+            serde_json::to_string(&browserd_proto::SessionsResult {
+                sessions: vec![session.clone()]
+            })
+            .unwrap(),
+            "a hand-out is listed with its tracking id, workspace and start"
+        );
         assert_eq!(r.resolve(&"job".parse().unwrap()), Some(w1.clone()));
         assert_eq!(r.live_ids(None), vec![w1.clone()]);
         assert_eq!(

@@ -39,6 +39,12 @@ impl UsageCache {
         self.figures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `read` on the figures kept, under the cache's lock (which may be held while the
+    /// registry's is taken, never the other way round).
+    pub fn read<T>(&self, read: impl FnOnce(&HashMap<SessionId, Measured>) -> T) -> T {
+        read(&self.lock())
+    }
+
     /// Drops a session's figures (it ended).
     pub fn forget(&self, id: &SessionId) {
         self.lock().remove(id);
@@ -60,37 +66,30 @@ impl UsageCache {
     }
 }
 
-/// The figures of `ids` (live sessions), for a listing: see the module's doc.
-pub async fn figures(ctx: &Arc<Context>, ids: &[SessionId]) -> HashMap<SessionId, Measured> {
+/// Makes sure the cache has figures of `ids` (live sessions) for a listing to read: see
+/// the module's doc.
+pub async fn prepare(ctx: &Arc<Context>, ids: &[SessionId]) {
     let now = Instant::now();
-    let (mut found, missing, stale) = {
+    let (missing, stale) = {
         let figures = ctx.usage.lock();
-        let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
         let mut stale = false;
         for id in ids {
             match figures.get(id) {
-                Some(measured) => {
-                    stale |= now.duration_since(measured.at) >= FRESH;
-                    found.insert(id.clone(), *measured);
-                }
+                Some(measured) => stale |= now.duration_since(measured.at) >= FRESH,
                 None => missing.push(id.clone()),
             }
         }
-        (found, missing, stale)
+        (missing, stale)
     };
     if !missing.is_empty() {
         let at = Instant::now();
         let measured = ctx.members.usage(&ctx.scanner, missing).await;
-        for (id, usage) in &measured {
-            found.insert(id.clone(), Measured { usage: *usage, at });
-        }
         ctx.usage.store(measured, at, |id| ctx.registry.is_live(id));
     }
     if stale {
         measure_in_background(ctx);
     }
-    found
 }
 
 /// Measures every live session again, unless that is already under way.
