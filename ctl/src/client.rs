@@ -150,16 +150,21 @@ fn describe_io(error: &io::Error) -> String {
 
 /// Sends `request` to the daemon at `socket` and returns its response.
 pub fn call(socket: &Path, request: &Request) -> Result<RawResponse, ClientError> {
+    decode_response(socket, &ask(socket, request)?)
+}
+
+/// Sends `request` to the daemon at `socket` and returns its answer's line, as it came
+/// (see [`decode_response`]).
+pub fn ask(socket: &Path, request: &Request) -> Result<Vec<u8>, ClientError> {
     let stream = connect(socket).map_err(|error| ClientError::Connect {
         socket: socket.to_owned(),
         error,
     })?;
     let line = encode_request(Some(&json!(1)), request);
-    let answer = exchange(&stream, line.as_bytes()).map_err(|error| ClientError::Io {
+    exchange(&stream, line.as_bytes()).map_err(|error| ClientError::Io {
         socket: socket.to_owned(),
         error,
-    })?;
-    decode_response(socket, &answer)
+    })
 }
 
 /// A stream of lines from the daemon (`watch`), after its first response.
@@ -257,7 +262,8 @@ where
     Ok(line)
 }
 
-fn decode_response(socket: &Path, answer: &[u8]) -> Result<RawResponse, ClientError> {
+/// The daemon's answer `answer` as a response, or what is wrong with it.
+pub fn decode_response(socket: &Path, answer: &[u8]) -> Result<RawResponse, ClientError> {
     if answer.iter().all(u8::is_ascii_whitespace) {
         return Err(ClientError::NoAnswer {
             socket: socket.to_owned(),

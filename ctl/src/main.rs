@@ -47,7 +47,16 @@ fn run(args: Vec<OsString>) -> Report {
         Ok(request) => request,
         Err(error) => return render::local_failure(LocalFailure::Usage, &error.0, cli.json),
     };
-    let response = match client::call(&socket, &request) {
+    let answer = match client::ask(&socket, &request) {
+        Ok(answer) => answer,
+        Err(error) => return render::local_failure(error.failure(), &error.to_string(), cli.json),
+    };
+    if !cli.json {
+        if let Some(table) = render::listing(&request, &answer) {
+            return table;
+        }
+    }
+    let response = match client::decode_response(&socket, &answer) {
         Ok(response) => response,
         Err(error) => return render::local_failure(error.failure(), &error.to_string(), cli.json),
     };

@@ -2,7 +2,7 @@
 //! otherwise tables and sentences, plus the exit status. Pure functions from a response to
 //! text, so every format is tested without a daemon.
 
-use crate::clock::{format_age, format_bytes, now, parse_rfc3339};
+use crate::clock::{now, parse_rfc3339, Age, Bytes};
 use crate::exit::{Exit, LocalFailure};
 use browserd_proto::duration::format_millis;
 use browserd_proto::{
@@ -50,6 +50,29 @@ pub fn report(request: &Request, response: RawResponse, json: bool) -> Report {
         (false, Some(error)) => error_report(request, &error),
         _ => success_report(request, &result_of(response.result)),
     }
+}
+
+/// `ls` for people, read in one pass from the answer's text straight into the table's
+/// rows: a listing is the one answer that is large, and reading it twice (the response,
+/// then its result) took as long as the table. `None` for any other request and for any
+/// answer that is not a successful listing: those go the general way ([`report`]), which
+/// says what is wrong.
+pub fn listing(request: &Request, answer: &[u8]) -> Option<Report> {
+    #[derive(Deserialize)]
+    struct Listing<'a> {
+        ok: bool,
+        #[serde(borrow)]
+        result: Option<Rows<'a>>,
+    }
+    if !matches!(request, Request::Sessions(_)) {
+        return None;
+    }
+    let listing: Listing<'_> = serde_json::from_str(std::str::from_utf8(answer).ok()?).ok()?;
+    let rows = listing.result.filter(|_| listing.ok)?;
+    Some(Report::out(
+        sessions_table(&rows.sessions, now()),
+        Exit::Done,
+    ))
 }
 
 /// The result as sent, `null` if there was none.
@@ -301,8 +324,8 @@ fn sessions_table(sessions: &[Row<'_>], now: i64) -> String {
     if sessions.is_empty() {
         return "no sessions\n".to_owned();
     }
-    let header = COLUMNS.map(|(name, _)| Cow::Borrowed(name));
-    let rows: Vec<[Cow<'_, str>; 10]> = std::iter::once(header)
+    let header = COLUMNS.map(|(name, _)| Cell::Text(name));
+    let rows: Vec<[Cell<'_>; 10]> = std::iter::once(header)
         .chain(sessions.iter().map(|s| session_row(s, now)))
         .collect();
     let aligns = COLUMNS.map(|(_, align)| align);
@@ -320,58 +343,108 @@ fn sessions_table(sessions: &[Row<'_>], now: i64) -> String {
     table
 }
 
-fn session_row<'a>(session: &'a Row<'a>, now: i64) -> [Cow<'a, str>; 10] {
-    const DASH: Cow<'static, str> = Cow::Borrowed("-");
+fn session_row<'a>(session: &'a Row<'a>, now: i64) -> [Cell<'a>; 10] {
+    const DASH: Cell<'static> = Cell::Text("-");
     let age = match (session.state, session.exit) {
-        (SessionState::Exited, Some(exit)) => Cow::Owned(exit.to_string()),
+        (SessionState::Exited, Some(exit)) => Cell::of(exit),
         (SessionState::Exited, None) => DASH,
-        _ => parse_rfc3339(&session.started_at).map_or(DASH, |t| Cow::Owned(format_age(now - t))),
+        _ => parse_rfc3339(&session.started_at).map_or(DASH, |t| Cell::of(Age(now - t))),
     };
     [
-        Cow::Borrowed(&*session.id),
-        session.tracking_id.as_deref().map_or(DASH, Cow::Borrowed),
-        Cow::Borrowed(session.session_type.as_str()),
-        Cow::Borrowed(&*session.workspace),
-        Cow::Borrowed(session.state.as_str()),
-        Cow::Owned(session.pid.to_string()),
+        Cell::Text(&session.id),
+        session.tracking_id.as_deref().map_or(DASH, Cell::Text),
+        Cell::Text(session.session_type.as_str()),
+        Cell::Text(&session.workspace),
+        Cell::Text(session.state.as_str()),
+        Cell::of(session.pid),
         age,
-        session
-            .processes
-            .map_or(DASH, |n| Cow::Owned(n.to_string())),
-        session
-            .memory_bytes
-            .map_or(DASH, |n| Cow::Owned(format_bytes(n))),
+        session.processes.map_or(DASH, Cell::of),
+        session.memory_bytes.map_or(DASH, |n| Cell::of(Bytes(n))),
         // An exited browser's endpoint no longer answers; --json still shows what it was.
         session
             .ws_endpoint
             .as_deref()
             .filter(|_| session.state.is_live())
-            .map_or(DASH, Cow::Borrowed),
+            .map_or(DASH, Cell::Text),
     ]
+}
+
+/// A cell of the `ls` table: text of the answer, or a short value written here (a pid, an
+/// age, a size), kept in place: a table of thousands of rows allocates nothing per cell.
+enum Cell<'a> {
+    Text(&'a str),
+    Short(Short),
+    Long(String),
+}
+
+impl Cell<'_> {
+    fn of(value: impl std::fmt::Display) -> Cell<'static> {
+        let mut short = Short::default();
+        match write!(short, "{value}") {
+            Ok(()) => Cell::Short(short),
+            Err(_) => Cell::Long(value.to_string()),
+        }
+    }
+}
+
+impl AsRef<str> for Cell<'_> {
+    fn as_ref(&self) -> &str {
+        match self {
+            Cell::Text(text) => text,
+            Cell::Short(short) => short.as_str(),
+            Cell::Long(text) => text,
+        }
+    }
+}
+
+/// Up to 24 bytes of text, in place. A write that does not fit fails whole, so what is
+/// kept is always whole strings, and so UTF-8.
+#[derive(Default)]
+struct Short {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl Short {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl Write for Short {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let end = self.len + text.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// Pads every cell to its column's width (in characters) with two spaces between columns,
 /// leaving no trailing whitespace.
 fn align_columns<const N: usize, S: AsRef<str>>(rows: &[[S; N]], aligns: &[Align; N]) -> String {
+    // Each cell's width, counted once (the same rows are walked twice).
+    let cell_widths: Vec<[usize; N]> = rows
+        .iter()
+        .map(|row| std::array::from_fn(|i| display_width(row[i].as_ref())))
+        .collect();
     let mut widths = [0usize; N];
-    let mut bytes = 0;
-    for row in rows {
+    for row in &cell_widths {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.as_ref().chars().count());
+            *width = (*width).max(*cell);
         }
     }
-    for width in widths {
-        bytes += width + 2;
-    }
+    let bytes: usize = widths.iter().map(|w| w + 2).sum();
     let mut text = String::with_capacity(rows.len() * (bytes + 1));
-    for row in rows {
+    for (row, cell_widths) in rows.iter().zip(&cell_widths) {
         let line_start = text.len();
         for (i, cell) in row.iter().enumerate() {
             let cell = cell.as_ref();
             if i > 0 {
                 text.push_str("  ");
             }
-            let pad = widths[i] - cell.chars().count();
+            let pad = widths[i] - cell_widths[i];
             match aligns[i] {
                 Align::Left => {
                     text.push_str(cell);
@@ -388,6 +461,16 @@ fn align_columns<const N: usize, S: AsRef<str>>(rows: &[[S; N]], aligns: &[Align
         text.push('\n');
     }
     text
+}
+
+/// The columns a cell takes: its characters (ids, states and numbers are ASCII, where that
+/// is its length).
+fn display_width(cell: &str) -> usize {
+    if cell.is_ascii() {
+        cell.len()
+    } else {
+        cell.chars().count()
+    }
 }
 
 fn pad_with_spaces(text: &mut String, n: usize) {
@@ -600,8 +683,8 @@ fn pressure_pairs(pressure: &Pressure) -> [[String; 2]; 2] {
         "cpu {:.1}%, memory {:.1}% ({} of {})",
         pressure.cpu_percent,
         pressure.memory_percent,
-        format_bytes(pressure.memory_used_bytes),
-        format_bytes(pressure.memory_total_bytes)
+        Bytes(pressure.memory_used_bytes),
+        Bytes(pressure.memory_total_bytes)
     );
     [["admits launches".into(), admits], ["host".into(), host]]
 }
@@ -800,6 +883,57 @@ aaaaaaaa-000002  -         sandbox  ci β       exited       42  signal 9      -
         let row = report.stdout.lines().nth(1).unwrap();
         assert!(row.contains("équipe \"a\"  exited"), "{row}");
         assert!(row.contains("exit 3"), "{row}");
+    }
+
+    #[test]
+    fn a_listing_read_in_one_pass_prints_what_the_general_way_prints() {
+        let result = r#"{"sessions":[{"id":"aaaaaaaa-000001","session_type":"sandbox",
+            "workspace":"\u00e9quipe \"a\"","state":"running","pid":7,"pgid":7,
+            "started_at":"2024-05-01T11:58:00Z","command":["sh","-c","echo \"\\n\""],
+            "leases":0,"processes":3,"memory_bytes":1048576,"usage_age_ms":2500,
+            "a_field_from_a_newer_daemon":[1,{"x":null}]},{"id":"aaaaaaaa-000002",
+            "session_type":"sandbox","workspace":"default","state":"exited","pid":8,"pgid":8,
+            "started_at":"2024-05-01T11:58:00Z","command":["true"],"leases":0,
+            "exit":{"code":3}}]}"#;
+        let line = format!("{{\"req_id\":1,\"ok\":true,\"result\":{result}}}\n");
+        let request = Request::Sessions(Default::default());
+        let general = report(
+            &request,
+            serde_json::from_str::<RawResponse>(&line).unwrap(),
+            false,
+        );
+        assert_eq!(listing(&request, line.as_bytes()), Some(general));
+    }
+
+    #[test]
+    fn only_a_successful_listing_takes_the_one_pass_way() {
+        let sessions = Request::Sessions(Default::default());
+        let listing_line = r#"{"req_id":1,"ok":true,"result":{"sessions":[]}}"#;
+        assert!(listing(&sessions, listing_line.as_bytes()).is_some());
+        assert_eq!(listing(&Request::Status, listing_line.as_bytes()), None);
+        for answer in [
+            r#"{"req_id":1,"ok":false,"error":{"code":"internal","message":"x"}}"#,
+            r#"{"req_id":1,"ok":true,"result":{"sessions":[{"id":7}]}}"#,
+            r#"{"req_id":1,"ok":true}"#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(listing(&sessions, answer.as_bytes()), None, "{answer}");
+        }
+        assert_eq!(
+            listing(&sessions, b"{\"ok\":true,\"result\":\"\xff\"}"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_cell_too_long_to_keep_in_place_is_kept_whole() {
+        let long = "x".repeat(40);
+        assert_eq!(Cell::of(&long).as_ref(), long);
+        assert!(matches!(Cell::of(&long), Cell::Long(_)));
+        assert!(matches!(Cell::of(i32::MIN), Cell::Short(_)));
+        assert_eq!(Cell::of(i32::MIN).as_ref(), "-2147483648");
+        assert_eq!(Cell::of(Age(i64::MAX)).as_ref(), Age(i64::MAX).to_string());
     }
 
     #[test]
