@@ -18,7 +18,7 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -48,10 +48,8 @@ fn open_in(dir: BorrowedFd<'_>, name: &str, flags: OFlag) -> io::Result<OwnedFd>
 
 /// Reads a small pseudo-file of a cgroup.
 fn read_in(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<u8>> {
-    let mut file = fs::File::from(open_in(dir, name, OFlag::O_RDONLY)?);
-    let mut text = Vec::with_capacity(256);
-    file.read_to_end(&mut text)?;
-    Ok(text)
+    let file = fs::File::from(open_in(dir, name, OFlag::O_RDONLY)?);
+    crate::procs::read_pseudo_file(file, 512)
 }
 
 /// Writes a cgroup file in one `write` (cgroupfs wants the whole value at once; that

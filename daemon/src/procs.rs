@@ -663,11 +663,16 @@ fn read_last_pid() -> Option<i32> {
         .ok()
 }
 
-/// Reads a procfs file in as few `read` calls as `capacity` allows (procfs reports no
-/// size, so a plain read to the end starts with small probing reads).
+/// Reads a procfs file in as few `read` calls as `capacity` allows.
 fn read_small(path: &str, capacity: usize) -> io::Result<Vec<u8>> {
-    let mut file = fs::File::open(path)?;
-    let mut text = vec![0u8; capacity];
+    read_pseudo_file(fs::File::open(path)?, capacity)
+}
+
+/// Reads a pseudo-file (procfs, cgroupfs) to its end in as few `read` calls as `capacity`
+/// allows. They report no size, so a plain read to the end asks for one (`statx`) and then
+/// starts with small probing reads.
+pub fn read_pseudo_file(mut file: fs::File, capacity: usize) -> io::Result<Vec<u8>> {
+    let mut text = vec![0u8; capacity.max(1)];
     let mut len = 0;
     loop {
         if len == text.len() {
