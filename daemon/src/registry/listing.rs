@@ -159,9 +159,9 @@ pub(super) fn info(session: &Session) -> SessionInfo {
 #[derive(Debug, Default)]
 pub(super) struct ListedText {
     /// `{"id":…,"workspace":…`: the object's start, without its end.
-    head: Box<str>,
+    head: Box<[u8]>,
     /// `"pid":…,"command":[…]`: fields only.
-    body: Box<str>,
+    body: Box<[u8]>,
 }
 
 impl ListedText {
@@ -170,10 +170,10 @@ impl ListedText {
         let body = to_json(&Body::of(session));
         // A struct is written as `{…}`: the head keeps its `{`, the body neither brace.
         ListedText {
-            head: head.strip_suffix('}').unwrap_or(&head).into(),
+            head: head.strip_suffix(b"}").unwrap_or(&head).into(),
             body: body
-                .strip_prefix('{')
-                .and_then(|b| b.strip_suffix('}'))
+                .strip_prefix(b"{")
+                .and_then(|b| b.strip_suffix(b"}"))
                 .unwrap_or(&body)
                 .into(),
         }
@@ -183,11 +183,11 @@ impl ListedText {
 /// Appends `session` with its figures `used` to a listing: the same text as
 /// `serde_json::to_writer` of its [`info`] with the figures set.
 pub(super) fn write(text: &mut Vec<u8>, session: &Session, used: Option<ListedUsage>) {
-    text.extend_from_slice(session.listed.head.as_bytes());
+    text.extend_from_slice(&session.listed.head);
     text.extend_from_slice(b",\"state\":");
     write_json(text, &session.state());
     text.push(b',');
-    text.extend_from_slice(session.listed.body.as_bytes());
+    text.extend_from_slice(&session.listed.body);
     // The tail's `{` becomes the comma after the body; its `}` ends the session.
     let tail = text.len();
     write_json(text, &Tail::of(session, used));
@@ -196,11 +196,10 @@ pub(super) fn write(text: &mut Vec<u8>, session: &Session, used: Option<ListedUs
     }
 }
 
-fn to_json(value: &impl Serialize) -> String {
+fn to_json(value: &impl Serialize) -> Vec<u8> {
     let mut text = Vec::with_capacity(LISTED_SIZE);
     write_json(&mut text, value);
-    // serde_json writes UTF-8 only: the fallback never runs.
-    String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    text
 }
 
 /// Writing to memory fails only if serializing does, and nothing here can fail to
