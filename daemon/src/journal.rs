@@ -230,6 +230,11 @@ struct Shared {
     snapshot_size: AtomicU64,
     /// A write failed: the next snapshot rewrites the journal from scratch.
     broken: AtomicBool,
+    /// A snapshot is queued and not yet written: no other is asked for meanwhile. Until
+    /// the writer has written it, `appended` still says the log is long, and every change
+    /// would otherwise queue a snapshot of its own: a copy of every session for each
+    /// session a bulk kill ends, while the writer waits for the CPU those copies take.
+    compacting: AtomicBool,
     /// What the syncer is to sync next, and whether the writer has stopped.
     sync: Mutex<SyncState>,
     sync_wake: Condvar,
@@ -265,6 +270,7 @@ impl Journal {
             appended: AtomicU64::new(0),
             snapshot_size: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            compacting: AtomicBool::new(false),
             sync: Mutex::new(SyncState::default()),
             sync_wake: Condvar::new(),
         });
@@ -308,6 +314,7 @@ impl Journal {
     /// Queues a snapshot that replaces the whole journal.
     pub fn compact(&self, snapshot: Snapshot) -> u64 {
         self.shared.broken.store(false, Ordering::Relaxed);
+        self.shared.compacting.store(true, Ordering::Release);
         self.submit(Item::Compact(snapshot))
     }
 
@@ -317,8 +324,11 @@ impl Journal {
     }
 
     /// Whether the log has grown enough (or a write failed) that the next change should be
-    /// written as a snapshot.
+    /// written as a snapshot, and none is on its way already.
     pub fn wants_compaction(&self) -> bool {
+        if self.shared.compacting.load(Ordering::Acquire) {
+            return false;
+        }
         let appended = self.shared.appended.load(Ordering::Relaxed);
         let snapshot = self.shared.snapshot_size.load(Ordering::Relaxed);
         self.shared.broken.load(Ordering::Relaxed)
@@ -516,9 +526,15 @@ fn write_batch(
             Item::Compact(snapshot) => {
                 // The snapshot already holds every change queued before it.
                 pending.clear();
-                let size = write_snapshot(path, &snapshot)?;
-                shared.snapshot_size.store(size, Ordering::Relaxed);
-                shared.appended.store(0, Ordering::Relaxed);
+                let written = write_snapshot(path, &snapshot);
+                if let Ok(size) = written {
+                    shared.snapshot_size.store(size, Ordering::Relaxed);
+                    shared.appended.store(0, Ordering::Relaxed);
+                }
+                // Written or not (a failure marks the journal broken, which asks for the
+                // next one), the next snapshot may be asked for.
+                shared.compacting.store(false, Ordering::Release);
+                written?;
                 *file = None;
             }
         }
@@ -721,6 +737,54 @@ mod tests {
         assert_eq!(ids, ["b-1"]);
         assert!(!path.with_extension("new").exists());
         assert!(!journal.wants_compaction());
+    }
+
+    #[test]
+    fn a_snapshot_is_asked_for_once_until_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let journal = Journal::start(path.clone(), snapshot(vec![record("a-1")])).unwrap();
+        // Grow the log past the point where a snapshot is due.
+        let mut long = record("a-2");
+        long.command = vec!["x".repeat(64 * 1024)];
+        let mut seq = 0;
+        for _ in 0..=COMPACT_AFTER / (64 * 1024) {
+            seq = journal.append(Line::Put(Box::new(long.clone())));
+        }
+        runtime().block_on(journal.synced(seq)).unwrap();
+        assert!(journal.wants_compaction());
+
+        // What the registry does at each change of a bulk kill: one snapshot is queued,
+        // and no change after it asks for another while the writer writes it.
+        let mut asked = 0;
+        for i in 0..200 {
+            journal.append(Line::Forget(format!("b-{i}").parse().unwrap()));
+            if journal.wants_compaction() {
+                journal.compact(snapshot(vec![record("a-1")]));
+                asked += 1;
+            }
+        }
+        assert_eq!(asked, 1);
+        runtime()
+            .block_on(journal.synced(journal.last_seq()))
+            .unwrap();
+        assert!(!journal.wants_compaction());
+        let replayed = read(&path);
+        assert!(replayed.problem.is_none(), "{:?}", replayed.problem);
+        assert_eq!(replayed.snapshot.sessions.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_snapshot_is_asked_for_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir").join("journal");
+        let journal = Journal::start(path, Snapshot::default()).unwrap();
+        let seq = journal.compact(Snapshot::default());
+        runtime().block_on(journal.synced(seq)).unwrap_err();
+        assert!(
+            journal.wants_compaction(),
+            "the journal is broken: rewrite it"
+        );
     }
 
     #[test]
