@@ -432,7 +432,8 @@ async fn advance(ctx: &Arc<Context>, flights: &mut HashMap<SessionId, Flight>) -
         let mut found = ctx.members.of(&ctx.scanner, ids).await;
         let mut any_empty = false;
         for (id, signal) in plan.sweep {
-            if let Some(flight) = flights.get_mut(&id) {
+            // A session proven gone while its processes were being listed needs nothing.
+            if let Some(flight) = flights.get_mut(&id).filter(|f| !f.termination.is_settled()) {
                 let known = found.get(&id).map_or(&[][..], Vec::as_slice);
                 any_empty |= !sweep(ctx, flight, known, signal);
             }
@@ -530,8 +531,14 @@ fn sweep(ctx: &Context, flight: &mut Flight, known: &[ProcInfo], signal: Signal)
     };
     let mut any = false;
     for known in known {
+        // Asking a pid's group is also the cheapest way to learn it is gone (not even a
+        // zombie): after a bulk kill, most processes a sweep lists are, and a failed lookup
+        // in `/proc` costs ten times as much.
+        let Some(group_now) = procs::group_of_pid(known.pid) else {
+            continue;
+        };
         if let Some(group) = group {
-            if procs::group_of_pid(known.pid) == Some(group) {
+            if group_now == group {
                 let had_group_signal = flight
                     .group_signalled_at
                     .is_some_and(|at| known.start_time < at);
