@@ -46,6 +46,9 @@ pub struct Sample {
     /// browserd: a `status` sent on another connection right after the bulk request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_during_bulk_ms: Option<f64>,
+    /// browserd: the same `status`, from a client thread at real-time priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_during_bulk_urgent_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_at_n_kib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -304,6 +307,13 @@ pub fn rows(
         "  status answered meanwhile (another connection)".to_owned(),
         "ms",
         (scalar(Side::Ours, |s| s.status_during_bulk_ms), None),
+        Target::None,
+    );
+    push(
+        "status_during_bulk_urgent",
+        "  status answered meanwhile, real-time client (the daemon's delay alone)".to_owned(),
+        "ms",
+        (scalar(Side::Ours, |s| s.status_during_bulk_urgent_ms), None),
         Target::None,
     );
     push(

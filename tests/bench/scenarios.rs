@@ -289,6 +289,11 @@ fn stubborn(
 /// sent on a second connection right after the request (its time shows whether requests
 /// wait while the terminations start), and the daemon's own account of when its last
 /// first signal went out (its `browserd::timing` log line).
+///
+/// That `status` is sent from the bench's own thread, which the N waking sessions compete
+/// with for the CPU like any client's; so the same `status` is also sent, on a third
+/// connection, by a client thread at real-time priority (where the bench may raise one):
+/// its time is the daemon's delay alone.
 fn bulk_polite(
     d: &DaemonGuard,
     client: &mut Client,
@@ -299,10 +304,14 @@ fn bulk_polite(
     notes: &mut Vec<String>,
 ) -> Result<f64, String> {
     let mut other = d.client();
+    let urgent = UrgentStatus::start(d.client());
     let logged_before = d.log().len();
     let start = Instant::now();
     client.send(None, &Request::BulkTerminate(bulk));
     let asked = Instant::now();
+    if let Some(urgent) = &urgent {
+        urgent.go(asked);
+    }
     let status = other
         .try_request(&Request::Status)
         .map_err(|e| format!("status during the bulk terminate: {e}"))?;
@@ -311,6 +320,14 @@ fn bulk_polite(
         notes.push(format!(
             "rep {rep}: status during the bulk terminate failed: {status:?}"
         ));
+    }
+    if let Some(urgent) = urgent {
+        match urgent.answer() {
+            Ok(took) => sample.status_during_bulk_urgent_ms = Some(took),
+            Err(e) => notes.push(format!(
+                "rep {rep}: real-time status during the bulk terminate: {e}"
+            )),
+        }
     }
     let result: TerminateResult = client
         .read_response()
@@ -332,6 +349,57 @@ fn bulk_polite(
         ));
     }
     Ok(took)
+}
+
+/// A client thread at real-time priority (`SCHED_FIFO` 1), waiting to send one `status`.
+struct UrgentStatus {
+    go: std::sync::mpsc::Sender<Instant>,
+    answer: std::thread::JoinHandle<Result<f64, String>>,
+}
+
+impl UrgentStatus {
+    /// Starts the thread and raises it; `None` where real-time priority is refused (then
+    /// the row stays empty: a thread at normal priority would measure the machine again).
+    fn start(mut client: Client) -> Option<UrgentStatus> {
+        let (go, asked) = std::sync::mpsc::channel::<Instant>();
+        let (raised_tx, raised) = std::sync::mpsc::channel::<bool>();
+        let answer = std::thread::spawn(move || {
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+            let ok = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+            let _ = raised_tx.send(ok);
+            if !ok {
+                return Err("real-time priority refused".to_owned());
+            }
+            let asked = asked.recv().map_err(|_| "never sent".to_owned())?;
+            let status = client
+                .try_request(&Request::Status)
+                .map_err(|e| e.to_string())?;
+            let took = ms(asked.elapsed());
+            if status.ok {
+                Ok(took)
+            } else {
+                Err(format!("status failed: {status:?}"))
+            }
+        });
+        if raised.recv().unwrap_or(false) {
+            Some(UrgentStatus { go, answer })
+        } else {
+            let _ = answer.join();
+            None
+        }
+    }
+
+    /// Sends the `status` now; `asked` is when the bulk request went out.
+    fn go(&self, asked: Instant) {
+        let _ = self.go.send(asked);
+    }
+
+    fn answer(self) -> Result<f64, String> {
+        self.answer
+            .join()
+            .map_err(|_| "the client thread panicked".to_owned())?
+    }
 }
 
 /// Sends `bulk` and times it until the answer, or until every one of `ids` is gone if the
