@@ -1442,6 +1442,18 @@ impl Registry {
         self.lock().adopted > 0
     }
 
+    /// Whether any of `ids` is a live session adopted after a restart.
+    pub fn any_adopted(&self, ids: &[SessionId]) -> bool {
+        let state = self.lock();
+        state.adopted > 0
+            && ids.iter().any(|id| {
+                state
+                    .sessions
+                    .get(id)
+                    .is_some_and(|s| s.adopted && s.is_live())
+            })
+    }
+
     /// Takes a lease on a live session.
     pub fn lease(&self, reference: &SessionRef, ttl: Duration) -> Result<(LeaseId, SystemTime)> {
         let mut state = self.lock();

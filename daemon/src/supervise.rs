@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 
 /// How soon a gone check that met an undecided process looks again.
 const UNDECIDED_RETRY: Duration = Duration::from_millis(10);
+/// How soon a gone check that left an adopted session looks again, at first; each check
+/// that leaves one again and proves nothing gone waits twice as long, up to
+/// [`ADOPTED_RETRY_MAX`]. An adopted
+/// session's processes are not the daemon's children: their exits send it no SIGCHLD, and
+/// whoever reaps them now (init, or the manager that restarted the daemon) tells it nothing.
+const ADOPTED_RETRY_MIN: Duration = Duration::from_millis(2);
+/// The longest wait between such checks: a terminating session is swept this often anyway.
+const ADOPTED_RETRY_MAX: Duration = Duration::from_millis(250);
 /// How long after a SIGCHLD the full pass of reaping comes: what only it reaps (a process a
 /// leader started beside itself, a leader no pidfd watches) waits that long, and the kill
 /// that the quick pass finished is answered without it.
@@ -214,10 +222,12 @@ fn record_reaped(ctx: &Context, batch: &[(i32, ExitStatus)]) -> bool {
 /// leader exited on its own but left processes behind has them terminated, the way systemd
 /// stops a service whose main process exited.
 async fn check_gone(ctx: Arc<Context>) {
+    let mut adopted_retry = AdoptedRetry::default();
     loop {
         ctx.gone_check_asked().await;
         let candidates = ctx.registry.gone_candidates();
         if candidates.is_empty() {
+            adopted_retry = AdoptedRetry::default();
             continue;
         }
         let confirmed = ctx
@@ -236,6 +246,15 @@ async fn check_gone(ctx: Arc<Context>) {
         let proven: HashSet<&SessionId> = confirmed.gone.iter().collect();
         let (gone, left): (Vec<SessionId>, Vec<SessionId>) =
             candidates.into_iter().partition(|id| proven.contains(id));
+        // Nothing will say when the rest of an adopted session is reaped elsewhere.
+        if let Some(delay) = adopted_retry.after(ctx.registry.any_adopted(&left), !gone.is_empty())
+        {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                ctx.check_gone();
+            });
+        }
         finish(&ctx, gone).await;
         for id in left {
             if ctx.registry.take_left_behind(&id) {
@@ -243,6 +262,37 @@ async fn check_gone(ctx: Arc<Context>) {
                 terminate::start_forced(&ctx, &id, ctx.config.grace(), EndReason::Exited);
             }
         }
+    }
+}
+
+/// When a gone check that left an adopted session looks again: soon, and less and less
+/// often while nothing more is proven gone.
+struct AdoptedRetry {
+    next: Duration,
+}
+
+impl Default for AdoptedRetry {
+    fn default() -> Self {
+        AdoptedRetry {
+            next: ADOPTED_RETRY_MIN,
+        }
+    }
+}
+
+impl AdoptedRetry {
+    /// After a check: how long until the next, if it left an adopted session
+    /// (`left_adopted`); `proved` is whether it proved any session gone.
+    fn after(&mut self, left_adopted: bool, proved: bool) -> Option<Duration> {
+        if !left_adopted {
+            *self = AdoptedRetry::default();
+            return None;
+        }
+        if proved {
+            *self = AdoptedRetry::default();
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(ADOPTED_RETRY_MAX);
+        Some(delay)
     }
 }
 
@@ -336,5 +386,27 @@ async fn expire(ctx: Arc<Context>) {
             },
             None => ctx.registry.expiry_changed().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_adopted_session_left_is_looked_at_again_sooner_while_others_go() {
+        let mut retry = AdoptedRetry::default();
+        assert_eq!(retry.after(false, true), None, "nothing adopted left");
+        // Checks that prove nothing back off, up to the cap.
+        let waits: Vec<Duration> = (0..10).filter_map(|_| retry.after(true, false)).collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [2, 4, 8, 16, 32, 64, 128, 250, 250, 250]);
+        // A check that proves some session gone starts over: a bulk kill of adopted sessions
+        // keeps being looked at every few milliseconds until its last one is gone.
+        assert_eq!(retry.after(true, true), Some(ADOPTED_RETRY_MIN));
+        assert_eq!(retry.after(true, false), Some(ADOPTED_RETRY_MIN * 2));
+        // Nothing adopted left: the next one starts over too.
+        assert_eq!(retry.after(false, false), None);
+        assert_eq!(retry.after(true, false), Some(ADOPTED_RETRY_MIN));
     }
 }
