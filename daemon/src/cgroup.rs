@@ -21,6 +21,8 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 /// The leaf the daemon moves itself into.
 pub const DAEMON_LEAF: &str = "daemon";
@@ -389,6 +391,14 @@ pub struct MemoryEvents {
 pub struct Cgroup {
     path: PathBuf,
     dir: OwnedFd,
+    /// Its session is being terminated: nothing will be started in it again, so it can be
+    /// removed the moment it is empty (see [`Cgroup::remove_if_empty`]).
+    closing: AtomicBool,
+    /// Removed already, by [`Cgroup::remove_if_empty`].
+    removed: AtomicBool,
+    /// Whether the kernel's OOM killer had killed in it, read just before it was removed
+    /// (where the memory controller is on): afterwards there is no `memory.events` to read.
+    oom_killed_at_removal: OnceLock<bool>,
 }
 
 impl Cgroup {
@@ -396,7 +406,45 @@ impl Cgroup {
         Ok(Cgroup {
             dir: open_dir(path)?,
             path: path.to_owned(),
+            closing: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            oom_killed_at_removal: OnceLock::new(),
         })
+    }
+
+    /// Its session is being terminated (see [`Cgroup::remove_if_empty`]).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Removes it if its session is being terminated and it is empty, and says whether it
+    /// did (blocking: `rmdir`). A process leaves its cgroup early in its exit, long before
+    /// it is reaped, so the cgroups of a bulk kill go while their processes wait to be
+    /// reaped, not after. Nothing reads or kills in a removed cgroup: reads fail (the
+    /// cgroup is empty), `cgroup.kill` has nothing to do. `memory` says whether to keep
+    /// what the OOM killer did first.
+    pub fn remove_if_empty(&self, memory: bool) -> bool {
+        if !self.is_closing() || self.removed.load(Ordering::Relaxed) || self.populated() {
+            return false;
+        }
+        if memory {
+            let killed = self.memory_events().is_some_and(|e| e.oom_kill > 0);
+            let _ = self.oom_killed_at_removal.set(killed);
+        }
+        // An rmdir that fails leaves it for the session's end (it is tried again there).
+        let removed = fs::remove_dir(&self.path).is_ok();
+        self.removed.fetch_or(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Whether the OOM killer killed in it, as read before it was removed early; `None` if
+    /// it was not (read `memory.events` then).
+    pub fn oom_killed_at_removal(&self) -> Option<bool> {
+        self.oom_killed_at_removal.get().copied()
     }
 
     pub fn path(&self) -> &Path {
@@ -430,8 +478,12 @@ impl Cgroup {
             .any(|line| line.trim() == "populated 1")
     }
 
-    /// SIGKILLs every process in it at once, forks in flight included.
+    /// SIGKILLs every process in it at once, forks in flight included. A removed cgroup
+    /// has nobody left to kill.
     pub fn kill(&self) -> io::Result<()> {
+        if self.removed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         write_in(self.dir.as_fd(), "cgroup.kill", b"1")
     }
 
@@ -469,6 +521,9 @@ impl Cgroup {
 
     /// Removes it (it must be empty; zombies do not count).
     pub fn remove(&self) -> io::Result<()> {
+        if self.removed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         match fs::remove_dir(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

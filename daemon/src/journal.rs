@@ -278,11 +278,17 @@ impl Journal {
         let syncer_path = path.clone();
         let syncer = std::thread::Builder::new()
             .name("journal-sync".into())
-            .spawn(move || sync_loop(&syncer_path, &syncer_shared))?;
+            .spawn(move || {
+                crate::signals::helper_thread();
+                sync_loop(&syncer_path, &syncer_shared)
+            })?;
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || write_loop(&path, &writer_shared))?;
+            .spawn(move || {
+                crate::signals::helper_thread();
+                write_loop(&path, &writer_shared)
+            })?;
         Ok(Journal {
             shared,
             writer: Mutex::new(Some(writer)),

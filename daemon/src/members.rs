@@ -60,7 +60,7 @@ impl Members {
     pub fn new(explicit: Option<&Path>, on_empty: impl Fn() + Send + Sync + 'static) -> Members {
         let tree = cgroup::Tree::take(explicit);
         let watcher = match &tree {
-            Ok(_) => match Watcher::start(Box::new(on_empty)) {
+            Ok(tree) => match Watcher::start(Box::new(on_empty), memory_on(tree)) {
                 Ok(watcher) => Some(watcher),
                 Err(e) => {
                     tracing::error!("cannot watch cgroups for emptiness: {e}");
@@ -150,6 +150,10 @@ impl Members {
     pub fn take_up(&self, id: &SessionId, path: &Path) {
         match Cgroup::open(path) {
             Ok(cgroup) => self.watch(id, Arc::new(cgroup)),
+            // Removed once it was empty, while the session was being terminated.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(session = %id, "its cgroup is gone: nothing of it is left in one")
+            }
             Err(e) => tracing::warn!(session = %id, "cannot open its cgroup: {e}"),
         }
     }
@@ -159,6 +163,14 @@ impl Members {
             watcher.add(&cgroup);
         }
         self.lock().insert(id.clone(), cgroup);
+    }
+
+    /// The session is being terminated: its cgroup goes as soon as it is empty, before its
+    /// processes are reaped (see `Cgroup::remove_if_empty`).
+    pub fn closing(&self, id: &SessionId) {
+        if let Some(cgroup) = self.cgroup(id) {
+            cgroup.close();
+        }
     }
 
     pub fn cgroup(&self, id: &SessionId) -> Option<Arc<Cgroup>> {
@@ -312,17 +324,22 @@ impl Members {
     /// Whether the kernel killed a session for running out of its memory. Without the memory
     /// controller there is no `memory.events` to read (and nothing is tried).
     pub fn oom_killed(&self, id: &SessionId) -> bool {
-        let memory = self
-            .tree
-            .as_ref()
-            .is_ok_and(|tree| tree.enabled().iter().any(|c| c == "memory"));
-        if !memory {
+        if !self.tree.as_ref().is_ok_and(memory_on) {
             return false;
         }
-        self.cgroup(id)
-            .and_then(|cgroup| cgroup.memory_events())
-            .is_some_and(|events| events.oom_kill > 0)
+        self.cgroup(id).is_some_and(|cgroup| {
+            cgroup.oom_killed_at_removal().unwrap_or_else(|| {
+                cgroup
+                    .memory_events()
+                    .is_some_and(|events| events.oom_kill > 0)
+            })
+        })
     }
+}
+
+/// Whether sessions' cgroups have the memory controller (and so `memory.events`).
+fn memory_on(tree: &cgroup::Tree) -> bool {
+    tree.enabled().iter().any(|c| c == "memory")
 }
 
 /// Runs `read` (files of cgroups and `/proc`) on the blocking pool, if there is anything to
@@ -359,61 +376,99 @@ fn all_gone(met: &[ProcInfo]) -> bool {
     met.iter().all(|p| procs::reread(p).is_none())
 }
 
-/// Watches `cgroup.events` of every session cgroup through one inotify descriptor, and
-/// calls `on_empty` when one may have become empty: the gone checker then looks.
+/// Watches `cgroup.events` of every session cgroup through one inotify descriptor, on a
+/// thread of its own, and calls `on_empty` when one may have become empty: the gone checker
+/// then looks. The cgroups of sessions being terminated that are empty are removed there
+/// and then, without waiting for the event loop: during a bulk kill the event loop is busy
+/// reaping (or waits for the CPU the dying sessions take), and their cgroups can go first.
 struct Watcher {
-    inotify: Arc<Inotify>,
-    watches: Mutex<HashMap<std::path::PathBuf, WatchDescriptor>>,
+    shared: Arc<Watched>,
+}
+
+/// What the watcher's thread and the event loop share.
+struct Watched {
+    inotify: Inotify,
+    /// Each watch, by the cgroup file watched and by its descriptor.
+    watches: Mutex<Watches>,
+}
+
+#[derive(Default)]
+struct Watches {
+    by_path: HashMap<std::path::PathBuf, WatchDescriptor>,
+    by_wd: HashMap<WatchDescriptor, Arc<Cgroup>>,
 }
 
 impl Watcher {
-    fn start(on_empty: Box<dyn Fn() + Send + Sync>) -> std::io::Result<Watcher> {
-        let inotify = Arc::new(Inotify::init(
-            InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC,
-        )?);
-        let reader = inotify.clone();
-        // SAFETY: the Arc keeps the inotify fd open, and the same fd, for the AsyncFd's life.
-        let readiness = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(
-                InotifyFd(reader),
-                tokio::io::Interest::READABLE,
-            )
-        }
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-        tokio::spawn(async move {
-            loop {
-                let Ok(mut ready) = readiness.readable().await else {
-                    return;
-                };
-                match readiness.get_ref().0.read_events() {
-                    Ok(events) if !events.is_empty() => on_empty(),
-                    Ok(_) | Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
-                    Err(e) => {
-                        tracing::error!("reading cgroup events: {e}");
-                        return;
+    /// `memory`: whether cgroups have `memory.events` (read before a cgroup is removed).
+    fn start(on_empty: Box<dyn Fn() + Send + Sync>, memory: bool) -> std::io::Result<Watcher> {
+        let shared = Arc::new(Watched {
+            inotify: Inotify::init(InitFlags::IN_CLOEXEC)?,
+            watches: Mutex::default(),
+        });
+        let watched = shared.clone();
+        std::thread::Builder::new()
+            .name("cgroup-events".into())
+            .spawn(move || {
+                crate::signals::helper_thread();
+                loop {
+                    match watched.inotify.read_events() {
+                        Ok(events) => {
+                            if !events.is_empty() {
+                                watched.remove_emptied(&events, memory);
+                                on_empty();
+                            }
+                        }
+                        Err(nix::errno::Errno::EINTR) => {}
+                        Err(e) => {
+                            return tracing::error!(
+                            "reading cgroup events: {e}; empty cgroups are noticed by sweeps only"
+                        )
+                        }
                     }
                 }
-            }
-        });
-        Ok(Watcher {
-            inotify,
-            watches: Mutex::new(HashMap::new()),
-        })
+            })?;
+        Ok(Watcher { shared })
     }
 
-    fn add(&self, cgroup: &Cgroup) {
+    fn add(&self, cgroup: &Arc<Cgroup>) {
         let events = cgroup.path().join("cgroup.events");
-        match self.inotify.add_watch(&events, AddWatchFlags::IN_MODIFY) {
+        match self
+            .shared
+            .inotify
+            .add_watch(&events, AddWatchFlags::IN_MODIFY)
+        {
             Ok(wd) => {
-                self.lock().insert(events, wd);
+                let mut watches = self.shared.lock();
+                watches.by_path.insert(events, wd);
+                watches.by_wd.insert(wd, cgroup.clone());
             }
             Err(e) => tracing::warn!(file = %events.display(), "cannot watch: {e}"),
         }
     }
 
     fn remove(&self, cgroup: &Cgroup) {
+        self.shared.unwatch(cgroup);
+    }
+}
+
+impl Watched {
+    fn lock(&self) -> MutexGuard<'_, Watches> {
+        self.watches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn unwatch(&self, cgroup: &Cgroup) {
         let events = cgroup.path().join("cgroup.events");
-        if let Some(wd) = self.lock().remove(&events) {
+        let wd = {
+            let mut watches = self.lock();
+            let wd = watches.by_path.remove(&events);
+            if let Some(wd) = wd {
+                watches.by_wd.remove(&wd);
+            }
+            wd
+        };
+        if let Some(wd) = wd {
             // Removing the cgroup does not end the watch (cgroupfs sends no `IN_IGNORED` at
             // `rmdir`, and the watch stays listed): it is taken off here, or it would stay
             // until the daemon exits.
@@ -421,19 +476,23 @@ impl Watcher {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<std::path::PathBuf, WatchDescriptor>> {
-        self.watches
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// The inotify descriptor, as tokio's readiness wants it.
-struct InotifyFd(Arc<Inotify>);
-
-impl std::os::fd::AsRawFd for InotifyFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.0.as_fd().as_raw_fd()
+    /// Of the cgroups whose `cgroup.events` changed, removes those of sessions being
+    /// terminated that are empty now (and stops watching them). Each is removed again,
+    /// harmlessly, when its session is finished.
+    fn remove_emptied(&self, events: &[nix::sys::inotify::InotifyEvent], memory: bool) {
+        let closing: Vec<Arc<Cgroup>> = {
+            let watches = self.lock();
+            events
+                .iter()
+                .filter_map(|event| watches.by_wd.get(&event.wd))
+                .filter(|cgroup| cgroup.is_closing())
+                .cloned()
+                .collect()
+        };
+        for cgroup in closing {
+            if cgroup.remove_if_empty(memory) {
+                self.unwatch(&cgroup);
+            }
+        }
     }
 }

@@ -261,6 +261,22 @@ impl Drop for Burst {
     }
 }
 
+/// Runs the calling thread, one of the daemon's helpers (the journal's writer and syncer,
+/// the cgroup watcher), under `SCHED_BATCH`: the same priority and share of the CPU as
+/// before, but waking it does not preempt the thread that woke it. When the event loop
+/// hands a helper work (a journal record for each session a bulk kill ends), the loop goes
+/// on, and the helper takes what has piled up when it runs, on another core or once the
+/// loop waits, instead of taking the loop's core back and forth once per record. A child
+/// would inherit the policy (`SCHED_RESET_ON_FORK` resets only real-time ones), so only
+/// threads that never start a process are helpers: not the spawners, not the blocking pool
+/// (which spawns where no spawner thread could be started). Where it is refused, the thread
+/// stays as it is.
+pub fn helper_thread() {
+    if let Err(e) = set_policy(libc::SCHED_BATCH, 0) {
+        tracing::debug!("a helper thread keeps the normal policy (SCHED_BATCH refused: {e})");
+    }
+}
+
 /// Sets the calling thread's scheduling policy (the nice value is kept).
 fn set_policy(policy: i32, priority: i32) -> io::Result<()> {
     let param = libc::sched_param {
@@ -343,6 +359,19 @@ mod tests {
             assert_eq!(child_policy, Some(libc::SCHED_OTHER), "reset on fork");
             drop(burst);
             assert_eq!(policy(), libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_helper_thread_runs_as_a_batch_thread() {
+        std::thread::spawn(|| {
+            // SAFETY: queries the calling thread's policy.
+            let policy = || unsafe { libc::sched_getscheduler(0) };
+            assert_eq!(policy(), libc::SCHED_OTHER);
+            helper_thread();
+            assert_eq!(policy(), libc::SCHED_BATCH);
         })
         .join()
         .unwrap();

@@ -245,6 +245,7 @@ fn begin(
     {
         let _reap = ctx.reaper.hold();
         for (id, termination) in started {
+            ctx.members.closing(&id);
             let control = termination.control();
             let budget = (control.deadline.saturating_duration_since(now) / 2).min(POLITE_WAIT);
             let endpoint = ctx.registry.endpoint(&id).filter(|_| !budget.is_zero());
@@ -348,6 +349,7 @@ pub async fn drive(ctx: Arc<Context>) {
         .terminating()
         .into_iter()
         .map(|(id, termination)| {
+            ctx.members.closing(&id);
             let flight = Flight {
                 id: id.clone(),
                 termination,

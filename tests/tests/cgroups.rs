@@ -11,6 +11,7 @@ use browserd_tests::cdp::Cdp;
 use browserd_tests::cgroups::{cgroup_of, PrivateCgroup};
 use browserd_tests::procfs;
 use browserd_tests::{wait_until, DaemonGuard, Fixture};
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 /// A private subtree and a daemon using it; `None` (with the reason printed) where this
@@ -155,6 +156,78 @@ fn a_kill_answers_only_once_every_process_met_in_the_cgroup_is_reaped() {
     // Each session's `cgroup.events` watch is taken off with it (removing the cgroup does
     // not end it).
     assert_eq!(inotify_watches(d.pid()), watches);
+}
+
+#[test]
+fn a_terminated_sessions_cgroup_goes_once_it_is_empty_before_its_processes_are_reaped() {
+    let Some((cgroup, d)) = contained("emptied-goes-first", "5s") else {
+        return;
+    };
+    let watches = inotify_watches(d.pid());
+    let (session, _tree) = d.spawn(&Fixture::sleeper());
+    // A process of the session's (in its cgroup) whose parent is this test, which reaps it
+    // only when it chooses: after the session's SIGTERM it stays a zombie.
+    let held = Held(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    let pid = held.0.id() as i32;
+    std::fs::write(
+        cgroup.path().join(session.id.as_str()).join("cgroup.procs"),
+        pid.to_string(),
+    )
+    .expect("move the process into the session's cgroup");
+
+    let mut client = d.client();
+    let target = session.id.as_str().parse().expect("a kill target");
+    let kill = std::thread::spawn(move || {
+        client.request(&Request::Kill(browserd_proto::Kill {
+            target,
+            force: false,
+            grace_ms: None,
+        }))
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the process in the cgroup to exit on SIGTERM",
+        || procfs::process(pid).is_some_and(|p| p.is_zombie()),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the emptied cgroup to be removed while its last process waits to be reaped",
+        || cgroup.session_dirs().is_empty(),
+    );
+    assert!(
+        !kill.is_finished(),
+        "the kill answered before every process met in the cgroup was reaped"
+    );
+    assert_eq!(d.session(&session.id).state, SessionState::Terminating);
+
+    drop(held);
+    let response = kill.join().expect("the kill's client");
+    let result: browserd_proto::TerminateResult = response
+        .into_result()
+        .unwrap_or_else(|e| panic!("kill: {e:?}"));
+    assert_eq!(
+        result.terminated,
+        vec![session.id.to_string()],
+        "{result:?}"
+    );
+    d.assert_all_sessions_gone();
+    assert_eq!(inotify_watches(d.pid()), watches, "no watch is left behind");
+}
+
+/// A child of the test: killed and reaped when dropped.
+struct Held(std::process::Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// How many inotify watches process `pid` holds, over all its inotify descriptors.

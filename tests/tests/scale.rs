@@ -51,6 +51,25 @@ const SPLIT_SESSIONS: usize = 96;
 fn a_bulk_kill_split_between_two_senders_ends_every_session_by_its_first_signal() {
     let d = DaemonGuard::builder().max_sessions(1_000).start();
     let sessions = launch_trees(&d, &Fixture::polite(), SPLIT_SESSIONS);
+    // The daemon's helper threads run as batch threads, and its bursts at real-time
+    // priority: no session inherits either.
+    for session in &sessions {
+        let policy = policy_of(session.pid);
+        assert_eq!(policy, Some(libc::SCHED_OTHER), "session {}", session.id);
+    }
+    let batch = daemon_threads(d.pid())
+        .into_iter()
+        .filter(|(_, policy)| *policy == libc::SCHED_BATCH)
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>();
+    assert!(
+        batch.iter().any(|name| name == "journal"),
+        "the journal's writer is a batch thread: {batch:?}"
+    );
+    assert!(
+        !batch.iter().any(|name| name.starts_with("spawner")),
+        "no spawner is: {batch:?}"
+    );
 
     let result = d.bulk(BulkTerminate {
         all: Some(true),
@@ -96,6 +115,32 @@ fn launch_trees(d: &DaemonGuard, fixture: &Fixture, count: usize) -> Vec<Session
     let pairs: Vec<_> = sessions.iter().map(|s| (s, fixture)).collect();
     d.wait_trees(&pairs);
     sessions
+}
+
+/// The scheduling policy of process `pid`.
+fn policy_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split(' ')
+        .nth(38)?
+        .parse()
+        .ok()
+}
+
+/// Each of the daemon's threads, by name, with its scheduling policy.
+fn daemon_threads(daemon: i32) -> Vec<(String, i32)> {
+    std::fs::read_dir(format!("/proc/{daemon}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|task| {
+                    let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                    let tid: i32 = task.file_name().to_str()?.parse().ok()?;
+                    Some((name.trim().to_owned(), policy_of(tid)?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The state and scheduling policy of the daemon's thread named `signals`.
