@@ -19,6 +19,7 @@ mod http;
 mod http_client;
 mod journal;
 mod options;
+mod paired;
 mod pool;
 mod procs;
 mod queue;
@@ -139,6 +140,20 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
         eprintln!("bench: repeat {}/{}: browserd", rep + 1, opts.repeat);
         let mut browserd = scenarios::run_once(&d, opts, &bins.browserctl, rep, &mut notes)?;
         browserd.launch_tmpfs_per_s = Some(launch_tmpfs);
+        eprintln!(
+            "bench: repeat {}/{}: polite kill-alls paired with the baseline's",
+            rep + 1,
+            opts.repeat
+        );
+        let (ours, theirs) = paired::run_once(
+            &d,
+            opts.sessions,
+            baseline_cgroup.as_ref().map(PrivateCgroup::path),
+            rep,
+            &mut notes,
+        )?;
+        browserd.bulk_polite_paired_ms = ours;
+        baseline.bulk_polite_paired_ms = theirs;
         eprintln!(
             "bench: repeat {}/{}: crash and restart",
             rep + 1,

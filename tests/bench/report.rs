@@ -16,6 +16,9 @@ const KEEP_EXITED: usize = 1000;
 pub struct Sample {
     pub launch_per_s: f64,
     pub bulk_polite_ms: f64,
+    /// The same kill-all in pairs with the other side's, back to back (`paired`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bulk_polite_paired_ms: Vec<f64>,
     pub bulk_stubborn_ms: f64,
     pub bulk_stubborn_small_ms: f64,
     pub kill_one_ms: Vec<f64>,
@@ -293,6 +296,16 @@ pub fn rows(
         format!("bulk terminate all {n}, polite"),
         "ms",
         both(|s| Some(s.bulk_polite_ms)),
+        Target::RatioAtMost(1.1),
+    );
+    push(
+        "bulk_polite_paired",
+        format!(
+            "  the same in pairs with the baseline's, back to back ({} pairs a repeat)",
+            crate::paired::PAIRS
+        ),
+        "ms",
+        both_pooled(|s| &s.bulk_polite_paired_ms, 50.0),
         Target::RatioAtMost(1.1),
     );
     push(
