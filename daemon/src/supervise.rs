@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 const UNDECIDED_RETRY: Duration = Duration::from_millis(10);
 /// How soon a gone check that left an adopted session looks again, at first; each check
 /// that leaves one again and proves nothing gone waits twice as long, up to
-/// [`ADOPTED_RETRY_MAX`]. An adopted
-/// session's processes are not the daemon's children: their exits send it no SIGCHLD, and
-/// whoever reaps them now (init, or the manager that restarted the daemon) tells it nothing.
+/// [`ADOPTED_RETRY_MAX`]. An adopted session's processes are not the daemon's children:
+/// their exits send it no SIGCHLD, and whoever reaps them now (init, or the manager that
+/// restarted the daemon) tells it nothing.
 const ADOPTED_RETRY_MIN: Duration = Duration::from_millis(2);
 /// The longest wait between such checks: a terminating session is swept this often anyway.
 const ADOPTED_RETRY_MAX: Duration = Duration::from_millis(250);
@@ -236,11 +236,7 @@ async fn check_gone(ctx: Arc<Context>) {
             .await;
         if confirmed.retry {
             // A process was caught in the middle of `execve`; it is readable in a moment.
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(UNDECIDED_RETRY).await;
-                ctx.check_gone();
-            });
+            check_gone_after(&ctx, UNDECIDED_RETRY);
         }
         // A set: a kill-all's checks have a thousand candidates and as many proven gone.
         let proven: HashSet<&SessionId> = confirmed.gone.iter().collect();
@@ -249,11 +245,7 @@ async fn check_gone(ctx: Arc<Context>) {
         // Nothing will say when the rest of an adopted session is reaped elsewhere.
         if let Some(delay) = adopted_retry.after(ctx.registry.any_adopted(&left), !gone.is_empty())
         {
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                ctx.check_gone();
-            });
+            check_gone_after(&ctx, delay);
         }
         finish(&ctx, gone).await;
         for id in left {
@@ -263,6 +255,15 @@ async fn check_gone(ctx: Arc<Context>) {
             }
         }
     }
+}
+
+/// Asks for another gone check `delay` from now.
+fn check_gone_after(ctx: &Arc<Context>, delay: Duration) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        ctx.check_gone();
+    });
 }
 
 /// When a gone check that left an adopted session looks again: soon, and less and less
