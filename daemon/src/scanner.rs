@@ -5,7 +5,7 @@
 
 use crate::procs::{self, Confirmed, Owner, ProcInfo, ProcTable, Root};
 use browserd_proto::SessionId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -230,14 +230,23 @@ fn answer(table: &mut ProcTable, requests: Vec<Request>, daemon: &Daemon) {
                     retry: true,
                 }
             });
-        for (candidates, reply) in confirm {
-            let _ = reply.send(Confirmed {
-                gone: candidates
-                    .into_iter()
-                    .filter(|id| confirmed.gone.contains(id))
-                    .collect(),
-                retry: confirmed.retry,
-            });
+        if confirm.len() == 1 {
+            // One asker (the usual case): every session proven gone is one of its own.
+            if let Some((_, reply)) = confirm.pop() {
+                let _ = reply.send(confirmed);
+            }
+        } else {
+            // A set: a kill-all's check has a thousand candidates and as many proven gone.
+            let gone: HashSet<&SessionId> = confirmed.gone.iter().collect();
+            for (candidates, reply) in confirm {
+                let _ = reply.send(Confirmed {
+                    gone: candidates
+                        .into_iter()
+                        .filter(|id| gone.contains(id))
+                        .collect(),
+                    retry: confirmed.retry,
+                });
+            }
         }
     }
     tracing::trace!(background, took = ?started.elapsed(), "process table refreshed");
@@ -251,5 +260,55 @@ fn usage(known: &[ProcInfo]) -> Usage {
         processes: u32::try_from(live.len()).unwrap_or(u32::MAX),
         memory_bytes: live.iter().filter_map(|p| procs::read_pss(p.pid)).sum(),
         cpu_seconds: live.iter().map(|p| p.cpu_ticks).sum::<u64>() as f64 / ticks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(names: &[&str]) -> Vec<SessionId> {
+        names.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    /// Asks for proofs of `batches` in one refresh; returns what each asker was told.
+    fn confirm_in_one_batch(batches: Vec<Vec<SessionId>>) -> Vec<Confirmed> {
+        let daemon = Daemon {
+            root_owner: Arc::new(|_: &ProcInfo, _: Root| Owner::Unowned),
+            // No child of the daemon is left where these sessions' processes could be.
+            children: Arc::new(|_: &[SessionId]| Some(Vec::new())),
+        };
+        let (requests, answers): (Vec<Request>, Vec<_>) = batches
+            .into_iter()
+            .map(|candidates| {
+                let (reply, answer) = oneshot::channel();
+                (Request::ConfirmGone(candidates, reply), answer)
+            })
+            .unzip();
+        answer(&mut ProcTable::default(), requests, &daemon);
+        answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().expect("every asker is answered"))
+            .collect()
+    }
+
+    #[test]
+    fn each_asker_of_a_shared_refresh_is_told_of_its_own_sessions_only() {
+        // Sessions the table never met have no process left: each is proven gone.
+        let told = confirm_in_one_batch(vec![ids(&["a-1", "a-2"]), ids(&["b-1"]), ids(&[])]);
+        let gone: Vec<Vec<SessionId>> = told.iter().map(|c| c.gone.clone()).collect();
+        assert_eq!(gone, [ids(&["a-1", "a-2"]), ids(&["b-1"]), ids(&[])]);
+        assert!(told.iter().all(|c| !c.retry));
+    }
+
+    #[test]
+    fn a_lone_asker_is_told_of_every_one_of_its_sessions_proven_gone() {
+        let many: Vec<SessionId> = (0..1000)
+            .map(|i| format!("s-{i}").parse().unwrap())
+            .collect();
+        let told = confirm_in_one_batch(vec![many.clone()]);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].gone, many);
+        assert!(!told[0].retry);
     }
 }
