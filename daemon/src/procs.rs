@@ -1020,10 +1020,7 @@ mod tests {
     #[test]
     fn a_pid_cycle_since_the_last_refresh_forces_a_listing() {
         let me = std::process::id() as i32;
-        let mut table = ProcTable::default();
-        table
-            .refresh(me, false, |_, _: Root| Owner::Unowned)
-            .unwrap();
+        let mut table = a_listed_table();
         let listed = table.last_listing;
         // As if a whole cycle of pids was allocated since: the pid range alone cannot tell.
         table.forks = table.forks.map(|f| f - MAX_PROBE as u64 - 1);
@@ -1032,6 +1029,64 @@ mod tests {
             .unwrap();
         assert_ne!(table.last_listing, listed, "too many forks: it must list");
         assert!(read_fork_count().is_some());
+    }
+
+    /// A `sleep` child of the test, killed and reaped when dropped (if the test has not
+    /// ended it), so that a failing test leaves nothing running.
+    struct Sleeper(Option<std::process::Child>);
+
+    impl Sleeper {
+        fn start() -> Sleeper {
+            let child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            Sleeper(Some(child))
+        }
+
+        fn pid(&self) -> i32 {
+            self.0.as_ref().map_or(0, |c| c.id() as i32)
+        }
+
+        /// Kills and reaps it.
+        fn end(&mut self) {
+            if let Some(mut child) = self.0.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            self.end();
+        }
+    }
+
+    /// A table that has just listed `/proc`.
+    fn a_listed_table() -> ProcTable {
+        let me = std::process::id() as i32;
+        let mut table = ProcTable::default();
+        table
+            .refresh(me, false, |_, _: Root| Owner::Unowned)
+            .unwrap();
+        table
+    }
+
+    /// A table that has listed `/proc`, and a child of the test started after it.
+    fn a_listed_table_and_a_newcomer() -> (ProcTable, Sleeper) {
+        (a_listed_table(), Sleeper::start())
+    }
+
+    /// Decides that `pid` is session `id`'s, and any other process nobody's.
+    fn owned_by(pid: i32, id: &SessionId) -> impl Fn(&ProcInfo, Root) -> Owner + Copy + '_ {
+        move |p: &ProcInfo, _: Root| {
+            if p.pid == pid {
+                Owner::Session(id.clone())
+            } else {
+                Owner::Unowned
+            }
+        }
     }
 
     /// A process started after the table's last refresh (one the table has not met) keeps
@@ -1043,31 +1098,16 @@ mod tests {
     ) -> (ProcTable, Option<Instant>) {
         let me = std::process::id() as i32;
         let id: SessionId = session.parse().unwrap();
-        let mut table = ProcTable::default();
-        table
-            .refresh(me, false, |_, _: Root| Owner::Unowned)
-            .unwrap();
+        let (mut table, mut child) = a_listed_table_and_a_newcomer();
         let listed = table.last_listing;
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let owner = |p: &ProcInfo, _: Root| {
-            if p.pid == pid {
-                Owner::Session(id.clone())
-            } else {
-                Owner::Unowned
-            }
-        };
+        let owner = owned_by(child.pid(), &id);
         let confirmed = table
             .confirm_gone(vec![id.clone()], Reads::Any, me, owner, children)
             .unwrap()
             .unwrap();
         assert!(confirmed.gone.is_empty(), "{confirmed:?}");
-        assert!(table.of(&id).iter().any(|p| p.pid == pid));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        assert!(table.of(&id).iter().any(|p| p.pid == child.pid()));
+        child.end();
         let confirmed = table
             .confirm_gone(vec![id.clone()], Reads::Any, me, owner, children)
             .unwrap()
@@ -1085,10 +1125,7 @@ mod tests {
     fn no_listing_proves_anything_when_no_task_was_created_since_the_last() {
         let me = std::process::id() as i32;
         let id: SessionId = "s-4".parse().unwrap();
-        let mut table = ProcTable::default();
-        table
-            .refresh(me, false, |_, _: Root| Owner::Unowned)
-            .unwrap();
+        let mut table = a_listed_table();
         let listed = table.last_listing;
         // As if the kernel had created no task since that listing began.
         table.listed_forks = read_fork_count();
@@ -1123,10 +1160,7 @@ mod tests {
     #[test]
     fn a_light_check_declines_rather_than_list_proc() {
         let me = std::process::id() as i32;
-        let mut table = ProcTable::default();
-        table
-            .refresh(me, false, |_, _: Root| Owner::Unowned)
-            .unwrap();
+        let mut table = a_listed_table();
         let listed = table.last_listing;
         // As if a task had been created since the listing, and no children could be read.
         table.listed_forks = read_fork_count().map(|f| f - 1);
@@ -1147,22 +1181,9 @@ mod tests {
     fn a_light_check_declines_a_process_it_has_not_met_and_proves_once_nothing_is_new() {
         let me = std::process::id() as i32;
         let id: SessionId = "s-7".parse().unwrap();
-        let mut table = ProcTable::default();
-        table
-            .refresh(me, false, |_, _: Root| Owner::Unowned)
-            .unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let owner = |p: &ProcInfo, _: Root| {
-            if p.pid == pid {
-                Owner::Session(id.clone())
-            } else {
-                Owner::Unowned
-            }
-        };
+        let (mut table, mut child) = a_listed_table_and_a_newcomer();
+        let pid = child.pid();
+        let owner = owned_by(pid, &id);
         let check = |table: &mut ProcTable, reads: Reads, children: Vec<i32>| {
             table
                 .confirm_gone(vec![id.clone()], reads, me, owner, || Some(children))
@@ -1173,8 +1194,7 @@ mod tests {
         assert!(table.of(&id).is_empty(), "declined: nothing was decided");
         let confirmed = check(&mut table, Reads::Any, vec![pid]).unwrap();
         assert!(confirmed.gone.is_empty(), "{confirmed:?}");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.end();
         // Its one process is gone and no child is left: proven without anything heavy.
         let confirmed = check(&mut table, Reads::Light, Vec::new()).unwrap();
         assert_eq!(confirmed.gone, vec![id.clone()]);
