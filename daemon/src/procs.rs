@@ -277,25 +277,32 @@ impl ProcTable {
     ///
     /// While a process whose owner cannot be decided yet exists, nothing is confirmed: it
     /// could be any session's. `Confirmed::retry` then says to ask again shortly.
+    ///
+    /// With [`Reads::Light`] it does only what costs a few reads: `Ok(None)` where it would
+    /// have to list `/proc` or decide the owner of a process it has not met (which may wait
+    /// for a spawn to register its leader), having changed nothing but which known processes
+    /// it marked gone. With [`Reads::Any`] the answer is always `Some`.
     pub fn confirm_gone(
         &mut self,
         candidates: Vec<SessionId>,
+        reads: Reads,
         ancestor: i32,
         root_owner: impl FnMut(&ProcInfo, Root) -> Owner,
         children: impl FnOnce() -> Option<Vec<i32>>,
-    ) -> io::Result<Confirmed> {
+    ) -> io::Result<Option<Confirmed>> {
         let pending: Vec<SessionId> = candidates
             .into_iter()
             .filter(|id| self.all_gone(id))
             .collect();
         if pending.is_empty() {
-            return Ok(Confirmed::default());
+            return Ok(Some(Confirmed::default()));
         }
         let forks = read_fork_count();
         let complete = forks.is_some() && forks == self.listed_forks;
         if !complete {
             let new = match children() {
                 Some(children) => self.read_children(children),
+                None if reads == Reads::Light => return Ok(None),
                 None => {
                     let last_pid = read_last_pid();
                     let new = self.list(forks)?;
@@ -305,19 +312,22 @@ impl ProcTable {
                 }
             };
             if !new.is_empty() {
+                if reads == Reads::Light {
+                    return Ok(None);
+                }
                 self.resolve(new, ancestor, root_owner);
             }
         }
         if !self.undecided.is_empty() {
-            return Ok(Confirmed {
+            return Ok(Some(Confirmed {
                 gone: Vec::new(),
                 retry: true,
-            });
+            }));
         }
-        Ok(Confirmed {
+        Ok(Some(Confirmed {
             gone: pending.into_iter().filter(|id| self.all_gone(id)).collect(),
             retry: false,
-        })
+        }))
     }
 
     /// Of the daemon's children `pids`, those the table has not met.
@@ -629,6 +639,15 @@ pub struct Root {
     pub child_of_daemon: bool,
     /// It may still be left undecided: it was first read less than `UNDECIDED_FOR` ago.
     pub may_wait: bool,
+}
+
+/// How much a gone check may read (see [`ProcTable::confirm_gone`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Whatever it takes: a listing of `/proc`, the environment of processes not met yet.
+    Any,
+    /// A few small reads, as the event loop may do.
+    Light,
 }
 
 /// What a gone check found.
@@ -1083,13 +1102,15 @@ mod tests {
         let listed = table.last_listing;
         let owner = owned_by(child.pid(), &id);
         let confirmed = table
-            .confirm_gone(vec![id.clone()], me, owner, children)
+            .confirm_gone(vec![id.clone()], Reads::Any, me, owner, children)
+            .unwrap()
             .unwrap();
         assert!(confirmed.gone.is_empty(), "{confirmed:?}");
         assert!(table.of(&id).iter().any(|p| p.pid == child.pid()));
         child.end();
         let confirmed = table
-            .confirm_gone(vec![id.clone()], me, owner, children)
+            .confirm_gone(vec![id.clone()], Reads::Any, me, owner, children)
+            .unwrap()
             .unwrap();
         assert_eq!(confirmed.gone, vec![id]);
         (table, listed)
@@ -1109,7 +1130,14 @@ mod tests {
         // As if the kernel had created no task since that listing began.
         table.listed_forks = read_fork_count();
         let confirmed = table
-            .confirm_gone(vec![id.clone()], me, |_, _: Root| Owner::Unowned, || None)
+            .confirm_gone(
+                vec![id.clone()],
+                Reads::Any,
+                me,
+                |_, _: Root| Owner::Unowned,
+                || None,
+            )
+            .unwrap()
             .unwrap();
         if table.listed_forks == read_fork_count() {
             assert_eq!(table.last_listing, listed, "nothing new: no listing");
@@ -1120,12 +1148,56 @@ mod tests {
         table
             .confirm_gone(
                 vec!["s-5".parse().unwrap()],
+                Reads::Any,
                 me,
                 |_, _: Root| Owner::Unowned,
                 || None,
             )
             .unwrap();
         assert_ne!(table.last_listing, listed, "a task was created: it lists");
+    }
+
+    #[test]
+    fn a_light_check_declines_rather_than_list_proc() {
+        let me = std::process::id() as i32;
+        let mut table = a_listed_table();
+        let listed = table.last_listing;
+        // As if a task had been created since the listing, and no children could be read.
+        table.listed_forks = read_fork_count().map(|f| f - 1);
+        let declined = table
+            .confirm_gone(
+                vec!["s-6".parse().unwrap()],
+                Reads::Light,
+                me,
+                |_, _: Root| Owner::Unowned,
+                || None,
+            )
+            .unwrap();
+        assert!(declined.is_none(), "{declined:?}");
+        assert_eq!(table.last_listing, listed, "a light check never lists");
+    }
+
+    #[test]
+    fn a_light_check_declines_a_process_it_has_not_met_and_proves_once_nothing_is_new() {
+        let me = std::process::id() as i32;
+        let id: SessionId = "s-7".parse().unwrap();
+        let (mut table, mut child) = a_listed_table_and_a_newcomer();
+        let pid = child.pid();
+        let owner = owned_by(pid, &id);
+        let check = |table: &mut ProcTable, reads: Reads, children: Vec<i32>| {
+            table
+                .confirm_gone(vec![id.clone()], reads, me, owner, || Some(children))
+                .unwrap()
+        };
+        // The child is one the table has not met: whose it is takes deciding.
+        assert!(check(&mut table, Reads::Light, vec![pid]).is_none());
+        assert!(table.of(&id).is_empty(), "declined: nothing was decided");
+        let confirmed = check(&mut table, Reads::Any, vec![pid]).unwrap();
+        assert!(confirmed.gone.is_empty(), "{confirmed:?}");
+        child.end();
+        // Its one process is gone and no child is left: proven without anything heavy.
+        let confirmed = check(&mut table, Reads::Light, Vec::new()).unwrap();
+        assert_eq!(confirmed.gone, vec![id.clone()]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! refresh that starts after its request, and every request waiting when a refresh starts is
 //! answered by that one refresh. Refreshes run on the blocking pool.
 
-use crate::procs::{self, Confirmed, Owner, ProcInfo, ProcTable, Root};
+use crate::procs::{self, Confirmed, Owner, ProcInfo, ProcTable, Reads, Root};
 use browserd_proto::SessionId;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -151,6 +151,22 @@ impl Scanner {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
             );
+            // A gone check of a few sessions is answered here when a few reads do: the hop
+            // to the blocking pool and back (to a core that may be asleep) would cost more.
+            let requests = if is_light(&requests) {
+                table.begin(generation, &reaped);
+                match answer_light(&mut table, requests, &daemon) {
+                    Some(requests) => requests,
+                    None => {
+                        if table.has_undecided() {
+                            self.kick();
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                requests
+            };
             let daemon = daemon.clone();
             let job = tokio::task::spawn_blocking(move || {
                 table.begin(generation, &reaped);
@@ -222,7 +238,8 @@ fn answer(table: &mut ProcTable, requests: Vec<Request>, daemon: &Daemon) {
             .collect();
         let children = || (daemon.children)(&all);
         let confirmed = table
-            .confirm_gone(all.clone(), me, root_owner, children)
+            .confirm_gone(all.clone(), Reads::Any, me, root_owner, children)
+            .map(Option::unwrap_or_default)
             .unwrap_or_else(|e| {
                 tracing::error!("cannot list /proc to confirm sessions gone: {e}");
                 Confirmed {
@@ -230,26 +247,86 @@ fn answer(table: &mut ProcTable, requests: Vec<Request>, daemon: &Daemon) {
                     retry: true,
                 }
             });
-        if confirm.len() == 1 {
-            // One asker (the usual case): every session proven gone is one of its own.
-            if let Some((_, reply)) = confirm.pop() {
-                let _ = reply.send(confirmed);
-            }
-        } else {
-            // A set: a kill-all's check has a thousand candidates and as many proven gone.
-            let gone: HashSet<&SessionId> = confirmed.gone.iter().collect();
-            for (candidates, reply) in confirm {
-                let _ = reply.send(Confirmed {
-                    gone: candidates
-                        .into_iter()
-                        .filter(|id| gone.contains(id))
-                        .collect(),
-                    retry: confirmed.retry,
-                });
-            }
-        }
+        reply_confirmed(confirm, confirmed);
     }
     tracing::trace!(background, took = ?started.elapsed(), "process table refreshed");
+}
+
+/// Most sessions a gone check proves on the event loop: each costs a few reads (of its
+/// processes not yet known gone, at most one read each, and of the daemon's children).
+const LIGHT_CANDIDATES: usize = 8;
+
+/// Whether `requests` are only gone checks, of at most [`LIGHT_CANDIDATES`] sessions in all.
+fn is_light(requests: &[Request]) -> bool {
+    let mut count = 0;
+    requests.iter().all(|request| match request {
+        Request::ConfirmGone(candidates, _) => {
+            count += candidates.len();
+            count <= LIGHT_CANDIDATES
+        }
+        _ => false,
+    })
+}
+
+/// Answers a light batch (see [`is_light`]) if that takes only a few reads
+/// ([`Reads::Light`]); otherwise gives the requests back, for the blocking pool. Call after
+/// `begin`.
+fn answer_light(
+    table: &mut ProcTable,
+    requests: Vec<Request>,
+    daemon: &Daemon,
+) -> Option<Vec<Request>> {
+    let confirm: Vec<(Vec<SessionId>, oneshot::Sender<Confirmed>)> = requests
+        .into_iter()
+        .filter_map(|request| match request {
+            Request::ConfirmGone(candidates, reply) => Some((candidates, reply)),
+            _ => None,
+        })
+        .collect();
+    let all: Vec<SessionId> = confirm
+        .iter()
+        .flat_map(|(c, _)| c.iter().cloned())
+        .collect();
+    let me = std::process::id() as i32;
+    let children = || (daemon.children)(&all);
+    match table.confirm_gone(all.clone(), Reads::Light, me, &*daemon.root_owner, children) {
+        Ok(Some(confirmed)) => {
+            reply_confirmed(confirm, confirmed);
+            None
+        }
+        // It needs more than a few reads: the blocking pool does it all.
+        Ok(None) | Err(_) => Some(
+            confirm
+                .into_iter()
+                .map(|(c, r)| Request::ConfirmGone(c, r))
+                .collect(),
+        ),
+    }
+}
+
+/// Tells each asker of a shared gone check which of its sessions were proven gone.
+fn reply_confirmed(
+    mut confirm: Vec<(Vec<SessionId>, oneshot::Sender<Confirmed>)>,
+    confirmed: Confirmed,
+) {
+    if confirm.len() == 1 {
+        // One asker (the usual case): every session proven gone is one of its own.
+        if let Some((_, reply)) = confirm.pop() {
+            let _ = reply.send(confirmed);
+        }
+    } else {
+        // A set: a kill-all's check has a thousand candidates and as many proven gone.
+        let gone: HashSet<&SessionId> = confirmed.gone.iter().collect();
+        for (candidates, reply) in confirm {
+            let _ = reply.send(Confirmed {
+                gone: candidates
+                    .into_iter()
+                    .filter(|id| gone.contains(id))
+                    .collect(),
+                retry: confirmed.retry,
+            });
+        }
+    }
 }
 
 /// Counts the live processes among `known` and sums what they use.
@@ -271,20 +348,31 @@ mod tests {
         names.iter().map(|n| n.parse().unwrap()).collect()
     }
 
-    /// Asks for proofs of `batches` in one refresh; returns what each asker was told.
-    fn confirm_in_one_batch(batches: Vec<Vec<SessionId>>) -> Vec<Confirmed> {
-        let daemon = Daemon {
+    /// A daemon whose children are `children` (`None`: they cannot be read).
+    fn daemon(children: Option<Vec<i32>>) -> Daemon {
+        Daemon {
             root_owner: Arc::new(|_: &ProcInfo, _: Root| Owner::Unowned),
-            // No child of the daemon is left where these sessions' processes could be.
-            children: Arc::new(|_: &[SessionId]| Some(Vec::new())),
-        };
-        let (requests, answers): (Vec<Request>, Vec<_>) = batches
+            children: Arc::new(move |_: &[SessionId]| children.clone()),
+        }
+    }
+
+    fn gone_checks(
+        batches: Vec<Vec<SessionId>>,
+    ) -> (Vec<Request>, Vec<oneshot::Receiver<Confirmed>>) {
+        batches
             .into_iter()
             .map(|candidates| {
                 let (reply, answer) = oneshot::channel();
                 (Request::ConfirmGone(candidates, reply), answer)
             })
-            .unzip();
+            .unzip()
+    }
+
+    /// Asks for proofs of `batches` in one refresh; returns what each asker was told.
+    fn confirm_in_one_batch(batches: Vec<Vec<SessionId>>) -> Vec<Confirmed> {
+        // No child of the daemon is left where these sessions' processes could be.
+        let daemon = daemon(Some(Vec::new()));
+        let (requests, answers) = gone_checks(batches);
         answer(&mut ProcTable::default(), requests, &daemon);
         answers
             .into_iter()
@@ -310,5 +398,47 @@ mod tests {
         assert_eq!(told.len(), 1);
         assert_eq!(told[0].gone, many);
         assert!(!told[0].retry);
+    }
+
+    #[test]
+    fn only_gone_checks_of_a_few_sessions_are_light() {
+        let (few, _answers) = gone_checks(vec![ids(&["a-1"]), ids(&["b-1", "b-2"])]);
+        assert!(is_light(&few));
+        let names: Vec<String> = (0..=LIGHT_CANDIDATES).map(|i| format!("c-{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (many, _answers) = gone_checks(vec![ids(&names)]);
+        assert!(!is_light(&many), "more sessions than a few reads cover");
+        let (mut mixed, _answers) = gone_checks(vec![ids(&["a-1"])]);
+        mixed.push(Request::Background);
+        assert!(!is_light(&mixed), "a refresh is never light");
+    }
+
+    #[test]
+    fn a_light_batch_is_answered_where_it_is_asked_when_a_few_reads_prove_it() {
+        let (requests, answers) = gone_checks(vec![ids(&["a-1"]), ids(&["b-1"])]);
+        let left = answer_light(
+            &mut ProcTable::default(),
+            requests,
+            &daemon(Some(Vec::new())),
+        );
+        assert!(left.is_none(), "answered");
+        let gone: Vec<Vec<SessionId>> = answers
+            .into_iter()
+            .map(|mut a| a.try_recv().expect("answered at once").gone)
+            .collect();
+        assert_eq!(gone, [ids(&["a-1"]), ids(&["b-1"])]);
+    }
+
+    #[test]
+    fn a_light_batch_that_needs_a_listing_is_handed_back_unanswered() {
+        let (requests, mut answers) = gone_checks(vec![ids(&["a-1"])]);
+        // The daemon's children cannot be read: only a listing of /proc could prove it.
+        let left =
+            answer_light(&mut ProcTable::default(), requests, &daemon(None)).expect("handed back");
+        assert!(answers[0].try_recv().is_err(), "not answered yet");
+        assert!(matches!(&left[..], [Request::ConfirmGone(c, _)] if *c == ids(&["a-1"])));
+        // The blocking pool's answer then proves it.
+        answer(&mut ProcTable::default(), left, &daemon(None));
+        assert_eq!(answers[0].try_recv().unwrap().gone, ids(&["a-1"]));
     }
 }
