@@ -32,6 +32,9 @@ enum Request {
     Usage(Vec<SessionId>, oneshot::Sender<HashMap<SessionId, Usage>>),
 }
 
+/// A gone check waiting for its answer: its candidates, and where the answer goes.
+type Asker = (Vec<SessionId>, oneshot::Sender<Confirmed>);
+
 /// How long a kick waits for others to join it.
 const KICK_DELAY: Duration = Duration::from_millis(20);
 
@@ -153,33 +156,27 @@ impl Scanner {
             );
             // A gone check of a few sessions is answered here when a few reads do: the hop
             // to the blocking pool and back (to a core that may be asleep) would cost more.
-            let requests = if is_light(&requests) {
+            let left = if is_light(&requests) {
                 table.begin(generation, &reaped);
-                match answer_light(&mut table, requests, &daemon) {
-                    Some(requests) => requests,
-                    None => {
-                        if table.has_undecided() {
-                            self.kick();
-                        }
-                        continue;
-                    }
-                }
+                answer_light(&mut table, requests, &daemon)
             } else {
-                requests
+                Some(requests)
             };
-            let daemon = daemon.clone();
-            let job = tokio::task::spawn_blocking(move || {
-                table.begin(generation, &reaped);
-                answer(&mut table, requests, &daemon);
-                table
-            });
-            table = match job.await {
-                Ok(table) => table,
-                Err(e) => {
-                    tracing::error!("process scan failed: {e}");
-                    ProcTable::default()
-                }
-            };
+            if let Some(requests) = left {
+                let daemon = daemon.clone();
+                let job = tokio::task::spawn_blocking(move || {
+                    table.begin(generation, &reaped);
+                    answer(&mut table, requests, &daemon);
+                    table
+                });
+                table = match job.await {
+                    Ok(table) => table,
+                    Err(e) => {
+                        tracing::error!("process scan failed: {e}");
+                        ProcTable::default()
+                    }
+                };
+            }
             // A process caught in the middle of `execve` is decided by the next refresh.
             if table.has_undecided() {
                 self.kick();
@@ -204,7 +201,7 @@ fn answer(table: &mut ProcTable, requests: Vec<Request>, daemon: &Daemon) {
             tracing::error!("cannot read /proc: {e}");
         }
     }
-    let mut confirm: Vec<(Vec<SessionId>, oneshot::Sender<Confirmed>)> = Vec::new();
+    let mut confirm: Vec<Asker> = Vec::new();
     for request in requests {
         match request {
             Request::Background => {}
@@ -232,13 +229,7 @@ fn answer(table: &mut ProcTable, requests: Vec<Request>, daemon: &Daemon) {
         }
     }
     if !confirm.is_empty() {
-        let all: Vec<SessionId> = confirm
-            .iter()
-            .flat_map(|(c, _)| c.iter().cloned())
-            .collect();
-        let children = || (daemon.children)(&all);
-        let confirmed = table
-            .confirm_gone(all.clone(), Reads::Any, me, root_owner, children)
+        let confirmed = prove(table, &confirm, Reads::Any, daemon)
             .map(Option::unwrap_or_default)
             .unwrap_or_else(|e| {
                 tracing::error!("cannot list /proc to confirm sessions gone: {e}");
@@ -276,20 +267,14 @@ fn answer_light(
     requests: Vec<Request>,
     daemon: &Daemon,
 ) -> Option<Vec<Request>> {
-    let confirm: Vec<(Vec<SessionId>, oneshot::Sender<Confirmed>)> = requests
+    let confirm: Vec<Asker> = requests
         .into_iter()
         .filter_map(|request| match request {
             Request::ConfirmGone(candidates, reply) => Some((candidates, reply)),
             _ => None,
         })
         .collect();
-    let all: Vec<SessionId> = confirm
-        .iter()
-        .flat_map(|(c, _)| c.iter().cloned())
-        .collect();
-    let me = std::process::id() as i32;
-    let children = || (daemon.children)(&all);
-    match table.confirm_gone(all.clone(), Reads::Light, me, &*daemon.root_owner, children) {
+    match prove(table, &confirm, Reads::Light, daemon) {
         Ok(Some(confirmed)) => {
             reply_confirmed(confirm, confirmed);
             None
@@ -304,11 +289,25 @@ fn answer_light(
     }
 }
 
+/// Proves which of the askers' sessions are gone, in one check for all of them, reading no
+/// more than `reads` allows (see [`ProcTable::confirm_gone`]).
+fn prove(
+    table: &mut ProcTable,
+    confirm: &[Asker],
+    reads: Reads,
+    daemon: &Daemon,
+) -> std::io::Result<Option<Confirmed>> {
+    let all: Vec<SessionId> = confirm
+        .iter()
+        .flat_map(|(c, _)| c.iter().cloned())
+        .collect();
+    let me = std::process::id() as i32;
+    let children = || (daemon.children)(&all);
+    table.confirm_gone(all.clone(), reads, me, &*daemon.root_owner, children)
+}
+
 /// Tells each asker of a shared gone check which of its sessions were proven gone.
-fn reply_confirmed(
-    mut confirm: Vec<(Vec<SessionId>, oneshot::Sender<Confirmed>)>,
-    confirmed: Confirmed,
-) {
+fn reply_confirmed(mut confirm: Vec<Asker>, confirmed: Confirmed) {
     if confirm.len() == 1 {
         // One asker (the usual case): every session proven gone is one of its own.
         if let Some((_, reply)) = confirm.pop() {
