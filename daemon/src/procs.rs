@@ -172,6 +172,11 @@ pub struct ProcTable {
     /// was visible to that listing, so while the count stays the same, no process exists
     /// that the table has not met (see `confirm_gone`).
     listed_forks: Option<u64>,
+    /// The last pid allocated when the last listing began. A cursor that has moved since
+    /// (a pid was allocated, or a checkpoint tool wrote `ns_last_pid`) says the listing may
+    /// be out of date without the count of created tasks being read; one that has not says
+    /// nothing (`clone3` with `set_tid` leaves it), and the count decides.
+    listed_last_pid: Option<i32>,
     last_listing: Option<Instant>,
     /// Counts the scanner's batches (see `mark_reaped`).
     generation: u64,
@@ -236,7 +241,7 @@ impl ProcTable {
         };
         let new = match probe {
             Some((prev, now)) => self.probe(prev, now),
-            None => self.list(forks)?,
+            None => self.list(forks, last_pid)?,
         };
         if !new.is_empty() {
             self.resolve(new, ancestor, root_owner);
@@ -297,15 +302,23 @@ impl ProcTable {
         if pending.is_empty() {
             return Ok(Some(Confirmed::default()));
         }
-        let forks = read_fork_count();
-        let complete = forks.is_some() && forks == self.listed_forks;
+        // The pid cursor first: one line of `/proc/loadavg`, where `/proc/stat` costs a
+        // line per CPU and a count per interrupt. A cursor that moved since the listing
+        // makes it out of date whatever the count would say (see `listed_last_pid`).
+        let last_pid = read_last_pid();
+        let moved =
+            matches!((last_pid, self.listed_last_pid), (Some(now), Some(listed)) if now != listed);
+        let forks = if moved { None } else { read_fork_count() };
+        let complete = !moved && forks.is_some() && forks == self.listed_forks;
         if !complete {
             let new = match children() {
                 Some(children) => self.read_children(children),
                 None if reads == Reads::Light => return Ok(None),
                 None => {
+                    // Both read before looking, as a refresh does.
+                    let forks = if moved { read_fork_count() } else { forks };
                     let last_pid = read_last_pid();
-                    let new = self.list(forks)?;
+                    let new = self.list(forks, last_pid)?;
                     self.last_pid = last_pid;
                     self.forks = forks;
                     new
@@ -475,8 +488,9 @@ impl ProcTable {
     }
 
     /// Lists `/proc`: keeps known processes, drops exited ones, returns the new ones.
-    /// `forks` is the kernel's count of created tasks, read before.
-    fn list(&mut self, forks: Option<u64>) -> io::Result<Found> {
+    /// `forks` is the kernel's count of created tasks and `last_pid` the last pid it
+    /// allocated, both read before.
+    fn list(&mut self, forks: Option<u64>, last_pid: Option<i32>) -> io::Result<Found> {
         let mut listed: HashSet<i32> = HashSet::with_capacity(self.entries.len());
         let mut new = HashMap::new();
         let mut buf = [0u8; 1024];
@@ -517,6 +531,7 @@ impl ProcTable {
         self.holes.clear();
         self.last_listing = Some(Instant::now());
         self.listed_forks = forks;
+        self.listed_last_pid = last_pid;
         Ok(new)
     }
 
@@ -1129,6 +1144,7 @@ mod tests {
         let listed = table.last_listing;
         // As if the kernel had created no task since that listing began.
         table.listed_forks = read_fork_count();
+        table.listed_last_pid = read_last_pid();
         let confirmed = table
             .confirm_gone(
                 vec![id.clone()],
@@ -1155,6 +1171,45 @@ mod tests {
             )
             .unwrap();
         assert_ne!(table.last_listing, listed, "a task was created: it lists");
+    }
+
+    #[test]
+    fn a_moved_pid_cursor_sends_the_check_to_the_daemons_children_whatever_the_count_says() {
+        let me = std::process::id() as i32;
+        let mut table = a_listed_table();
+        let look = |table: &mut ProcTable| {
+            let mut asked = false;
+            table
+                .confirm_gone(
+                    vec!["s-8".parse().unwrap()],
+                    Reads::Light,
+                    me,
+                    |_, _: Root| Owner::Unowned,
+                    || {
+                        asked = true;
+                        Some(Vec::new())
+                    },
+                )
+                .unwrap();
+            asked
+        };
+        // The count says nothing was created, but a pid was allocated since the listing
+        // (as `ns_last_pid` can also say): the table is not trusted as complete.
+        table.listed_forks = read_fork_count();
+        table.listed_last_pid = read_last_pid().map(|pid| pid - 1);
+        assert!(look(&mut table), "a moved cursor: the children are read");
+        // Neither moved (another process of the machine may fork meanwhile: then the
+        // children are read, rightly, and nothing is shown).
+        let cursor = read_last_pid();
+        table.listed_forks = read_fork_count();
+        table.listed_last_pid = cursor;
+        let asked = look(&mut table);
+        if read_last_pid() == cursor && table.listed_forks == read_fork_count() {
+            assert!(
+                !asked,
+                "nothing created since the listing: the table is complete"
+            );
+        }
     }
 
     #[test]
