@@ -31,6 +31,13 @@ pub struct Sample {
     /// browserd: the first `browserctl kill` after the idle window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_one_after_idle_ms: Option<f64>,
+    /// browserd: a `kill` over the socket (no client start-up), right after a second idle
+    /// window as long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_kill_one_after_idle_ms: Option<f64>,
+    /// browserd: the same kill over the socket, warm (after the `browserctl` kills).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub socket_kill_one_ms: Vec<f64>,
     /// Baseline: a bare `browserctl` start right after an idle window as long, the machine
     /// as quiet as the daemon's idle left it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -388,6 +395,22 @@ pub fn rows(
         format!("kill one right after {idle_s} s idle − bare browserctl start (between kills)"),
         "ms",
         (after_idle.zip(bare_start).map(|(k, b)| k - b), None),
+        Target::None,
+    );
+    let socket_after_idle = scalar(Side::Ours, |s| s.socket_kill_one_after_idle_ms);
+    let socket_warm = pooled(Side::Ours, |s| &s.socket_kill_one_ms, 50.0);
+    push(
+        "socket_kill_one",
+        format!("kill one of {n} over the socket, no client start-up: median, warm"),
+        "ms",
+        (socket_warm, None),
+        Target::None,
+    );
+    push(
+        "socket_kill_one_after_idle",
+        format!("the same right after {idle_s} s idle − warm (the daemon's own cost of waking)"),
+        "ms",
+        (socket_after_idle.zip(socket_warm).map(|(k, w)| k - w), None),
         Target::None,
     );
     push(

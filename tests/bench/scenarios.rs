@@ -13,7 +13,7 @@ use crate::reload;
 use crate::report::Sample;
 use crate::stats::ms;
 use browserd_proto::{
-    BulkTerminate, Launch, LaunchResult, Request, SessionInfo, SessionState, SessionsFilter,
+    BulkTerminate, Kill, Launch, LaunchResult, Request, SessionInfo, SessionState, SessionsFilter,
     SessionsResult, TerminateResult, TrackingId,
 };
 use browserd_tests::{Client, DaemonGuard, Fixture, ProcId};
@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 const SETTLE: Duration = Duration::from_millis(200);
 /// How long a natural exit may take to show before the bench gives up.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Kill-one samples sent over the socket itself (the daemon alone, no client start-up in
+/// them): one right after a second idle window, the rest warm.
+const SOCKET_KILLS: usize = 11;
 
 /// The daemon's CPU time over a stretch of work, recorded per operation: what the daemon
 /// itself spends, whatever the load of the machine does to wall-clock times.
@@ -140,8 +143,10 @@ pub fn run_once(
     let exit_sessions = launch_many(&mut client, &sleeper, opts.samples, |i| {
         format!("exit-{rep}-{i}").parse().ok()
     })?;
+    let socket_sessions = launch_many(&mut client, &polite, SOCKET_KILLS, |_| None)?;
     let kill_trees = wait_trees(&kill_sessions, &polite)?;
     let exit_trees = wait_trees(&exit_sessions, &sleeper)?;
+    let socket_trees = wait_trees(&socket_sessions, &polite)?;
     let live = opts.sessions + 2 * opts.samples;
 
     std::thread::sleep(SETTLE);
@@ -169,6 +174,13 @@ pub fn run_once(
     if let Some((session, tree)) = kills.next() {
         sample.kill_one_after_idle_ms = Some(kill_one(session, tree, &mut sample)?);
     }
+    // The daemon alone after as long a quiet spell: the same kill over the socket, with no
+    // client start-up in it. Of the row above, this much is the daemon's.
+    let mut socket_kills = socket_sessions.iter().zip(&socket_trees);
+    if let Some((session, tree)) = socket_kills.next() {
+        std::thread::sleep(opts.idle);
+        sample.socket_kill_one_after_idle_ms = Some(socket_kill(d, session, tree)?);
+    }
     for (session, tree) in kills {
         // The kill's reference: a bare start of the same binary in the same moment.
         sample
@@ -177,6 +189,11 @@ pub fn run_once(
         kill_one(session, tree, &mut sample)?;
     }
     cpu.record(&mut sample, "kill one, per call", opts.samples);
+    for (session, tree) in socket_kills {
+        sample
+            .socket_kill_one_ms
+            .push(socket_kill(d, session, tree)?);
+    }
 
     let cpu = Meter::start(d)?;
     for _ in 0..opts.samples {
@@ -230,6 +247,33 @@ pub fn run_once(
     sample.bulk_stubborn_small_ms =
         stubborn(&mut client, opts.small_sessions(), opts.grace, rep, notes)?;
     Ok(sample)
+}
+
+/// One polite `kill` over a fresh connection to the socket, timed from the connect to the
+/// answer; every process of the session must be gone and reaped by then.
+fn socket_kill(d: &DaemonGuard, session: &SessionInfo, tree: &[ProcId]) -> Result<f64, String> {
+    let kill = Request::Kill(Kill {
+        target: session.id.as_str().parse().map_err(|e| format!("{e}"))?,
+        force: false,
+        grace_ms: None,
+    });
+    let start = Instant::now();
+    let mut client = d.client();
+    let result: TerminateResult = call(&mut client, &kill)?;
+    let took = ms(start.elapsed());
+    if !result.failed.is_empty() {
+        return Err(format!(
+            "socket kill of {}: {:?}",
+            session.id, result.failed
+        ));
+    }
+    match procs::count_present(tree) {
+        0 => Ok(took),
+        left => Err(format!(
+            "socket kill of {} answered with {left} process(es) of the session left",
+            session.id
+        )),
+    }
 }
 
 /// SIGKILLs the session's only process behind the daemon's back and times how long until a
