@@ -408,7 +408,9 @@ pub fn rows(
     );
     push(
         "socket_kill_one_after_idle",
-        format!("the same right after {idle_s} s idle − warm (the daemon's own cost of waking)"),
+        format!(
+            "the same right after {idle_s} s idle − warm (the idle's cost, no client start-up)"
+        ),
         "ms",
         (socket_after_idle.zip(socket_warm).map(|(k, w)| k - w), None),
         Target::None,
