@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 const SETTLE: Duration = Duration::from_millis(200);
 /// How long a natural exit may take to show before the bench gives up.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Kill-one samples sent over the socket itself (the daemon alone, no client start-up in
-/// them): one right after a second idle window, the rest warm.
-const SOCKET_KILLS: usize = 11;
+/// Kill-one samples sent over the socket by the bench itself (no client start-up in them):
+/// one right after a second idle window, the rest warm. Their sessions are live through the
+/// idle window too.
+pub const SOCKET_KILLS: usize = 11;
 
 /// The daemon's CPU time over a stretch of work, recorded per operation: what the daemon
 /// itself spends, whatever the load of the machine does to wall-clock times.
@@ -174,8 +175,8 @@ pub fn run_once(
     if let Some((session, tree)) = kills.next() {
         sample.kill_one_after_idle_ms = Some(kill_one(session, tree, &mut sample)?);
     }
-    // The daemon alone after as long a quiet spell: the same kill over the socket, with no
-    // client start-up in it. Of the row above, this much is the daemon's.
+    // The same kill after as long a quiet spell, over the socket, with no client start-up
+    // in it (the bench's own thread sends it, and it was idle as long).
     let mut socket_kills = socket_sessions.iter().zip(&socket_trees);
     if let Some((session, tree)) = socket_kills.next() {
         std::thread::sleep(opts.idle);
