@@ -261,6 +261,29 @@ impl Drop for Burst {
     }
 }
 
+/// Whether a spawner thread was refused real-time priority already (said once in the log).
+static SPAWNER_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Runs the calling thread, a spawner (it starts sessions' leaders), at the lowest real-time
+/// priority (`SCHED_FIFO` 1, reset on fork: the leaders it starts run under the normal
+/// policy, a negative nice value reset to 0), where the daemon may (as for a burst). A
+/// spawn is a `vfork`: the thread sleeps until its child has `exec`ed the session's program,
+/// and is woken then on the child's core. At normal priority the child, now the program,
+/// keeps that core until its time slice is used up (its whole start-up, half a millisecond
+/// or more), and the launch is answered only after it; at real-time priority the thread
+/// takes the core back at once. A spawner runs only for a spawn and its registration, and
+/// sleeps otherwise. Where it is refused, the thread stays as it is.
+pub fn spawner_thread() {
+    if let Err(e) = set_policy(libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, 1) {
+        if !SPAWNER_REFUSED.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "leaders are spawned at normal priority (real-time priority 1 refused: {e}; \
+                 allow it with LimitRTPRIO=1 or CAP_SYS_NICE)"
+            );
+        }
+    }
+}
+
 /// Runs the calling thread, one of the daemon's helpers (the journal's writer and syncer,
 /// the cgroup watcher), under `SCHED_BATCH`: the same priority and share of the CPU as
 /// before, but waking it does not preempt the thread that woke it. When the event loop
@@ -362,6 +385,41 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_spawner_thread_runs_at_real_time_priority_and_its_children_under_the_normal_policy() {
+        std::thread::spawn(|| {
+            // SAFETY: queries the calling thread's policy.
+            let policy = || unsafe { libc::sched_getscheduler(0) };
+            assert_eq!(policy(), libc::SCHED_OTHER);
+            spawner_thread();
+            if policy() == libc::SCHED_OTHER {
+                eprintln!("real-time priority refused here: the spawner keeps the normal policy");
+                return;
+            }
+            assert_eq!(policy() & !libc::SCHED_RESET_ON_FORK, libc::SCHED_FIFO);
+            // The same `posix_spawn` (a `vfork`) the daemon starts leaders with.
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let child_policy = policy_of(child.id() as i32);
+            let child_nice = nice_of(child.id() as i32);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert_eq!(child_policy, Some(libc::SCHED_OTHER), "reset on fork");
+            assert_eq!(child_nice, Some(0));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A process's nice value (field 19 of its stat).
+    fn nice_of(pid: i32) -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after_name = &stat[stat.rfind(')')? + 2..];
+        after_name.split(' ').nth(16)?.parse().ok()
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! and they are short only if the leaders are spread over threads that stay: a thread of
 //! tokio's blocking pool ends after ten idle seconds and hands its children to the main
 //! thread, whose list would then hold every leader. Leaders are spawned round-robin from a
-//! fixed set of long-lived threads, started at the first launch.
+//! fixed set of long-lived threads, started at the first launch, each at real-time priority
+//! where allowed (see `signals::spawner_thread`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,6 +63,7 @@ fn start() -> Vec<mpsc::Sender<Job>> {
             .name(format!("spawner-{n}"))
             .spawn(move || {
                 let _inside = runtime.enter();
+                crate::signals::spawner_thread();
                 for job in queue {
                     // A panic drops the job's reply (its caller sees it); the thread goes on.
                     let _ = catch_unwind(AssertUnwindSafe(job));

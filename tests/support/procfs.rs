@@ -124,6 +124,14 @@ pub fn process(pid: i32) -> Option<ProcInfo> {
     })
 }
 
+/// The scheduling policy (`SCHED_OTHER`, ...) and nice value of process or thread `pid`
+/// (fields 41 and 19 of its stat).
+pub fn scheduling(pid: i32) -> Option<(i32, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    Some((fields.get(38)?.parse().ok()?, fields.get(16)?.parse().ok()?))
+}
+
 /// Every process visible in `/proc` (threads excluded). Processes that vanish while being
 /// read are skipped.
 pub fn all_processes() -> Vec<ProcInfo> {

@@ -50,6 +50,14 @@ fn a_session_is_in_its_own_cgroup_from_its_first_instruction() {
             process.pid,
             process.comm
         );
+        // Started by a spawner thread that may run at real-time priority: none of it here.
+        assert_eq!(
+            procfs::scheduling(process.pid),
+            Some((libc::SCHED_OTHER, 0)),
+            "process {} ({})",
+            process.pid,
+            process.comm
+        );
     }
     assert_eq!(
         cgroup_of(d.pid()).as_deref(),

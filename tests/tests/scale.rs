@@ -2,7 +2,7 @@
 //! one grace period in total, not one per session.
 
 use browserd_proto::{BulkTerminate, ExitStatus, SessionInfo};
-use browserd_tests::{assert_terminated_exactly, DaemonGuard, Fixture};
+use browserd_tests::{assert_terminated_exactly, procfs, DaemonGuard, Fixture};
 use std::time::{Duration, Instant};
 
 const SESSIONS: usize = 200;
@@ -51,11 +51,31 @@ const SPLIT_SESSIONS: usize = 96;
 fn a_bulk_kill_split_between_two_senders_ends_every_session_by_its_first_signal() {
     let d = DaemonGuard::builder().max_sessions(1_000).start();
     let sessions = launch_trees(&d, &Fixture::polite(), SPLIT_SESSIONS);
-    // The daemon's helper threads run as batch threads, and its bursts at real-time
-    // priority: no session inherits either.
+    // The daemon's helper threads run as batch threads, and its bursts and spawners at
+    // real-time priority: no session inherits any of it.
     for session in &sessions {
-        let policy = policy_of(session.pid);
-        assert_eq!(policy, Some(libc::SCHED_OTHER), "session {}", session.id);
+        let scheduling = procfs::scheduling(session.pid);
+        assert_eq!(
+            scheduling,
+            Some((libc::SCHED_OTHER, 0)),
+            "session {}",
+            session.id
+        );
+    }
+    let spawners: Vec<i32> = daemon_threads(d.pid())
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("spawner"))
+        .map(|(_, policy)| policy)
+        .collect();
+    assert!(
+        !spawners.is_empty(),
+        "the sessions were spawned by spawner threads"
+    );
+    if nix::unistd::geteuid().is_root() {
+        assert!(
+            spawners.iter().all(|&policy| policy == libc::SCHED_FIFO),
+            "root: every spawner at real-time priority: {spawners:?}"
+        );
     }
     let batch = daemon_threads(d.pid())
         .into_iter()
