@@ -178,9 +178,17 @@ pub fn run_once(
     // The same kill after as long a quiet spell, over the socket, with no client start-up
     // in it (the bench's own thread sends it, and it was idle as long).
     let mut socket_kills = socket_sessions.iter().zip(&socket_trees);
+    let mut socket_notes = Vec::new();
     if let Some((session, tree)) = socket_kills.next() {
         std::thread::sleep(opts.idle);
-        sample.socket_kill_one_after_idle_ms = Some(socket_kill(d, session, tree)?);
+        sample.socket_kill_one_after_idle_ms = Some(socket_kill(
+            d,
+            session,
+            tree,
+            rep,
+            "after idle",
+            &mut socket_notes,
+        )?);
     }
     for (session, tree) in kills {
         // The kill's reference: a bare start of the same binary in the same moment.
@@ -191,10 +199,16 @@ pub fn run_once(
     }
     cpu.record(&mut sample, "kill one, per call", opts.samples);
     for (session, tree) in socket_kills {
-        sample
-            .socket_kill_one_ms
-            .push(socket_kill(d, session, tree)?);
+        sample.socket_kill_one_ms.push(socket_kill(
+            d,
+            session,
+            tree,
+            rep,
+            "warm",
+            &mut socket_notes,
+        )?);
     }
+    notes.extend(socket_notes);
 
     let cpu = Meter::start(d)?;
     for _ in 0..opts.samples {
@@ -251,8 +265,16 @@ pub fn run_once(
 }
 
 /// One polite `kill` over a fresh connection to the socket, timed from the connect to the
-/// answer; every process of the session must be gone and reaped by then.
-fn socket_kill(d: &DaemonGuard, session: &SessionInfo, tree: &[ProcId]) -> Result<f64, String> {
+/// answer. Every process of the session must be gone and reaped by then: what is left is
+/// noted (pid, state and parent), as `browserctl kill`'s are, and waited for.
+fn socket_kill(
+    d: &DaemonGuard,
+    session: &SessionInfo,
+    tree: &[ProcId],
+    rep: usize,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Result<f64, String> {
     let kill = Request::Kill(Kill {
         target: session.id.as_str().parse().map_err(|e| format!("{e}"))?,
         force: false,
@@ -268,13 +290,27 @@ fn socket_kill(d: &DaemonGuard, session: &SessionInfo, tree: &[ProcId]) -> Resul
             session.id, result.failed
         ));
     }
-    match procs::count_present(tree) {
-        0 => Ok(took),
-        left => Err(format!(
-            "socket kill of {} answered with {left} process(es) of the session left",
-            session.id
-        )),
+    let left: Vec<String> = tree
+        .iter()
+        .filter_map(|id| procs::current(*id))
+        .map(|p| format!("{} ({}, parent {})", p.pid, p.state as char, p.ppid))
+        .collect();
+    if !left.is_empty() {
+        notes.push(format!(
+            "rep {rep}: the socket kill ({what}) of {} answered with {} process(es) of the \
+             session left: {}",
+            session.id,
+            left.len(),
+            left.join(", ")
+        ));
+        procs::wait_gone(tree, GONE_TIMEOUT, false).map_err(|left| {
+            format!(
+                "socket kill of {}: {left} process(es) never went",
+                session.id
+            )
+        })?;
     }
+    Ok(took)
 }
 
 /// SIGKILLs the session's only process behind the daemon's back and times how long until a
