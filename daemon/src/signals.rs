@@ -352,11 +352,30 @@ mod tests {
         assert!(!kill_process(&info, Signal::SIGKILL).unwrap());
     }
 
-    /// The calling thread's scheduling policy, and a process's (field 41 of its stat).
-    fn policy_of(pid: i32) -> Option<i32> {
+    /// A process's (or thread's) scheduling policy and nice value (fields 41 and 19 of its
+    /// stat).
+    fn scheduling_of(pid: i32) -> Option<(i32, i32)> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after_name = &stat[stat.rfind(')')? + 2..];
-        after_name.split(' ').nth(38)?.parse().ok()
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+        Some((fields.get(38)?.parse().ok()?, fields.get(16)?.parse().ok()?))
+    }
+
+    fn policy_of(pid: i32) -> Option<i32> {
+        scheduling_of(pid).map(|(policy, _)| policy)
+    }
+
+    /// The scheduling policy and nice value of a child the calling thread starts (with
+    /// `posix_spawn`, a `vfork`, as the daemon starts leaders); the child is killed and
+    /// reaped before this returns.
+    fn a_childs_scheduling() -> Option<(i32, i32)> {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let scheduling = scheduling_of(child.id() as i32);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        scheduling
     }
 
     #[test]
@@ -372,13 +391,7 @@ mod tests {
                 return;
             }
             assert_eq!(policy() & !libc::SCHED_RESET_ON_FORK, libc::SCHED_FIFO);
-            let mut child = std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap();
-            let child_policy = policy_of(child.id() as i32);
-            child.kill().unwrap();
-            child.wait().unwrap();
+            let child_policy = a_childs_scheduling().map(|(policy, _)| policy);
             assert_eq!(child_policy, Some(libc::SCHED_OTHER), "reset on fork");
             drop(burst);
             assert_eq!(policy(), libc::SCHED_OTHER);
@@ -399,27 +412,14 @@ mod tests {
                 return;
             }
             assert_eq!(policy() & !libc::SCHED_RESET_ON_FORK, libc::SCHED_FIFO);
-            // The same `posix_spawn` (a `vfork`) the daemon starts leaders with.
-            let mut child = std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap();
-            let child_policy = policy_of(child.id() as i32);
-            let child_nice = nice_of(child.id() as i32);
-            child.kill().unwrap();
-            child.wait().unwrap();
-            assert_eq!(child_policy, Some(libc::SCHED_OTHER), "reset on fork");
-            assert_eq!(child_nice, Some(0));
+            assert_eq!(
+                a_childs_scheduling(),
+                Some((libc::SCHED_OTHER, 0)),
+                "reset on fork"
+            );
         })
         .join()
         .unwrap();
-    }
-
-    /// A process's nice value (field 19 of its stat).
-    fn nice_of(pid: i32) -> Option<i32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after_name = &stat[stat.rfind(')')? + 2..];
-        after_name.split(' ').nth(16)?.parse().ok()
     }
 
     #[test]

@@ -137,14 +137,9 @@ fn launch_trees(d: &DaemonGuard, fixture: &Fixture, count: usize) -> Vec<Session
     sessions
 }
 
-/// The scheduling policy of process `pid`.
+/// The scheduling policy of process (or thread) `pid`.
 fn policy_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..]
-        .split(' ')
-        .nth(38)?
-        .parse()
-        .ok()
+    procfs::scheduling(pid).map(|(policy, _)| policy)
 }
 
 /// Each of the daemon's threads, by name, with its scheduling policy.
