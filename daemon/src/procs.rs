@@ -309,7 +309,7 @@ impl ProcTable {
         let moved =
             matches!((last_pid, self.listed_last_pid), (Some(now), Some(listed)) if now != listed);
         let forks = if moved { None } else { read_fork_count() };
-        let complete = !moved && forks.is_some() && forks == self.listed_forks;
+        let complete = forks.is_some() && forks == self.listed_forks;
         if !complete {
             let new = match children() {
                 Some(children) => self.read_children(children),

@@ -5,7 +5,7 @@
 //! handed to the subreaper) or of the thread that spawned the session's leader (one the
 //! leader started beside itself, with `CLONE_PARENT`). So only those two lists need reading,
 //! and they are short only if the leaders are spread over threads that stay: a thread of
-//! tokio's blocking pool ends after ten idle seconds and hands its children to the main
+//! tokio's blocking pool ends after an idle spell and hands its children to the main
 //! thread, whose list would then hold every leader. Leaders are spawned round-robin from a
 //! fixed set of long-lived threads, started at the first launch, each at real-time priority
 //! where allowed (see `signals::spawner_thread`).

@@ -95,7 +95,7 @@ fn run(opts: &Options, bins: &binaries::Binaries) -> Result<(), String> {
         eprintln!("bench: WARNING: not a release build; the numbers say little about browserd");
     }
     let mut notes = Vec::new();
-    let live_at_most = opts.sessions + 2 * opts.samples + scenarios::SOCKET_KILLS + opts.browsers;
+    let live_at_most = scenarios::live_during_idle(opts) + opts.browsers;
     let cgroup = match opts.cgroup {
         true => {
             let cgroup = PrivateCgroup::create("bench").map_err(|e| format!("--cgroup: {e}"))?;

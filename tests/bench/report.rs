@@ -483,7 +483,7 @@ pub fn rows(
         format!(
             "daemon CPU over {} s idle, {} sessions",
             opts.idle.as_secs_f64(),
-            n + 2 * opts.samples + crate::scenarios::SOCKET_KILLS
+            crate::scenarios::live_during_idle(opts)
         ),
         "ms",
         (scalar(Side::Ours, |s| s.idle_cpu_ms), None),

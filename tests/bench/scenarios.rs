@@ -31,6 +31,12 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// idle window too.
 pub const SOCKET_KILLS: usize = 11;
 
+/// How many sessions run through the idle window: the N, the kill-one and natural-exit
+/// samples', and the socket kills'.
+pub fn live_during_idle(opts: &Options) -> usize {
+    opts.sessions + 2 * opts.samples + SOCKET_KILLS
+}
+
 /// The daemon's CPU time over a stretch of work, recorded per operation: what the daemon
 /// itself spends, whatever the load of the machine does to wall-clock times.
 struct Meter {

@@ -62,10 +62,11 @@ fn a_bulk_kill_split_between_two_senders_ends_every_session_by_its_first_signal(
             session.id
         );
     }
-    let spawners: Vec<i32> = daemon_threads(d.pid())
-        .into_iter()
+    let threads = daemon_threads(d.pid());
+    let spawners: Vec<i32> = threads
+        .iter()
         .filter(|(name, _)| name.starts_with("spawner"))
-        .map(|(_, policy)| policy)
+        .map(|&(_, policy)| policy)
         .collect();
     assert!(
         !spawners.is_empty(),
@@ -77,7 +78,7 @@ fn a_bulk_kill_split_between_two_senders_ends_every_session_by_its_first_signal(
             "root: every spawner at real-time priority: {spawners:?}"
         );
     }
-    let batch = daemon_threads(d.pid())
+    let batch = threads
         .into_iter()
         .filter(|(_, policy)| *policy == libc::SCHED_BATCH)
         .map(|(name, _)| name)
