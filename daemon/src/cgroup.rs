@@ -145,6 +145,16 @@ fn parse_own_cgroup(text: &str) -> Option<String> {
         .map(|path| path.trim_end_matches(" (deleted)").to_owned())
 }
 
+/// The name of process `pid`'s cgroup (the last part of its v2 path), from
+/// `/proc/PID/cgroup`; `Ok(None)` if it has no v2 line. A process keeps its cgroup until
+/// it is reaped, after it has left the cgroup's `cgroup.procs` and after the cgroup is
+/// removed (the path then ends in ` (deleted)`, left out here).
+pub fn leaf_of(pid: i32) -> io::Result<Option<String>> {
+    let text = crate::procs::read_pseudo_file(fs::File::open(format!("/proc/{pid}/cgroup"))?, 512)?;
+    Ok(parse_own_cgroup(&String::from_utf8_lossy(&text))
+        .map(|path| path.rsplit('/').next().unwrap_or_default().to_owned()))
+}
+
 /// The directory of hierarchy path `cgroup` under `mount`.
 fn dir_of(mount: &Mount, cgroup: &str) -> Option<PathBuf> {
     let relative = match mount.root.as_str() {
@@ -567,6 +577,21 @@ mod tests {
             Some("/system.slice/browserd.service/daemon")
         );
         assert_eq!(parse_own_cgroup("4:pids:/\n"), None);
+        assert_eq!(
+            parse_own_cgroup("0::/browserd/s-1 (deleted)\n").as_deref(),
+            Some("/browserd/s-1")
+        );
+    }
+
+    #[test]
+    fn a_process_names_its_cgroup() {
+        let own = parse_own_cgroup(&fs::read_to_string("/proc/self/cgroup").unwrap());
+        let leaf = leaf_of(std::process::id() as i32).unwrap();
+        assert_eq!(
+            leaf,
+            own.map(|path| path.rsplit('/').next().unwrap().to_owned())
+        );
+        assert!(leaf_of(i32::MAX).is_err(), "no such process");
     }
 
     #[test]

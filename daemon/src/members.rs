@@ -5,9 +5,10 @@
 //!   the list. Members are `cgroup.procs` (no process can leave by `setsid` or a double
 //!   fork), SIGKILL is `cgroup.kill` (atomic, even against a fork loop), "gone" is
 //!   `populated 0` in `cgroup.events` (an inotify event wakes the gone checker; nothing is
-//!   scanned) and every process a sweep met in it gone from `/proc` (a process leaves its
-//!   cgroup early in its exit, before it is a zombie and long before it is reaped), and
-//!   what it uses is `cpu.stat` / `memory.current`.
+//!   scanned) and nothing of it left in `/proc` (a process leaves its cgroup early in its
+//!   exit, before it is a zombie and long before it is reaped): every process a sweep met
+//!   in it gone, and none of the daemon's children still in it (see
+//!   [`Members::confirm_gone`]), and what it uses is `cpu.stat` / `memory.current`.
 //! * A session without one: its process group and whatever descends from it, found in the
 //!   process table (`procs`, kept by the `scanner`), and "gone" proven by a listing.
 //!
@@ -19,7 +20,7 @@ use crate::procs::{self, Confirmed, ProcInfo};
 use crate::scanner::{Scanner, Usage};
 use browserd_proto::SessionId;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -40,6 +41,16 @@ pub struct Containment {
 
 type Seen = HashMap<SessionId, Vec<ProcInfo>>;
 
+/// Lists the daemon's children that are not sessions' leaders and gives them to `look`,
+/// with reaping held off until it returns: each stays the daemon's child, and its pid its
+/// own, while it is looked at. `None` instead of the list where the daemon's children are
+/// not where `sessions`' processes end up (a session adopted after a restart is not the
+/// daemon's descendant) or cannot be read: then every process is looked at.
+pub type HeldChildren = dyn Fn(&[SessionId], &mut dyn FnMut(Option<Vec<i32>>)) + Send + Sync;
+
+/// The cgroup name of each child of the daemon's read so far, until it is reaped.
+type ChildCgroups = HashMap<i32, Option<String>>;
+
 pub struct Members {
     tree: Result<cgroup::Tree, cgroup::Unavailable>,
     /// Each session's cgroup, open.
@@ -50,6 +61,8 @@ pub struct Members {
     /// either among what the check looks at, or was found after the check saw the cgroup
     /// empty (it cannot have been in it then).
     seen: Arc<Mutex<Seen>>,
+    /// What the gone checks read of the daemon's children: a child's cgroup is read once.
+    child_cgroups: Arc<Mutex<ChildCgroups>>,
     /// Tells when a session's cgroup becomes empty.
     watcher: Option<Watcher>,
 }
@@ -91,6 +104,7 @@ impl Members {
             tree,
             cgroups: Mutex::new(HashMap::new()),
             seen: Arc::default(),
+            child_cgroups: Arc::default(),
             watcher,
         }
     }
@@ -260,14 +274,34 @@ impl Members {
         found
     }
 
-    /// Of `candidates` (sessions whose leader is reaped), those proven gone: with a cgroup,
-    /// it is empty and every process a sweep met in it is gone (reaped, zombies are not);
-    /// without one, see `ProcTable::confirm_gone`.
-    pub async fn confirm_gone(&self, scanner: &Scanner, candidates: Vec<SessionId>) -> Confirmed {
+    /// Of `candidates` (sessions whose leader is reaped), those proven gone; without a
+    /// cgroup, see `ProcTable::confirm_gone`. With one: it is empty, and nothing that was
+    /// in it is still in `/proc`, zombies included. An empty cgroup is not enough: a process
+    /// leaves it early in its exit, and a zombie is in `/proc` until it is reaped. So:
+    ///
+    /// * every process a sweep met in it is gone (one moved in from outside the session
+    ///   need not be the daemon's descendant), and
+    /// * no child of the daemon's is still in it (`children`). Any process the session still
+    ///   has in `/proc` is one, or a descendant of one: the leader is reaped, and an orphan
+    ///   is handed to the daemon, its subreaper, before its parent is a zombie. No process
+    ///   can join an empty cgroup of its own (an exiting one cannot fork), and a child stays
+    ///   in the daemon's lists while reaping is held off, so the children listed are every
+    ///   one that can be. A process keeps its cgroup until it is reaped, so its
+    ///   `/proc/PID/cgroup` still names the session's, the cgroup removed or not. Each
+    ///   child's is read once (a child of the daemon's is the same process until the daemon
+    ///   reaps it: see [`Members::reaped`]); mostly the orphans of a bulk kill, once each.
+    pub async fn confirm_gone(
+        &self,
+        scanner: &Scanner,
+        candidates: Vec<SessionId>,
+        children: &Arc<HeldChildren>,
+    ) -> Confirmed {
         let (contained, tabled) = self.split(candidates);
         let seen = self.seen.clone();
+        let child_cgroups = self.child_cgroups.clone();
+        let children = children.clone();
         let empty = off_loop(!contained.is_empty(), move || {
-            contained
+            let emptied = contained
                 .into_iter()
                 .filter(|(id, cgroup)| {
                     let met = {
@@ -280,7 +314,8 @@ impl Members {
                     all_gone(&met)
                 })
                 .map(|(id, _)| id)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            nothing_left(emptied, &*children, &child_cgroups)
         });
         let mut confirmed = if tabled.is_empty() {
             Confirmed::default()
@@ -288,8 +323,23 @@ impl Members {
             scanner.confirm_gone(tabled).await
         };
         // A read that failed proves nothing.
-        confirmed.gone.extend(empty.await.unwrap_or_default());
+        if let Some(empty) = empty.await {
+            confirmed.gone.extend(empty.gone);
+            confirmed.retry |= empty.retry;
+        }
         confirmed
+    }
+
+    /// The daemon reaped `pids` (called with reaping held, so none of them was read since):
+    /// what was read of them is forgotten, as their pids may be reused.
+    pub fn reaped(&self, pids: impl IntoIterator<Item = i32>) {
+        let mut known = lock_child_cgroups(&self.child_cgroups);
+        if known.is_empty() {
+            return;
+        }
+        for pid in pids {
+            known.remove(&pid);
+        }
     }
 
     /// What each of `ids` uses now.
@@ -369,6 +419,79 @@ fn in_cgroup(cgroup: &Cgroup) -> Vec<ProcInfo> {
 
 fn lock_seen(seen: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
     seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Of `emptied` (sessions whose cgroups are empty and whose processes met there are gone),
+/// those no process of which is left in `/proc`: no child of the daemon's (or, where
+/// `children` gives no list, no process at all) is in one of their cgroups. A cgroup that
+/// could not be read proves nothing: `retry` then.
+fn nothing_left(
+    emptied: Vec<SessionId>,
+    children: &HeldChildren,
+    child_cgroups: &Mutex<ChildCgroups>,
+) -> Confirmed {
+    if emptied.is_empty() {
+        return Confirmed::default();
+    }
+    let mut holding: HashSet<String> = HashSet::new();
+    let mut unread = false;
+    children(&emptied, &mut |listed| match listed {
+        Some(children) => {
+            let mut known = lock_child_cgroups(child_cgroups);
+            for pid in children {
+                let leaf = match known.get(&pid) {
+                    Some(leaf) => leaf.clone(),
+                    // It cannot be gone (reaping is held off): any failure is a real one.
+                    None => match cgroup::leaf_of(pid) {
+                        Ok(leaf) => known.entry(pid).or_insert(leaf).clone(),
+                        Err(e) => {
+                            tracing::debug!(pid, "cannot read its cgroup: {e}");
+                            unread = true;
+                            continue;
+                        }
+                    },
+                };
+                holding.extend(leaf);
+            }
+        }
+        None => match procs::all_pids() {
+            Ok(pids) => {
+                for pid in pids {
+                    match cgroup::leaf_of(pid) {
+                        Ok(leaf) => holding.extend(leaf),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            tracing::debug!(pid, "cannot read its cgroup: {e}");
+                            unread = true;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot list /proc: {e}");
+                unread = true;
+            }
+        },
+    });
+    if unread {
+        return Confirmed {
+            gone: Vec::new(),
+            retry: true,
+        };
+    }
+    Confirmed {
+        gone: emptied
+            .into_iter()
+            .filter(|id| !holding.contains(id.as_str()))
+            .collect(),
+        retry: false,
+    }
+}
+
+fn lock_child_cgroups(known: &Mutex<ChildCgroups>) -> MutexGuard<'_, ChildCgroups> {
+    known
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether none of `met` is left, not even as a zombie.

@@ -784,6 +784,17 @@ pub fn daemon_children(of: Option<&[i32]>) -> io::Result<Vec<i32>> {
     Ok(children)
 }
 
+/// Every pid in `/proc` now.
+pub fn all_pids() -> io::Result<Vec<i32>> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc")? {
+        if let Some(pid) = parse_pid(entry?.file_name().as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
 fn read_fork_count() -> Option<u64> {
     let text = read_small("/proc/stat", 16 * 1024).ok()?;
     std::str::from_utf8(&text)

@@ -1388,7 +1388,11 @@ impl Registry {
     ///
     /// Anything else can only belong to a session adopted after a restart, whose processes
     /// are not the daemon's descendants: its leader, by pid and start time, or a process
-    /// whose marker names it.
+    /// whose marker names it. A zombie has no marker left to read: one whose group or
+    /// session is such a session's leader's pid is counted that session's, so the session
+    /// is not proven gone before it is reaped (a pid that carries a group or session is not
+    /// handed out again while any member lives; a zombie cannot be harmed by a signal, and
+    /// the worst a wrong guess costs is that wait).
     pub fn owner_for(&self, process: &ProcInfo, marker: &Marker, root: Root) -> Owner {
         let state = self.lock();
         let marked = match marker {
@@ -1408,8 +1412,18 @@ impl Registry {
         });
         let adopted = |id: &SessionId| state.sessions.get(id).is_some_and(|s| s.adopted);
         if !root.child_of_daemon {
-            return match led.cloned().or(marked).filter(|id| adopted(id)) {
-                Some(id) => Owner::Session(id),
+            let grouped = || {
+                [process.sid, process.pgid]
+                    .iter()
+                    .find_map(|number| state.numbers.get(number))
+                    .filter(|_| process.is_zombie())
+            };
+            return match led
+                .or(marked.as_ref())
+                .or_else(grouped)
+                .filter(|id| adopted(id))
+            {
+                Some(id) => Owner::Session(id.clone()),
                 None => Owner::Foreign,
             };
         }

@@ -4,6 +4,7 @@
 //! listing), the termination driver and the warm pool's refill.
 
 use crate::context::Context;
+use crate::members::HeldChildren;
 use crate::procs;
 use crate::reaper::Pass;
 use crate::registry::Expiry;
@@ -51,8 +52,25 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
             reap(ctx, sigchld).await
         }
     });
+    let held_ctx = ctx.clone();
+    let held_children: Arc<HeldChildren> = Arc::new(move |sessions, look| {
+        if held_ctx.registry.any_adopted(sessions) {
+            return look(None);
+        }
+        let spawners = held_ctx.registry.spawner_threads(sessions);
+        let _reap = held_ctx.reaper.hold();
+        match procs::daemon_children(spawners.as_deref()) {
+            Ok(children) => look(Some(held_ctx.registry.not_leaders(children))),
+            Err(e) => {
+                tracing::debug!("cannot read the daemon's children ({e}); reading every process");
+                look(None)
+            }
+        }
+    });
     let gone_ctx = ctx.clone();
-    keep_running("the gone checker", move || check_gone(gone_ctx.clone()));
+    keep_running("the gone checker", move || {
+        check_gone(gone_ctx.clone(), held_children.clone())
+    });
     let owner_ctx = ctx.clone();
     let root_owner: Arc<RootOwner> = Arc::new(move |process, root| {
         // Outside the daemon's own tree only adopted sessions can have processes; without
@@ -213,6 +231,7 @@ async fn reap(ctx: Arc<Context>, mut sigchld: tokio::signal::unix::Signal) {
 /// Records a batch of reaped children (with the reap lock held); whether there were any.
 fn record_reaped(ctx: &Context, batch: &[(i32, ExitStatus)]) -> bool {
     ctx.scanner.reaped(batch.iter().map(|&(pid, _)| pid));
+    ctx.members.reaped(batch.iter().map(|&(pid, _)| pid));
     let leaders = ctx.registry.record_reaped(batch);
     ctx.metrics.orphans_reaped((batch.len() - leaders) as u64);
     !batch.is_empty()
@@ -221,7 +240,7 @@ fn record_reaped(ctx: &Context, batch: &[(i32, ExitStatus)]) -> bool {
 /// Finishes every session whose leader is reaped and which is proven gone; a session whose
 /// leader exited on its own but left processes behind has them terminated, the way systemd
 /// stops a service whose main process exited.
-async fn check_gone(ctx: Arc<Context>) {
+async fn check_gone(ctx: Arc<Context>, children: Arc<HeldChildren>) {
     let mut adopted_retry = AdoptedRetry::default();
     loop {
         ctx.gone_check_asked().await;
@@ -232,10 +251,11 @@ async fn check_gone(ctx: Arc<Context>) {
         }
         let confirmed = ctx
             .members
-            .confirm_gone(&ctx.scanner, candidates.clone())
+            .confirm_gone(&ctx.scanner, candidates.clone(), &children)
             .await;
         if confirmed.retry {
-            // A process was caught in the middle of `execve`; it is readable in a moment.
+            // A process was caught in the middle of `execve` (or a cgroup of one could not be
+            // read); it is readable in a moment.
             check_gone_after(&ctx, UNDECIDED_RETRY);
         }
         // A set: a kill-all's checks have a thousand candidates and as many proven gone.

@@ -228,6 +228,143 @@ fn a_terminated_sessions_cgroup_goes_once_it_is_empty_before_its_processes_are_r
     assert_eq!(inotify_watches(d.pid()), watches, "no watch is left behind");
 }
 
+/// A process can leave its cgroup before any sweep meets it, and still be in `/proc`: an
+/// orphan that is exiting, or a zombie its parent has not reaped. Here one stays that way as
+/// long as the test wants: a child of the leader, traced by the test and killed before the
+/// session is, is a zombie only its tracer can reap (its parent, and whoever it is handed
+/// to when the leader exits, cannot see it). The kill answers only once it is gone.
+#[test]
+fn a_kill_waits_for_a_process_that_left_the_cgroup_before_any_sweep_met_it() {
+    if let Some((_cgroup, d)) = contained("left-unmet", "5s") {
+        left_unmet(d, false);
+    }
+}
+
+/// The same for a session adopted after a crash: its orphans are no longer the daemon's
+/// children, so the daemon looks at every process.
+#[test]
+fn after_a_crash_a_kill_waits_for_a_process_that_left_the_cgroup_unmet() {
+    if let Some((_cgroup, d)) = contained("left-unmet-adopted", "5s") {
+        left_unmet(d, true);
+    }
+}
+
+/// The same in process-group mode, where the gone check meets the zombie among the
+/// daemon's children (or, after a crash, in `/proc`) by its process group.
+#[test]
+fn in_process_groups_a_kill_waits_for_a_zombie_no_sweep_met() {
+    left_unmet(DaemonGuard::builder().grace("5s").start(), false);
+    left_unmet(DaemonGuard::builder().grace("5s").start(), true);
+}
+
+fn left_unmet(mut d: DaemonGuard, crash: bool) {
+    let (session, tree) = d.spawn(&Fixture::polite());
+    let leader = tree.procs.iter().find(|p| p.pid == tree.leader).unwrap();
+    let [child, sibling] = [0, 1].map(|i| {
+        tree.procs
+            .iter()
+            .filter(|p| p.pid != tree.leader)
+            .nth(i)
+            .expect("two children of the leader")
+    });
+    let traced = Traced::seize(child.pid);
+    let sigkill = |pid| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill a child of the leader")
+    };
+    sigkill(child.pid);
+    wait_until(
+        Duration::from_secs(10),
+        "the traced child to be a zombie",
+        || procfs::process(child.pid).is_some_and(|p| p.is_zombie()),
+    );
+    // The other child goes (reaped by the leader, which waits on for the traced one): the
+    // kill's sweep meets nothing but the leader, and what is left must be found otherwise.
+    sigkill(sibling.pid);
+    wait_until(
+        Duration::from_secs(10),
+        "the leader to reap its other child",
+        || procfs::process(sibling.pid).is_none_or(|p| p.start_time != sibling.start_time),
+    );
+    if crash {
+        d.crash();
+        d.restart(&[]);
+    }
+
+    let mut client = d.client();
+    let target = session.id.as_str().parse().expect("a kill target");
+    let kill = std::thread::spawn(move || {
+        client.request(&Request::Kill(browserd_proto::Kill {
+            target,
+            force: false,
+            grace_ms: None,
+        }))
+    });
+    wait_until(Duration::from_secs(10), "the leader to be reaped", || {
+        procfs::process(leader.pid).is_none_or(|p| p.start_time != leader.start_time)
+    });
+    assert!(
+        procfs::process(child.pid).is_some_and(|p| p.is_zombie() && p.ppid != leader.pid),
+        "the zombie was handed on when the leader exited"
+    );
+    // A kill of another session answers after a gone check that had this one among its
+    // candidates (its leader was reaped before): had that check proven it gone, it would be
+    // by now.
+    let (other, _) = d.spawn(&Fixture::polite());
+    let result = d.kill(other.id.as_str(), false, None);
+    assert_eq!(result.terminated, vec![other.id.to_string()], "{result:?}");
+    assert_eq!(
+        d.session(&session.id).state,
+        SessionState::Terminating,
+        "proven gone with its zombie still in /proc"
+    );
+    assert!(
+        !kill.is_finished(),
+        "the kill answered with a process of the session still in /proc"
+    );
+
+    // The tracer lets it go: handed to its parent, reaped, and the session is gone.
+    drop(traced);
+    let result: browserd_proto::TerminateResult = kill
+        .join()
+        .expect("the kill's client")
+        .into_result()
+        .unwrap_or_else(|e| panic!("kill: {e:?}"));
+    assert_eq!(
+        result.terminated,
+        vec![session.id.to_string()],
+        "{result:?}"
+    );
+    assert!(
+        procfs::process(child.pid).is_none_or(|p| p.start_time != child.start_time),
+        "the kill answered with the zombie still there"
+    );
+    d.assert_all_sessions_gone();
+}
+
+/// A process this test traces: killed and let go (reaped as its tracer, which hands it to
+/// its parent) when dropped.
+struct Traced(nix::unistd::Pid);
+
+impl Traced {
+    fn seize(pid: i32) -> Traced {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty())
+            .unwrap_or_else(|e| panic!("cannot trace {pid}: {e}"));
+        Traced(pid)
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.0, Some(nix::sys::wait::WaitPidFlag::__WALL));
+    }
+}
+
 /// A child of the test: killed and reaped when dropped.
 struct Held(std::process::Child);
 
