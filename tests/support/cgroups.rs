@@ -83,6 +83,23 @@ pub fn cgroup_of(pid: i32) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Every process in `/proc` whose cgroup is one of `cgroups` (as `/proc/PID/cgroup` names
+/// them), with it. A process keeps its cgroup until it is reaped: exiting ones and zombies
+/// are found too (a removed cgroup's name ends in ` (deleted)`, left out here).
+pub fn processes_in(cgroups: &std::collections::HashSet<String>) -> Vec<(i32, String)> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let cgroup = cgroup_of(pid)?;
+            let cgroup = cgroup.trim_end_matches(" (deleted)");
+            cgroups.contains(cgroup).then(|| (pid, cgroup.to_owned()))
+        })
+        .collect()
+}
+
 /// Kills everything in `dir` and below, waits for it to empty, and removes it, deepest
 /// first.
 pub fn remove_tree(dir: &Path) {

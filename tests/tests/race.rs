@@ -4,6 +4,8 @@
 //! natural exits), kill by id, tracking id, workspace and `all` (forced or not, graces of
 //! 0–300 ms), lease, release and kill leased sessions, all at once. After each round a
 //! forced kill-all, then the invariants are checked where they are true or false: in `/proc`.
+//! With sessions in cgroups, every answer that says a session terminated is checked at once
+//! too: no process in `/proc` is in its cgroup, not even a zombie.
 //!
 //! The seed fixes every client's sequence of operations (the interleaving is the kernel's),
 //! so a failure is replayed by running its seed again, if need be a few times:
@@ -164,6 +166,9 @@ fn run(plan: &Plan) {
     let d = builder.start();
     let shapes = shapes();
     let ledger = Ledger::default();
+    if let Some(cgroup) = &plan.cgroup {
+        let _ = ledger.cgroup_prefix.set(cgroup.session_cgroup(""));
+    }
     let mut failed_rounds = Vec::new();
     for round in 0..plan.rounds {
         let started = Instant::now();
@@ -171,6 +176,7 @@ fn run(plan: &Plan) {
         let ops_took = started.elapsed();
         let final_kill = d.kill("all", true, None);
         ledger.note_terminated(&final_kill.terminated);
+        ledger.check_nothing_left("the final kill-all", &final_kill.terminated);
         if !final_kill.failed.is_empty() {
             ledger.violation(format!(
                 "round {round}: the final forced kill-all failed: {:?}",
@@ -325,6 +331,9 @@ struct Ledger {
     leases: Mutex<Vec<(LeaseId, String)>>,
     violations: Mutex<Vec<String>>,
     tally: Mutex<BTreeMap<String, usize>>,
+    /// Where sessions are in cgroups: a session's cgroup as `/proc/PID/cgroup` names it,
+    /// without the session id at its end.
+    cgroup_prefix: OnceLock<String>,
 }
 
 impl Ledger {
@@ -389,6 +398,30 @@ impl Ledger {
     }
 
     /// The sequence number below which every terminated id was reported before now.
+    /// A session answered terminated is gone: where sessions are in cgroups, no process in
+    /// `/proc` is in the cgroup of one of `terminated`, not even a zombie (read at once: one
+    /// that was still exiting at the answer may be gone by then; a zombie waiting to be
+    /// reaped stays a while).
+    fn check_nothing_left(&self, what: &str, terminated: &[String]) {
+        let Some(prefix) = self.cgroup_prefix.get() else {
+            return;
+        };
+        if terminated.is_empty() {
+            return;
+        }
+        let cgroups: HashSet<String> = terminated
+            .iter()
+            .map(|id| format!("{prefix}{id}"))
+            .collect();
+        for (pid, cgroup) in browserd_tests::cgroups::processes_in(&cgroups) {
+            let process = procfs::process(pid);
+            self.violation(format!(
+                "{what} answered a session terminated with process {pid} still in its cgroup \
+                 {cgroup}: {process:?}"
+            ));
+        }
+    }
+
     fn reports_so_far(&self) -> u64 {
         self.reports.load(Ordering::SeqCst)
     }
@@ -697,6 +730,8 @@ impl Worker<'_> {
             }
         };
         self.ledger.note_terminated(&result.terminated);
+        let asker = format!("{} step {}: {what}", self.who, self.step);
+        self.ledger.check_nothing_left(&asker, &result.terminated);
         self.ledger.count("terminated");
         let mut seen = HashSet::new();
         for id in &result.terminated {
