@@ -177,10 +177,15 @@ impl Reaper {
 
     /// Reaps the children `pass` looks at that have exited and hands the batch to `record`
     /// while the lock is still held, so no one can observe a reaped leader as alive.
-    /// Helpers' exits go to whoever awaits them instead. `None`: the lock is held, nothing
-    /// was reaped, and [`Reaper::retry_wanted`] says when to try again. The quick pass is
-    /// meant for the main thread (from any other, it walks every thread's children).
-    pub fn reap<R>(&self, pass: Pass, record: impl FnOnce(&[(i32, ExitStatus)]) -> R) -> Option<R> {
+    /// Helpers' exits go to whoever awaits them instead (`record` gets only their pids, as
+    /// they are free for reuse now). `None`: the lock is held, nothing was reaped, and
+    /// [`Reaper::retry_wanted`] says when to try again. The quick pass is meant for the main
+    /// thread (from any other, it walks every thread's children).
+    pub fn reap<R>(
+        &self,
+        pass: Pass,
+        record: impl FnOnce(&[(i32, ExitStatus)], &[i32]) -> R,
+    ) -> Option<R> {
         self.deferred.store(true, Ordering::SeqCst);
         let _guard = match self.lock.try_write() {
             Ok(guard) => guard,
@@ -213,6 +218,7 @@ impl Reaper {
             exits.watched.remove(pid);
         }
         drop(exits);
+        let mut helpers_reaped = Vec::new();
         if !batch.is_empty() {
             let mut helpers = self
                 .helpers
@@ -221,12 +227,13 @@ impl Reaper {
             batch.retain(|(pid, status)| match helpers.remove(pid) {
                 Some(waiter) => {
                     let _ = waiter.send(*status);
+                    helpers_reaped.push(*pid);
                     false
                 }
                 None => true,
             });
         }
-        Some(record(&batch))
+        Some(record(&batch, &helpers_reaped))
     }
 }
 
@@ -312,10 +319,13 @@ mod tests {
         let first = reaper.hold();
         let second = reaper.hold();
         // (Nothing is reaped while held, so this does not touch the test process's children.)
-        assert!(reaper.reap(Pass::Full, |_| ()).is_none(), "held: put off");
+        assert!(
+            reaper.reap(Pass::Full, |_, _| ()).is_none(),
+            "held: put off"
+        );
         drop(first);
         assert!(
-            reaper.reap(Pass::Full, |_| ()).is_none(),
+            reaper.reap(Pass::Full, |_, _| ()).is_none(),
             "still held by the second"
         );
         drop(second);

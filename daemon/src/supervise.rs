@@ -193,20 +193,18 @@ async fn reap(ctx: Arc<Context>, mut sigchld: tokio::signal::unix::Signal) {
     // Children may have exited before the loop began.
     let mut full_due = Some(Instant::now());
     loop {
-        if ctx
-            .reaper
-            .reap(Pass::Quick, |batch| record_reaped(&ctx, batch))
-            == Some(true)
+        if ctx.reaper.reap(Pass::Quick, |batch, helpers| {
+            record_reaped(&ctx, batch, helpers)
+        }) == Some(true)
         {
             ctx.check_gone();
         }
         if full_due.is_some_and(|due| due <= Instant::now()) {
             // `None`: the lock is held; the pass stays due, and is tried again when the lock
             // is let go.
-            if let Some(reaped) = ctx
-                .reaper
-                .reap(Pass::Full, |batch| record_reaped(&ctx, batch))
-            {
+            if let Some(reaped) = ctx.reaper.reap(Pass::Full, |batch, helpers| {
+                record_reaped(&ctx, batch, helpers)
+            }) {
                 full_due = None;
                 if reaped {
                     ctx.check_gone();
@@ -228,10 +226,17 @@ async fn reap(ctx: Arc<Context>, mut sigchld: tokio::signal::unix::Signal) {
     }
 }
 
-/// Records a batch of reaped children (with the reap lock held); whether there were any.
-fn record_reaped(ctx: &Context, batch: &[(i32, ExitStatus)]) -> bool {
-    ctx.scanner.reaped(batch.iter().map(|&(pid, _)| pid));
-    ctx.members.reaped(batch.iter().map(|&(pid, _)| pid));
+/// Records a batch of reaped children, and the daemon's helpers reaped with it (with the
+/// reap lock held); whether there were any of the first.
+fn record_reaped(ctx: &Context, batch: &[(i32, ExitStatus)], helpers: &[i32]) -> bool {
+    let pids = || {
+        batch
+            .iter()
+            .map(|&(pid, _)| pid)
+            .chain(helpers.iter().copied())
+    };
+    ctx.scanner.reaped(pids());
+    ctx.members.reaped(pids());
     let leaders = ctx.registry.record_reaped(batch);
     ctx.metrics.orphans_reaped((batch.len() - leaders) as u64);
     !batch.is_empty()
