@@ -162,8 +162,9 @@ pub struct ProcTable {
     sessions: HashMap<SessionId, HashSet<i32>>,
     /// Probed pids that had no process yet, with when they were first missed.
     holes: HashMap<i32, Instant>,
-    /// Processes whose owner could not be decided yet, with when they were first read.
-    undecided: HashMap<i32, Instant>,
+    /// Processes whose owner could not be decided yet, with when they were first read, and
+    /// in which generation.
+    undecided: HashMap<i32, (Instant, u64)>,
     /// The last pid allocated when the previous refresh began.
     last_pid: Option<i32>,
     /// How many tasks the kernel had created when the previous refresh began.
@@ -386,6 +387,15 @@ impl ProcTable {
                     entry.gone = true;
                 }
             }
+            // An undecided process the daemon reaped (a zombie child whose owner it could
+            // not read) is gone, whoever's it was.
+            if self
+                .undecided
+                .get(&pid)
+                .is_some_and(|&(_, learned)| learned < reaped_in)
+            {
+                self.undecided.remove(&pid);
+            }
         }
     }
 
@@ -564,7 +574,7 @@ impl ProcTable {
                     may_wait: self
                         .undecided
                         .get(&top)
-                        .is_none_or(|first| now.duration_since(*first) < UNDECIDED_FOR),
+                        .is_none_or(|(first, _)| now.duration_since(*first) < UNDECIDED_FOR),
                 };
                 if info.ppid == ancestor {
                     break root_owner(&info, root(true));
@@ -607,7 +617,7 @@ impl ProcTable {
             if owner == Owner::Undecided {
                 for pid in chain {
                     if new.remove(&pid).is_some() {
-                        self.undecided.entry(pid).or_insert(now);
+                        self.undecided.entry(pid).or_insert((now, self.generation));
                     }
                 }
                 continue;
@@ -1367,6 +1377,20 @@ mod tests {
         assert!(table.entries[&pid].gone, "marked, so not read again");
         assert!(table.of(&id).is_empty());
         assert!(table.all_gone(&id));
+    }
+
+    #[test]
+    fn a_reaped_pid_ends_an_undecided_process_read_in_an_earlier_generation() {
+        let mut table = ProcTable::default();
+        table.begin(1, &[]);
+        table.undecided.insert(4242, (Instant::now(), 1));
+        assert!(table.has_undecided());
+        // Reaped while generation 1 ran: it may be a newcomer that reused the pid.
+        table.begin(2, &[(4242, 1)]);
+        assert!(table.has_undecided());
+        // Reaped once generation 2 had begun: the process read undecided is gone.
+        table.begin(3, &[(4242, 2)]);
+        assert!(!table.has_undecided());
     }
 
     #[test]

@@ -1384,7 +1384,8 @@ impl Registry {
     /// or an orphan the daemon adopted: the session the `marker` in its environment names,
     /// else the session whose leader's pid is the session or group it still carries. An
     /// orphan none of these name is not a session's (as PID 1, the daemon may adopt
-    /// processes that never were) and is never signalled.
+    /// processes that never were) and is never signalled; while its environment cannot be
+    /// read (mid-`execve`, or a zombie), for up to `UNDECIDED_FOR`, it is undecided instead.
     ///
     /// Anything else can only belong to a session adopted after a restart, whose processes
     /// are not the daemon's descendants: its leader, by pid and start time, or a process
@@ -1433,11 +1434,18 @@ impl Registry {
         if *marker == Marker::Unreadable && root.may_wait && !process.is_zombie() {
             return Owner::Undecided;
         }
-        [process.sid, process.pgid]
+        match [process.sid, process.pgid]
             .iter()
             .find_map(|number| state.numbers.get(number))
             .filter(|id| !adopted(id))
-            .map_or(Owner::Unowned, |id| Owner::Session(id.clone()))
+        {
+            Some(id) => Owner::Session(id.clone()),
+            // A zombie has no environment left to read: it may be a session's that no
+            // refresh met alive (a stray in a group and session of its own). The daemon
+            // reaps it in a moment; until then no session is proven gone.
+            None if *marker == Marker::Unreadable && root.may_wait => Owner::Undecided,
+            None => Owner::Unowned,
+        }
     }
 
     /// The cgroup of every live session that has one.

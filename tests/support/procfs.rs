@@ -256,3 +256,32 @@ pub fn spawn_sleep_with_pid(pid: i32, seconds: &str) -> Option<i32> {
         _ => None,
     }
 }
+
+/// A process a test traces (`PTRACE_SEIZE`): when it dies it stays a zombie that only its
+/// tracer can reap, whoever its parent is. Killed and let go when dropped (reaped by the
+/// tracer, which hands it to its parent to reap).
+pub struct Traced(nix::unistd::Pid);
+
+impl Traced {
+    #[track_caller]
+    pub fn seize(pid: i32) -> Traced {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty())
+            .unwrap_or_else(|e| panic!("cannot trace {pid}: {e}"));
+        Traced(pid)
+    }
+
+    /// SIGKILLs it: it is a zombie from then on, until dropped.
+    #[track_caller]
+    pub fn kill(&self) {
+        nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL)
+            .unwrap_or_else(|e| panic!("cannot kill {}: {e}", self.0));
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.0, Some(nix::sys::wait::WaitPidFlag::__WALL));
+    }
+}

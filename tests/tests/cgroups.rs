@@ -9,7 +9,7 @@ use browserd_proto::{
 };
 use browserd_tests::cdp::Cdp;
 use browserd_tests::cgroups::{cgroup_of, PrivateCgroup};
-use browserd_tests::procfs;
+use browserd_tests::procfs::{self, Traced};
 use browserd_tests::{wait_until, DaemonGuard, Fixture};
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
@@ -268,14 +268,7 @@ fn left_unmet(mut d: DaemonGuard, crash: bool) {
             .expect("two children of the leader")
     });
     let traced = Traced::seize(child.pid);
-    let sigkill = |pid| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .expect("kill a child of the leader")
-    };
-    sigkill(child.pid);
+    traced.kill();
     wait_until(
         Duration::from_secs(10),
         "the traced child to be a zombie",
@@ -283,7 +276,11 @@ fn left_unmet(mut d: DaemonGuard, crash: bool) {
     );
     // The other child goes (reaped by the leader, which waits on for the traced one): the
     // kill's sweep meets nothing but the leader, and what is left must be found otherwise.
-    sigkill(sibling.pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sibling.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the other child of the leader");
     wait_until(
         Duration::from_secs(10),
         "the leader to reap its other child",
@@ -343,26 +340,6 @@ fn left_unmet(mut d: DaemonGuard, crash: bool) {
         "the kill answered with the zombie still there"
     );
     d.assert_all_sessions_gone();
-}
-
-/// A process this test traces: killed and let go (reaped as its tracer, which hands it to
-/// its parent) when dropped.
-struct Traced(nix::unistd::Pid);
-
-impl Traced {
-    fn seize(pid: i32) -> Traced {
-        let pid = nix::unistd::Pid::from_raw(pid);
-        nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty())
-            .unwrap_or_else(|e| panic!("cannot trace {pid}: {e}"));
-        Traced(pid)
-    }
-}
-
-impl Drop for Traced {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(self.0, Some(nix::sys::wait::WaitPidFlag::__WALL));
-    }
 }
 
 /// A child of the test: killed and reaped when dropped.

@@ -220,3 +220,99 @@ fn a_member_that_left_the_group_after_it_was_known_is_signalled_by_the_sweep() {
     d.kill(session.id.as_str(), true, Some(0));
     d.assert_session_gone(&session.id);
 }
+
+/// A stray that left the session's group and session and died before any refresh met it
+/// alive: a zombie child of the daemon with no environment left to say whose it is, and a
+/// group and session of its own. Its owner cannot be decided, so no session is proven gone
+/// until the daemon has reaped it (for up to a second; here, until the test, tracing it,
+/// lets it go).
+#[test]
+fn a_stray_that_died_unmet_holds_the_kill_until_it_is_reaped() {
+    let d = DaemonGuard::builder().grace("5s").start();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // The stray is started only when the test says.
+    let script = r#"while [ ! -e "$1/go" ]; do sleep 0.01; done
+(setsid sleep 1000 & echo $! > "$1/stray.tmp"; mv "$1/stray.tmp" "$1/stray")
+exec sleep 1000"#;
+    let session = d.launch_sandbox(&[
+        SH,
+        "-c",
+        script,
+        "unmet-stray",
+        dir.path().to_str().unwrap(),
+    ]);
+    // Past the refresh that follows a launch (20 ms after it), which would meet the stray
+    // alive: only then can the test fail.
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(dir.path().join("go"), "").expect("write go");
+    let stray_file = dir.path().join("stray");
+    wait_until(Duration::from_secs(10), "the stray to start", || {
+        stray_file.exists()
+    });
+    let stray: i32 = std::fs::read_to_string(&stray_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the stray to be handed to the daemon",
+        || procfs::process(stray).is_some_and(|p| p.ppid == d.pid() && p.sid == stray),
+    );
+    let traced = procfs::Traced::seize(stray);
+    traced.kill();
+    wait_until(Duration::from_secs(10), "the stray to be a zombie", || {
+        procfs::process(stray).is_some_and(|p| p.is_zombie())
+    });
+
+    let mut client = d.client();
+    let target = session.id.as_str().parse().expect("a kill target");
+    let kill = std::thread::spawn(move || {
+        client.request(&browserd_proto::Request::Kill(browserd_proto::Kill {
+            target,
+            force: false,
+            grace_ms: None,
+        }))
+    });
+    // The gone check that follows the leader's reap meets the zombie and cannot say whose
+    // it is (the daemon's debug log says what it decided).
+    let met = format!("attributed pid={stray} ");
+    let decided = || {
+        d.log()
+            .lines()
+            .find(|line| line.contains(&met))
+            .map(str::to_owned)
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the gone check to meet the zombie",
+        || decided().is_some(),
+    );
+    let decided = decided().unwrap_or_default();
+    assert!(
+        decided.contains("owner=Undecided"),
+        "a zombie whose owner cannot be read is not decided at once: {decided}"
+    );
+    assert!(
+        !kill.is_finished(),
+        "the kill answered with the stray's zombie still in /proc"
+    );
+
+    // Let go, it is the daemon's to reap, and then the session is gone.
+    drop(traced);
+    let result: browserd_proto::TerminateResult = kill
+        .join()
+        .expect("the kill's client")
+        .into_result()
+        .unwrap_or_else(|e| panic!("kill: {e:?}"));
+    assert_eq!(
+        result.terminated,
+        vec![session.id.to_string()],
+        "{result:?}"
+    );
+    assert!(
+        procfs::process(stray).is_none(),
+        "the stray's zombie is reaped"
+    );
+    d.assert_all_sessions_gone();
+}
