@@ -591,6 +591,23 @@ impl DaemonGuard {
         self.spawn_with(fixture, fixture.launch())
     }
 
+    /// A polite `kill` of `target` sent from a thread, on a connection of its own: the test
+    /// goes on while the daemon works on it.
+    #[track_caller]
+    pub fn kill_in_background(&self, target: &str) -> PendingKill {
+        let target: Target = target
+            .parse()
+            .unwrap_or_else(|e| panic!("`{target}` is not a kill target: {e}"));
+        let mut client = self.client();
+        PendingKill(std::thread::spawn(move || {
+            client.request(&Request::Kill(Kill {
+                target,
+                force: false,
+                grace_ms: None,
+            }))
+        }))
+    }
+
     /// `kill` with `target` a session id, tracking id or `all`.
     #[track_caller]
     pub fn kill(&self, target: &str, force: bool, grace_ms: Option<u64>) -> TerminateResult {
@@ -946,4 +963,32 @@ fn describe(procs: &[ProcInfo], daemon: i32) -> String {
             )
         })
         .collect()
+}
+
+/// A kill sent by [`DaemonGuard::kill_in_background`].
+pub struct PendingKill(std::thread::JoinHandle<Response>);
+
+impl PendingKill {
+    /// Whether it has been answered.
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// Waits for its answer, panicking on a request-level error.
+    #[track_caller]
+    pub fn result(self) -> TerminateResult {
+        self.0
+            .join()
+            .expect("the kill's client thread")
+            .into_result()
+            .unwrap_or_else(|e| panic!("kill: {e:?}"))
+    }
+
+    /// Waits for its answer and checks that it says `session` terminated, and nothing else.
+    #[track_caller]
+    pub fn assert_terminated(self, session: &SessionId) {
+        let result = self.result();
+        assert_eq!(result.terminated, vec![session.to_string()], "{result:?}");
+        assert!(result.failed.is_empty(), "{result:?}");
+    }
 }

@@ -37,7 +37,7 @@ pub mod yaml;
 pub use bins::{beside_bin, browserctl_bin, browserd_bin, threads_bin};
 pub use client::Client;
 pub use ctl::run_ctl;
-pub use daemon::{DaemonBuilder, DaemonGuard, Tree};
+pub use daemon::{DaemonBuilder, DaemonGuard, PendingKill, Tree};
 pub use fixtures::Fixture;
 pub use procfs::{session_pids, ProcId, ProcInfo};
 pub use wait::{wait_for, wait_until};

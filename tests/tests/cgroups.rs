@@ -189,15 +189,7 @@ fn a_terminated_sessions_cgroup_goes_once_it_is_empty_before_its_processes_are_r
     )
     .expect("move the process into the session's cgroup");
 
-    let mut client = d.client();
-    let target = session.id.as_str().parse().expect("a kill target");
-    let kill = std::thread::spawn(move || {
-        client.request(&Request::Kill(browserd_proto::Kill {
-            target,
-            force: false,
-            grace_ms: None,
-        }))
-    });
+    let kill = d.kill_in_background(session.id.as_str());
     wait_until(
         Duration::from_secs(10),
         "the process in the cgroup to exit on SIGTERM",
@@ -215,15 +207,7 @@ fn a_terminated_sessions_cgroup_goes_once_it_is_empty_before_its_processes_are_r
     assert_eq!(d.session(&session.id).state, SessionState::Terminating);
 
     drop(held);
-    let response = kill.join().expect("the kill's client");
-    let result: browserd_proto::TerminateResult = response
-        .into_result()
-        .unwrap_or_else(|e| panic!("kill: {e:?}"));
-    assert_eq!(
-        result.terminated,
-        vec![session.id.to_string()],
-        "{result:?}"
-    );
+    kill.assert_terminated(&session.id);
     d.assert_all_sessions_gone();
     assert_eq!(inotify_watches(d.pid()), watches, "no watch is left behind");
 }
@@ -291,15 +275,7 @@ fn left_unmet(mut d: DaemonGuard, crash: bool) {
         d.restart(&[]);
     }
 
-    let mut client = d.client();
-    let target = session.id.as_str().parse().expect("a kill target");
-    let kill = std::thread::spawn(move || {
-        client.request(&Request::Kill(browserd_proto::Kill {
-            target,
-            force: false,
-            grace_ms: None,
-        }))
-    });
+    let kill = d.kill_in_background(session.id.as_str());
     wait_until(Duration::from_secs(10), "the leader to be reaped", || {
         procfs::process(leader.pid).is_none_or(|p| p.start_time != leader.start_time)
     });
@@ -325,16 +301,7 @@ fn left_unmet(mut d: DaemonGuard, crash: bool) {
 
     // The tracer lets it go: handed to its parent, reaped, and the session is gone.
     drop(traced);
-    let result: browserd_proto::TerminateResult = kill
-        .join()
-        .expect("the kill's client")
-        .into_result()
-        .unwrap_or_else(|e| panic!("kill: {e:?}"));
-    assert_eq!(
-        result.terminated,
-        vec![session.id.to_string()],
-        "{result:?}"
-    );
+    kill.assert_terminated(&session.id);
     assert!(
         procfs::process(child.pid).is_none_or(|p| p.start_time != child.start_time),
         "the kill answered with the zombie still there"

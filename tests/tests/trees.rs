@@ -265,15 +265,7 @@ exec sleep 1000"#;
         procfs::process(stray).is_some_and(|p| p.is_zombie())
     });
 
-    let mut client = d.client();
-    let target = session.id.as_str().parse().expect("a kill target");
-    let kill = std::thread::spawn(move || {
-        client.request(&browserd_proto::Request::Kill(browserd_proto::Kill {
-            target,
-            force: false,
-            grace_ms: None,
-        }))
-    });
+    let kill = d.kill_in_background(session.id.as_str());
     // The gone check that follows the leader's reap meets the zombie and cannot say whose
     // it is (the daemon's debug log says what it decided).
     let met = format!("attributed pid={stray} ");
@@ -300,16 +292,7 @@ exec sleep 1000"#;
 
     // Let go, it is the daemon's to reap, and then the session is gone.
     drop(traced);
-    let result: browserd_proto::TerminateResult = kill
-        .join()
-        .expect("the kill's client")
-        .into_result()
-        .unwrap_or_else(|e| panic!("kill: {e:?}"));
-    assert_eq!(
-        result.terminated,
-        vec![session.id.to_string()],
-        "{result:?}"
-    );
+    kill.assert_terminated(&session.id);
     assert!(
         procfs::process(stray).is_none(),
         "the stray's zombie is reaped"
