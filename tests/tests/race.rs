@@ -4,8 +4,9 @@
 //! natural exits), kill by id, tracking id, workspace and `all` (forced or not, graces of
 //! 0–300 ms), lease, release and kill leased sessions, all at once. After each round a
 //! forced kill-all, then the invariants are checked where they are true or false: in `/proc`.
-//! With sessions in cgroups, every answer that says a session terminated is checked at once
-//! too: no process in `/proc` is in its cgroup, not even a zombie.
+//! Every answer that says a session terminated is checked at once too: no live process
+//! carries its marker, and, with sessions in cgroups, no process in `/proc` is in its
+//! cgroup, not even a zombie.
 //!
 //! The seed fixes every client's sequence of operations (the interleaving is the kernel's),
 //! so a failure is replayed by running its seed again, if need be a few times:
@@ -398,17 +399,31 @@ impl Ledger {
     }
 
     /// The sequence number below which every terminated id was reported before now.
-    /// A session answered terminated is gone: where sessions are in cgroups, no process in
-    /// `/proc` is in the cgroup of one of `terminated`, not even a zombie (read at once: one
-    /// that was still exiting at the answer may be gone by then; a zombie waiting to be
-    /// reaped stays a while).
+    /// A session answered terminated is gone, checked at once (a process seen alive after
+    /// the answer was alive at it): no live process carries its marker, and, where sessions
+    /// are in cgroups, no process in `/proc` is in its cgroup, not even a zombie (one that was
+    /// still exiting at the answer may be gone by the time it is read; a zombie waiting to
+    /// be reaped stays a while).
     fn check_nothing_left(&self, what: &str, terminated: &[String]) {
-        let Some(prefix) = self.cgroup_prefix.get() else {
-            return;
-        };
         if terminated.is_empty() {
             return;
         }
+        let ids: HashSet<&str> = terminated.iter().map(String::as_str).collect();
+        for process in procfs::all_processes() {
+            if process
+                .session
+                .as_deref()
+                .is_some_and(|marker| ids.contains(marker))
+            {
+                self.violation(format!(
+                    "{what} answered a session terminated with its process still alive: \
+                     {process:?}"
+                ));
+            }
+        }
+        let Some(prefix) = self.cgroup_prefix.get() else {
+            return;
+        };
         let cgroups: HashSet<String> = terminated
             .iter()
             .map(|id| format!("{prefix}{id}"))
