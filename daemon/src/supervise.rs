@@ -57,15 +57,7 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
         if held_ctx.registry.any_adopted(sessions) {
             return look(None);
         }
-        let spawners = held_ctx.registry.spawner_threads(sessions);
-        let _reap = held_ctx.reaper.hold();
-        match procs::daemon_children(spawners.as_deref()) {
-            Ok(children) => look(Some(held_ctx.registry.not_leaders(children))),
-            Err(e) => {
-                tracing::debug!("cannot read the daemon's children ({e}); reading every process");
-                look(None)
-            }
-        }
+        with_daemon_children(&held_ctx, sessions, look)
     });
     let gone_ctx = ctx.clone();
     keep_running("the gone checker", move || {
@@ -99,15 +91,7 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
         if children_ctx.registry.has_adopted() {
             return None;
         }
-        let spawners = children_ctx.registry.spawner_threads(sessions);
-        let _reap = children_ctx.reaper.hold();
-        match procs::daemon_children(spawners.as_deref()) {
-            Ok(children) => Some(children_ctx.registry.not_leaders(children)),
-            Err(e) => {
-                tracing::debug!("cannot read the daemon's children ({e}); listing /proc instead");
-                None
-            }
-        }
+        with_daemon_children(&children_ctx, sessions, |children| children)
     });
     let daemon = Arc::new(Daemon {
         root_owner,
@@ -133,6 +117,26 @@ pub fn start(ctx: &Arc<Context>) -> std::io::Result<()> {
         tokio::spawn(watch_adopted(ctx.clone(), id, pidfd));
     }
     Ok(())
+}
+
+/// The daemon's children that may hold `sessions`' processes (of the main thread and of the
+/// threads that spawned their leaders; sessions' unreaped leaders left out), given to `look`
+/// with reaping held off until it returns: none leaves the list meanwhile, and each pid stays
+/// its process's. `None` where they cannot be read.
+fn with_daemon_children<R>(
+    ctx: &Context,
+    sessions: &[SessionId],
+    look: impl FnOnce(Option<Vec<i32>>) -> R,
+) -> R {
+    let spawners = ctx.registry.spawner_threads(sessions);
+    let _reap = ctx.reaper.hold();
+    match procs::daemon_children(spawners.as_deref()) {
+        Ok(children) => look(Some(ctx.registry.not_leaders(children))),
+        Err(e) => {
+            tracing::debug!("cannot read the daemon's children: {e}");
+            look(None)
+        }
+    }
 }
 
 /// Waits for an adopted leader (not the daemon's child, so no SIGCHLD) to exit: its pidfd
