@@ -310,11 +310,8 @@ pub fn run_once(
             .push(time_command(Command::new(browserctl).arg("--version"))?);
     }
 
-    // The same start after as long a quiet spell as the daemon's idle window: what the
-    // machine's waking adds to any command run then, daemon or not.
-    std::thread::sleep(opts.idle);
-    sample.bare_start_after_idle_ms =
-        Some(time_command(Command::new(browserctl).arg("--version"))?);
+    // As long a quiet spell as browserd's run has before its kill-all (see `IDLE_WINDOWS`).
+    std::thread::sleep(opts.idle * crate::scenarios::IDLE_WINDOWS);
 
     // A separate process sends the signal, as `browserctl kill` would.
     for (leader, tree) in kill_leaders.iter().zip(&kill_trees) {

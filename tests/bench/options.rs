@@ -18,8 +18,9 @@ Options:
   --repeat R        repetitions of every scenario; the median is reported [default: 3]
   --grace-ms G      grace period of the stubborn bulk termination [default: 1000]
   --samples S       samples per repeat for kill-one, status and natural exit [default: 50]
-  --idle-ms W       quiet window before the first kill (and the baseline's bare start after
-                    as long) is timed; the idle-CPU measurement [default: 10000]
+  --idle-ms W       quiet window before the first kill is timed (and before its reference,
+                    a bare start, and the socket kill); the idle-CPU measurement
+                    [default: 10000]
   --reloads L       reloads per repeat by the reload op, and as many by SIGHUP [default: 3]
   --browsers K      also launch and kill K real Chromium sessions, and measure a warm
                     pool of K against cold launches [default: 0]

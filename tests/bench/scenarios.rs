@@ -27,9 +27,15 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// How long a natural exit may take to show before the bench gives up.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kill-one samples sent over the socket by the bench itself (no client start-up in them):
-/// one right after a second idle window, the rest warm. Their sessions are live through the
-/// idle window too.
+/// one right after an idle window of its own, the rest warm. Their sessions are live
+/// through the idle window too.
 pub const SOCKET_KILLS: usize = 11;
+
+/// How many idle windows browserd's run waits through before its polite kill-all: the
+/// first kill's, its reference's and the socket kill's. The baseline's run waits as long,
+/// so that both sides' trees have sat idle as long when they are killed (a tree killed
+/// right after it started exits faster).
+pub const IDLE_WINDOWS: u32 = 3;
 
 /// How many sessions run through the idle window: the N, the kill-one and natural-exit
 /// samples', and the socket kills'.
@@ -178,8 +184,23 @@ pub fn run_once(
     };
     let cpu = Meter::start(d)?;
     let mut kills = kill_sessions.iter().zip(&kill_trees);
+    // The first kill right after the idle window, and its reference: a bare start right
+    // after a second window as long, in the same run. Which of the two comes first
+    // alternates by repeat, so that neither always follows the busier moment (the launches
+    // before the first window).
+    let bare_start_after_idle =
+        || time_command(Command::new(browserctl).arg("--version")).map(Some);
+    let bare_first = !rep.is_multiple_of(2);
     if let Some((session, tree)) = kills.next() {
+        if bare_first {
+            sample.bare_start_after_idle_ms = bare_start_after_idle()?;
+            std::thread::sleep(opts.idle);
+        }
         sample.kill_one_after_idle_ms = Some(kill_one(session, tree, &mut sample)?);
+        if !bare_first {
+            std::thread::sleep(opts.idle);
+            sample.bare_start_after_idle_ms = bare_start_after_idle()?;
+        }
     }
     // The same kill after as long a quiet spell, over the socket, with no client start-up
     // in it (the bench's own thread sends it, and it was idle as long).
